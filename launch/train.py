@@ -1,0 +1,136 @@
+"""Train one continual-learning method over a benchmark, for one or several seeds.
+
+Examples:
+    python launch/train.py --method derpp --dataset seq-mnist --buffer-size 500 --lr 0.03 \
+        --alpha 1 --beta 0.5 --seeds 3
+    python launch/train.py --method derpp --load-best-args best_args/seq-mnist.yaml --seeds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+
+import torch
+
+from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
+from raycl.data import BENCHMARK_NAMES, load_benchmark
+from raycl.files import atomic_write_text, load_best_args
+from raycl.methods import METHODS, make_config
+from raycl.results import aggregate, summary_table
+from raycl.train import DivergedError, StreamRun
+
+log = logging.getLogger("raycl.train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True, help=f"method to train: {', '.join(METHODS)}")
+    parser.add_argument("--dataset", default=None,
+                        help=f"benchmark: {', '.join(BENCHMARK_NAMES)} (default: seq-digits, or the "
+                             "only dataset in --load-best-args)")
+    parser.add_argument("--seed", type=int, default=0, help="first training seed (default 0)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="number of seeds, seed .. seed+N-1; reports mean ± std (default 1)")
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding MNIST/raw/ etc. (default: $RAYCL_DATA, else ~/.cache/raycl)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of each task's training data held out, stratified, for validation "
+                             "(default 0.1; 0 trains on all of it)")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the validation split, permutations and rotation angles (default 0)")
+    parser.add_argument("--load-best-args", metavar="FILE", default=None,
+                        help="start from the hyperparameters a search exported to FILE for this dataset, "
+                             "method and --buffer-size; flags given here override them")
+    parser.add_argument("--json", metavar="OUT", default=None,
+                        help="write config, per-seed and mean ± std accuracies (percent) to OUT")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_hyperparameter_flags(parser)
+    return parser
+
+
+def _dataset_from_best_args(path: str) -> str:
+    from raycl.files import read_yaml
+    from raycl.errors import RayclError
+
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict) or len(data) != 1:
+        raise RayclError(f"{path} holds datasets {sorted(data) if isinstance(data, dict) else '?'}; "
+                         "choose one with --dataset")
+    return next(iter(data))
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.seeds < 1:
+        from raycl.errors import RayclError
+
+        raise RayclError(f"--seeds must be at least 1, got {args.seeds}")
+    dataset = args.dataset or (_dataset_from_best_args(args.load_best_args) if args.load_best_args else "seq-digits")
+    values = {}
+    given = given_hyperparameters(args, args.method) if args.method in METHODS else {}
+    if args.load_best_args:
+        size = int(given["buffer_size"]) if "buffer_size" in given else None
+        values.update(load_best_args(args.load_best_args, dataset, args.method, size))
+    values.update(given)
+    benchmark = load_benchmark(dataset, args.data_root, args.val_fraction, args.data_seed)
+    config = make_config(args.method, values, benchmark.defaults)
+    primary = benchmark.settings[0]
+    log.info("%s on %s (%d tasks), config %s", args.method, dataset, benchmark.n_tasks, config)
+
+    results = []
+    diverged = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        run_start = time.perf_counter()
+        stream = StreamRun(benchmark, args.method, config, seed, args.device)
+        try:
+            for report in stream:
+                accs = "  ".join(f"{s} {report.mean_val(s):6.2f}" for s in benchmark.settings)
+                test = f"  test {primary} {sum(report.test[primary]) / len(report.test[primary]):6.2f}" \
+                    if report.test else ""
+                log.info("seed %d  task %2d/%d  loss %.4f  val %s%s  (%.1f s)", seed, report.task + 1,
+                         report.n_tasks, report.loss, accs, test, report.seconds)
+        except DivergedError as exc:
+            log.info("seed %d diverged: %s", seed, exc)
+            diverged.append(seed)
+            continue
+        results.append(stream.result(wall_s=time.perf_counter() - run_start))
+        log.info("seed %d done: test %s %.2f  (train %.1f s)", seed, primary,
+                 results[-1].test_metrics[primary]["acc"], results[-1].train_s)
+
+    wall_s = time.perf_counter() - started
+    document = {
+        "method": args.method, "dataset": dataset, "config": results[0].config if results else vars(config),
+        "seeds": [r.seed for r in results], "diverged_seeds": diverged, "wall_s": wall_s,
+        "train_s": [r.train_s for r in results], "val_fraction": args.val_fraction, "data_seed": args.data_seed,
+    }
+    if results:
+        document["test"] = aggregate(results, "test")
+        document["val"] = aggregate(results, "val")
+        print()
+        print(summary_table(document, len(results)))
+    print(f"\n{len(results)} seed(s) finished, {len(diverged)} diverged, {wall_s:.1f} s")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(document, indent=2, default=_json_default))
+        print(f"wrote {args.json}")
+    return 0 if results else 3
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

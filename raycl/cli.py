@@ -1,0 +1,66 @@
+"""Helpers shared by the ``launch/`` entry points: flags from declared hyperparameters, errors."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from collections.abc import Callable
+
+from raycl.errors import RayclError
+from raycl.hparams import param_specs
+from raycl.methods import METHODS, get_method
+
+
+def hyperparameter_index() -> dict[str, tuple[str, list[str]]]:
+    """Every declared hyperparameter -> (help of its first declaration, methods declaring it)."""
+    index: dict[str, tuple[str, list[str]]] = {}
+    for method in METHODS:
+        for name, spec in param_specs(get_method(method).Config).items():
+            help_text, users = index.setdefault(name, (f"{spec.help} ({spec.describe_allowed()})", []))
+            users.append(method)
+    return index
+
+
+def add_hyperparameter_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--name-with-dashes`` flag per declared hyperparameter, values checked later."""
+    group = parser.add_argument_group(
+        "method hyperparameters",
+        "override the method's defaults (and any --load-best-args values); each flag applies to the "
+        "methods listed",
+    )
+    for name, (help_text, users) in sorted(hyperparameter_index().items()):
+        users_text = "all methods" if len(users) == len(METHODS) else ", ".join(users)
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"hp_{name}", default=None, metavar="V",
+                           help=f"{help_text}; {users_text}")
+
+
+def given_hyperparameters(args: argparse.Namespace, method: str) -> dict:
+    """The hyperparameter flags set on the command line, checked against ``method``'s declaration."""
+    declared = param_specs(get_method(method).Config)
+    given = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None}
+    for name in given:
+        if name not in declared:
+            allowed = ", ".join("--" + n.replace("_", "-") for n in sorted(declared))
+            raise RayclError(f"--{name.replace('_', '-')} does not apply to method {method!r}; its "
+                             f"hyperparameters: {allowed}")
+    return given
+
+
+def entry_point(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Run ``main``; a RayclError becomes one line on stderr and exit status 2, no traceback."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        try:
+            return main(argv)
+        except RayclError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper

@@ -1,0 +1,36 @@
+"""Benchmarks by name. ``load_benchmark`` is the one way in."""
+
+from __future__ import annotations
+
+import os
+
+from raycl.data.base import SETTINGS, Benchmark, Task, resolve_data_root, stratified_split
+from raycl.errors import RayclError, unknown
+
+BENCHMARK_NAMES = ("seq-digits", "seq-mnist", "perm-mnist", "rot-mnist", "seq-cifar10")
+
+
+def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fraction: float = 0.1,
+                   seed: int = 0) -> Benchmark:
+    """Build benchmark ``name``; ``seed`` fixes the validation split, permutations and angles."""
+    if name not in BENCHMARK_NAMES:
+        raise unknown("dataset", name, BENCHMARK_NAMES)
+    if not 0 <= val_fraction < 1:
+        raise RayclError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if name == "seq-digits":
+        from raycl.data.digits import seq_digits
+
+        return seq_digits(val_fraction, seed)
+    root = resolve_data_root(data_root)
+    if name == "seq-cifar10":
+        from raycl.data.cifar import seq_cifar10
+
+        return seq_cifar10(root, val_fraction, seed)
+    from raycl.data import mnist
+
+    builder = {"seq-mnist": mnist.seq_mnist, "perm-mnist": mnist.perm_mnist, "rot-mnist": mnist.rot_mnist}[name]
+    return builder(root, val_fraction, seed)
+
+
+__all__ = ["BENCHMARK_NAMES", "SETTINGS", "Benchmark", "Task", "load_benchmark", "resolve_data_root",
+           "stratified_split"]

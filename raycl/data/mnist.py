@@ -1,0 +1,133 @@
+"""MNIST streams: seq-mnist (Class-IL), perm-mnist and rot-mnist (Domain-IL), DER protocol."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raycl.data.base import Benchmark, Task, class_split_tasks, stratified_split
+from raycl.errors import RayclError
+
+log = logging.getLogger(__name__)
+
+_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped or not) as a uint8 array of its declared shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    n_dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(n_dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * n_dims).reshape(shape)
+
+
+def _find(raw: Path, stem: str) -> Path | None:
+    for candidate in (raw / stem, raw / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _download(root: Path) -> None:
+    import torchvision  # imported only here: it costs seconds and memory at start-up
+
+    for train in (True, False):
+        torchvision.datasets.MNIST(str(root), train=train, download=True)
+
+
+def load_mnist(root: Path) -> dict[str, np.ndarray]:
+    """The four MNIST arrays from ``<root>/MNIST/raw`` (torchvision's layout), downloading if absent.
+
+    Images are (N, 784) uint8, labels (N,) uint8.
+    """
+    raw = root / "MNIST" / "raw"
+    if any(_find(raw, stem) is None for stem in _FILES.values()):
+        log.info("MNIST not found under %s; trying to download it", raw)
+        try:
+            _download(root)
+        except Exception as exc:  # any network or filesystem failure means the same to the user
+            looked = ", ".join(f"{stem}[.gz]" for stem in _FILES.values())
+            raise RayclError(
+                f"MNIST not found: looked in {raw} for {looked}, and the download failed ({exc}). "
+                "Put the four MNIST .gz files there, or point --data-root (or $RAYCL_DATA) at the "
+                "folder that holds MNIST/raw/."
+            ) from None
+    arrays = {key: _read_idx(_find(raw, stem)) for key, stem in _FILES.items()}
+    for part, n in (("train", 60000), ("test", 10000)):
+        if arrays[f"{part}_x"].shape != (n, 28, 28) or arrays[f"{part}_y"].shape != (n,):
+            raise RayclError(f"MNIST files in {raw} are corrupt: unexpected {part} shapes")
+    arrays["train_x"] = arrays["train_x"].reshape(60000, 784)
+    arrays["test_x"] = arrays["test_x"].reshape(10000, 784)
+    return arrays
+
+
+def rotate(images: np.ndarray, degrees: float, chunk: int = 8192) -> np.ndarray:
+    """Rotate flat 28x28 uint8 images about their centre, batched (bilinear, zero fill)."""
+    theta = math.radians(degrees)
+    matrix = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0],
+                           [math.sin(theta), math.cos(theta), 0.0]], dtype=torch.float32)
+    out = np.empty_like(images)
+    for start in range(0, len(images), chunk):
+        block = torch.from_numpy(images[start:start + chunk].astype(np.float32)).view(-1, 1, 28, 28)
+        grid = F.affine_grid(matrix.expand(len(block), 2, 3), list(block.shape), align_corners=False)
+        turned = F.grid_sample(block, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out[start:start + chunk] = turned.round_().clamp_(0, 255).to(torch.uint8).view(-1, 784).numpy()
+    return out
+
+
+def _mlp_benchmark(name, tasks, settings, defaults) -> Benchmark:
+    return Benchmark(name=name, tasks=tasks, n_classes=10, input_shape=(784,), settings=settings,
+                     model="mlp", defaults=defaults)
+
+
+def seq_mnist(root: Path, val_fraction: float, seed: int) -> Benchmark:
+    """5 tasks of 2 consecutive digits; Class-IL and Task-IL; batch 10 as in the DER paper."""
+    d = load_mnist(root)
+    tasks = class_split_tasks(d["train_x"], d["train_y"], d["test_x"], d["test_y"], 2, 5, val_fraction, seed)
+    return _mlp_benchmark("seq-mnist", tasks, ("class_il", "task_il"),
+                          {"batch_size": 10, "minibatch_size": 10, "n_epochs": 1})
+
+
+def _domain_tasks(d: dict, transforms, val_fraction: float, seed: int) -> list[Task]:
+    """One task per input transform, all over the same images and the same validation split."""
+    kept, held = stratified_split(d["train_y"], val_fraction, seed)
+    labels = d["train_y"].astype(np.int64)
+    return [
+        Task(train_x=transform(d["train_x"][kept]), train_y=labels[kept],
+             val_x=transform(d["train_x"][held]), val_y=labels[held],
+             test_x=transform(d["test_x"]), test_y=d["test_y"].astype(np.int64), classes=tuple(range(10)))
+        for transform in transforms
+    ]
+
+
+def perm_mnist(root: Path, val_fraction: float, seed: int, n_tasks: int = 20) -> Benchmark:
+    """20 tasks, each all of MNIST under its own fixed pixel permutation; Domain-IL."""
+    d = load_mnist(root)
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(784) for _ in range(n_tasks)]
+    tasks = _domain_tasks(d, [lambda x, p=p: np.take(x, p, axis=1) for p in perms], val_fraction, seed)
+    return _mlp_benchmark("perm-mnist", tasks, ("domain_il",),
+                          {"batch_size": 128, "minibatch_size": 128, "n_epochs": 1})
+
+
+def rot_mnist(root: Path, val_fraction: float, seed: int, n_tasks: int = 20) -> Benchmark:
+    """20 tasks, each all of MNIST rotated by an angle drawn from U(0, 180); Domain-IL."""
+    d = load_mnist(root)
+    rng = np.random.default_rng(seed)
+    angles = [float(rng.uniform(0.0, 180.0)) for _ in range(n_tasks)]
+    tasks = _domain_tasks(d, [lambda x, a=a: rotate(x, a) for a in angles], val_fraction, seed)
+    return _mlp_benchmark("rot-mnist", tasks, ("domain_il",),
+                          {"batch_size": 128, "minibatch_size": 128, "n_epochs": 1})

@@ -1,0 +1,121 @@
+"""Declared hyperparameters: dataclass fields with help text and bounds.
+
+Every method declares its hyperparameters as a dataclass built from :func:`hp` fields. Search
+spaces, command-line flags and best-args files are all checked against that declaration, so a
+misspelt or mistyped key is an error rather than a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from raycl.errors import RayclError, unknown
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def hp(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+       choices: tuple | None = None) -> Any:
+    """A declared hyperparameter: a dataclass field with a one-line help and optional bounds.
+
+    ``low``/``high`` are inclusive bounds for numbers; ``choices`` the allowed values.
+    """
+    meta = {"help": help, "low": low, "high": high, "choices": choices}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: type
+    default: Any
+    help: str
+    low: float | None
+    high: float | None
+    choices: tuple | None
+
+    def describe_allowed(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        lo = "-inf" if self.low is None else self.low
+        hi = "inf" if self.high is None else self.high
+        return f"a {self.type.__name__} in [{lo}, {hi}]"
+
+
+def param_specs(config_cls: type) -> dict[str, ParamSpec]:
+    """The declared hyperparameters of a config dataclass, by name."""
+    hints = typing.get_type_hints(config_cls)
+    specs = {}
+    for f in dataclasses.fields(config_cls):
+        meta = f.metadata
+        specs[f.name] = ParamSpec(
+            name=f.name, type=hints[f.name], default=f.default, help=meta.get("help", ""),
+            low=meta.get("low"), high=meta.get("high"), choices=meta.get("choices"),
+        )
+    return specs
+
+
+def coerce_value(spec: ParamSpec, value: Any, where: str = "") -> Any:
+    """Convert ``value`` to the declared type and check its bounds, or raise RayclError."""
+    place = f" ({where})" if where else ""
+    kind = spec.type
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                converted = value
+            elif isinstance(value, str) and value.lower() in _BOOL_WORDS:
+                converted = _BOOL_WORDS[value.lower()]
+            else:
+                raise ValueError
+        elif kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                converted = int(value)
+            else:
+                converted = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            converted = float(value)
+            if math.isnan(converted):
+                raise ValueError
+        else:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            converted = kind(value)
+    except (TypeError, ValueError):
+        raise RayclError(
+            f"hyperparameter {spec.name!r}{place} must be {spec.describe_allowed()}, got {value!r}"
+        ) from None
+    if spec.choices is not None and converted not in spec.choices:
+        raise RayclError(
+            f"hyperparameter {spec.name!r}{place} must be {spec.describe_allowed()}, got {value!r}"
+        )
+    if (spec.low is not None and converted < spec.low) or (spec.high is not None and converted > spec.high):
+        raise RayclError(
+            f"hyperparameter {spec.name!r}{place} must be {spec.describe_allowed()}, got {value!r}"
+        )
+    return converted
+
+
+def check_names(config_cls: type, names, owner: str, where: str = "") -> None:
+    """Raise RayclError naming the first name that ``config_cls`` does not declare."""
+    specs = param_specs(config_cls)
+    for name in names:
+        if name not in specs:
+            raise unknown(f"hyperparameter for {owner}", name, specs, where)
+
+
+def build_config(config_cls: type, values: Mapping[str, Any], owner: str, where: str = ""):
+    """An instance of ``config_cls`` from defaults overridden by ``values``, each checked."""
+    check_names(config_cls, values, owner, where)
+    specs = param_specs(config_cls)
+    converted = {name: coerce_value(specs[name], value, where) for name, value in values.items()}
+    return config_cls(**converted)

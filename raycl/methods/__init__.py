@@ -1,0 +1,36 @@
+"""Methods by name. Each lives in its own module and declares its hyperparameters."""
+
+from __future__ import annotations
+
+import importlib
+
+from raycl.errors import unknown
+
+# name -> "module:Class"; modules are imported on first use so a run pays only for its method.
+METHODS = {
+    "sgd": "raycl.methods.sgd:Sgd",
+    "joint": "raycl.methods.joint:Joint",
+    "er": "raycl.methods.er:Er",
+    "der": "raycl.methods.der:Der",
+    "derpp": "raycl.methods.derpp:Derpp",
+}
+
+
+def get_method(name: str) -> type:
+    """The method class registered as ``name``, or RayclError listing the known names."""
+    if name not in METHODS:
+        raise unknown("method", name, METHODS)
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_config(method: str, values: dict | None = None, protocol_defaults: dict | None = None):
+    """The method's config: declared defaults, then the benchmark's protocol defaults for the
+    names the method declares, then ``values`` (each checked against the declaration)."""
+    from raycl.hparams import build_config, param_specs
+
+    cls = get_method(method).Config
+    declared = param_specs(cls)
+    merged = {k: v for k, v in (protocol_defaults or {}).items() if k in declared}
+    merged.update(values or {})
+    return build_config(cls, merged, owner=f"method {method!r}")

@@ -1,0 +1,85 @@
+"""The networks of the DER protocol: a 784-100-100-out MLP and the reduced ResNet-18."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raycl.data import Benchmark
+from raycl.errors import unknown
+
+
+class MLP(nn.Module):
+    """Two hidden ReLU layers of ``hidden`` units, Xavier-uniform weights, zero biases."""
+
+    def __init__(self, in_features: int, n_outputs: int, hidden: int = 100):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.classifier = nn.Linear(hidden, n_outputs)
+        for layer in (self.fc1, self.fc2, self.classifier):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        return F.relu(self.fc2(F.relu(self.fc1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False),
+                                          nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ReducedResNet18(nn.Module):
+    """ResNet-18 with ``nf`` (20) base filters and a 3x3 stem, as in GEM and the DER paper."""
+
+    def __init__(self, n_outputs: int, nf: int = 20, in_channels: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, nf, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(nf)
+        stages, in_planes = [], nf
+        for i, stride in enumerate((1, 2, 2, 2)):
+            planes = nf * 2 ** i
+            stages += [BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)]
+            in_planes = planes
+        self.stages = nn.Sequential(*stages)
+        self.classifier = nn.Linear(in_planes, n_outputs)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.stages(F.relu(self.bn1(self.conv1(x))))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+MODEL_NAMES = ("mlp", "resnet18")
+
+
+def build_model(benchmark: Benchmark) -> nn.Module:
+    """The benchmark's network with one output per class."""
+    if benchmark.model == "mlp":
+        return MLP(math.prod(benchmark.input_shape), benchmark.n_classes)
+    if benchmark.model == "resnet18":
+        return ReducedResNet18(benchmark.n_classes, in_channels=benchmark.input_shape[0])
+    raise unknown("model", benchmark.model, MODEL_NAMES)

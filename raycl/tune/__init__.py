@@ -1,0 +1,1 @@
+"""Search: the Tune trainable, search spaces, the Tuner and export."""

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+
+from raycl.buffer import ReservoirBuffer
+
+
+def make(capacity=10, seed=0):
+    return ReservoirBuffer(capacity, (1,), 2, "cpu", seed=seed)
+
+
+def feed(buffer, n_items, batch):
+    for start in range(0, n_items, batch):
+        ids = torch.arange(start, min(start + batch, n_items))
+        buffer.add(ids.float()[:, None], ids, logits=ids.float()[:, None].repeat(1, 2), task=start // 20)
+
+
+def test_fills_slots_in_order_then_holds_capacity():
+    buffer = make(capacity=10)
+    feed(buffer, 7, batch=3)
+    assert len(buffer) == 7 and buffer.seen == 7
+    assert buffer.labels[:7].tolist() == list(range(7))
+    feed_more = torch.arange(7, 30)
+    buffer.add(feed_more.float()[:, None], feed_more)
+    assert len(buffer) == 10 and buffer.seen == 30
+    assert buffer.labels[:7].tolist() != [] and len(set(buffer.labels.tolist())) == 10
+
+
+def test_reservoir_is_uniform_over_the_stream():
+    # Every item of a 100-item stream must be held with probability capacity / 100.
+    n_items, capacity, runs = 100, 10, 3000
+    counts = np.zeros(n_items)
+    for seed in range(runs):
+        buffer = make(capacity, seed)
+        feed(buffer, n_items, batch=7)
+        counts[buffer.labels.numpy()] += 1
+    expected = runs * capacity / n_items
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    # 99 degrees of freedom: the 99.9% quantile is about 148.
+    assert chi2 < 148, chi2
+    # Early and late items are equally likely (a biased reservoir favours one end).
+    assert abs(counts[:50].mean() - counts[50:].mean()) < 0.05 * expected
+
+
+def test_within_batch_collisions_keep_the_later_row():
+    buffer = make(capacity=2)
+    buffer.add(torch.zeros(2, 1), torch.tensor([100, 101]))
+    # Positions 2, 3, 4 draw r = floor(u * (pos + 1)): slots 1, 0, 1 (and a 4th row drawing 4: dropped).
+    draws = np.array([0.4, 0.1, 0.3, 0.9])
+    buffer.rng = type("FixedDraws", (), {"random": lambda self, n: draws[:n]})()
+    buffer.add(torch.zeros(4, 1), torch.tensor([0, 1, 2, 3]))
+    assert buffer.labels.tolist() == [1, 2]  # row 2 overwrote row 0's slot, as sequential insertion would
+    assert buffer.seen == 6
+
+
+def test_sample_is_without_replacement_and_within_filled_part():
+    buffer = make(capacity=50)
+    feed(buffer, 20, batch=5)
+    for _ in range(20):
+        s = buffer.sample(15)
+        assert len(set(s.y.tolist())) == 15
+        assert all(v < 20 for v in s.y.tolist())
+    assert len(buffer.sample(100).y) == 20  # capped at what is stored
+    s = buffer.sample(5)
+    assert torch.equal(s.logits[:, 0], s.y.float())  # fields stay aligned
+
+
+def test_state_round_trip_continues_identically():
+    a = make(capacity=10, seed=3)
+    feed(a, 40, batch=4)
+    b = make(capacity=10, seed=99)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.sample(5).y, b.sample(5).y)
+    more = torch.arange(40, 60)
+    a.add(more.float()[:, None], more)
+    b.add(more.float()[:, None], more)
+    assert torch.equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize("batch", [1, 10, 128])
+def test_tasks_and_counts_recorded(batch):
+    buffer = make(capacity=30)
+    feed(buffer, 60, batch=batch)
+    assert buffer.seen == 60
+    assert set(buffer.tasks.tolist()) <= {0, 1, 2}

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from raycl.data import load_benchmark, stratified_split
+from raycl.errors import RayclError
+
+
+def test_stratified_split_holds_out_the_fraction_of_every_class():
+    labels = np.repeat(np.arange(4), [100, 200, 50, 10])
+    kept, held = stratified_split(labels, 0.1, seed=1)
+    assert len(np.intersect1d(kept, held)) == 0
+    assert len(kept) + len(held) == len(labels)
+    for cls, n in zip(range(4), [100, 200, 50, 10]):
+        assert (labels[held] == cls).sum() == round(0.1 * n)
+    again_kept, again_held = stratified_split(labels, 0.1, seed=1)
+    assert np.array_equal(held, again_held)
+    assert not np.array_equal(held, stratified_split(labels, 0.1, seed=2)[1])
+
+
+def _rows(x):
+    return {row.tobytes() for row in x}
+
+
+def test_seq_digits_tasks(digits):
+    assert digits.n_tasks == 5 and digits.settings == ("class_il", "task_il")
+    for t, task in enumerate(digits.tasks):
+        assert task.classes == (2 * t, 2 * t + 1)
+        for split in ("train", "val", "test"):
+            assert set(np.unique(getattr(task, f"{split}_y"))) == {2 * t, 2 * t + 1}
+            assert getattr(task, f"{split}_x").dtype == np.uint8
+        # Validation is carved from training data and shares no image with test.
+        assert not _rows(task.val_x) & _rows(task.test_x) - _rows(task.train_x)
+        share = len(task.val_y) / (len(task.val_y) + len(task.train_y))
+        assert 0.08 < share < 0.12
+
+
+def test_unknown_dataset_names_the_allowed_ones():
+    with pytest.raises(RayclError, match="unknown dataset 'seq-mnits'.*seq-mnist"):
+        load_benchmark("seq-mnits")
+
+
+def test_missing_mnist_says_where_it_looked(tmp_path, monkeypatch):
+    import raycl.data.mnist as mnist
+
+    def no_network(root):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(mnist, "_download", no_network)
+    with pytest.raises(RayclError, match=f"looked in {tmp_path}/MNIST/raw.*--data-root"):
+        load_benchmark("seq-mnist", tmp_path)
+
+
+def test_seq_cifar10_reads_torchvision_layout(tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = list(np.tile(np.arange(10), 4))
+        data = rng.integers(0, 256, size=(40, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+    bench = load_benchmark("seq-cifar10", tmp_path)
+    assert bench.n_tasks == 5 and bench.input_shape == (3, 32, 32) and bench.augment
+    assert bench.tasks[0].train_x.shape[1:] == (3, 32, 32)
+    assert len(bench.tasks[0].train_y) + len(bench.tasks[0].val_y) == 5 * 8
+    x = bench.to_tensor(bench.tasks[0].train_x[:4])
+    assert x.shape == (4, 3, 32, 32) and abs(float(x.mean())) < 1.0  # normalised
+
+
+@pytest.mark.mnist
+def test_mnist_streams(mnist_data_root):
+    seq = load_benchmark("seq-mnist", mnist_data_root)
+    assert [t.classes for t in seq.tasks] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    assert sum(len(t.test_y) for t in seq.tasks) == 10000
+    assert sum(len(t.train_y) + len(t.val_y) for t in seq.tasks) == 60000
+    perm = load_benchmark("perm-mnist", mnist_data_root)
+    assert perm.n_tasks == 20 and perm.settings == ("domain_il",)
+    a, b = perm.tasks[0].test_x, perm.tasks[1].test_x
+    # Same images, different pixel order: equal pixel sums, different pixels.
+    assert np.array_equal(a.sum(1), b.sum(1)) and not np.array_equal(a, b)
+    assert abs(len(perm.tasks[0].val_y) - 6000) <= 5  # 10% of each class, rounded

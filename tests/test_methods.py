@@ -1,0 +1,123 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raycl.methods import METHODS, make_config
+from raycl.models import MLP
+from raycl.optim import FlatSGD
+from raycl.train import DivergedError, StreamRun, run
+
+FAST = {"lr": 0.1, "n_epochs": 2}
+
+
+def config_for(method, bench, **extra):
+    values = {**FAST, **extra}
+    from raycl.hparams import param_specs
+    from raycl.methods import get_method
+
+    declared = param_specs(get_method(method).Config)
+    if "buffer_size" in declared:
+        values.setdefault("buffer_size", 100)
+    return make_config(method, values, bench.defaults)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_learns_seq_digits(method, digits):
+    result = run(digits, method, config_for(method, digits), seed=0)
+    acc = result.test_metrics["class_il"]["acc"]
+    task_il = result.test_metrics["task_il"]["acc"]
+    assert np.isfinite(acc) and task_il > 70  # two-way choices: chance is 50
+    assert result.test["class_il"].shape == (5, 5)
+    assert not np.isnan(np.diag(result.test["class_il"])).any()
+
+
+def test_replay_beats_fine_tuning(digits):
+    sgd = run(digits, "sgd", config_for("sgd", digits), seed=0).test_metrics["class_il"]["acc"]
+    for method in ("er", "der", "derpp"):
+        replay = run(digits, method, config_for(method, digits), seed=0).test_metrics["class_il"]["acc"]
+        assert replay > sgd + 20, (method, replay, sgd)
+
+
+def test_same_seed_same_numbers(digits):
+    a = run(digits, "derpp", config_for("derpp", digits), seed=5)
+    b = run(digits, "derpp", config_for("derpp", digits), seed=5)
+    c = run(digits, "derpp", config_for("derpp", digits), seed=6)
+    assert np.array_equal(a.test["class_il"], b.test["class_il"], equal_nan=True)
+    assert not np.array_equal(a.test["class_il"], c.test["class_il"], equal_nan=True)
+
+
+def test_checkpoint_at_a_task_boundary_resumes_identically(digits):
+    cfg = config_for("derpp", digits)
+    whole = run(digits, "derpp", cfg, seed=1)
+    first = StreamRun(digits, "derpp", cfg, seed=1)
+    first.run_task()
+    first.run_task()
+    state = copy.deepcopy(first.state_dict())
+    second = StreamRun(digits, "derpp", cfg, seed=1)
+    second.load_state_dict(state)
+    for _ in second:
+        pass
+    assert np.array_equal(whole.test["class_il"], second.test["class_il"], equal_nan=True)
+
+
+def test_der_stores_logits_from_before_the_step(digits):
+    cfg = config_for("der", digits, buffer_size=500)
+    stream = StreamRun(digits, "der", cfg, seed=0)
+    method = stream.method
+    x = digits.to_tensor(digits.tasks[0].train_x[:8])
+    y = torch.from_numpy(digits.tasks[0].train_y[:8])
+    with torch.no_grad():
+        before = method.net(x).clone()
+    method.observe(x, y, 0)
+    assert torch.allclose(method.buffer.logits[:8], before, atol=1e-6)
+    with torch.no_grad():
+        assert not torch.allclose(method.net(x), before)
+
+
+def test_batch_and_minibatch_sizes_are_independent(digits):
+    cfg = config_for("er", digits, batch_size=4, minibatch_size=16)
+    stream = StreamRun(digits, "er", cfg, seed=0)
+    seen = []
+    original = stream.method.net.forward
+    stream.method.net.forward = lambda x: (seen.append(len(x)), original(x))[1]
+    stream.run_task()
+    assert seen[0] == 4 and max(seen[:50]) == 20
+
+
+def test_nan_loss_raises_diverged(digits):
+    cfg = config_for("sgd", digits, lr=1e30)
+    with pytest.raises(DivergedError):
+        run(digits, "sgd", cfg, seed=0)
+
+
+def test_flat_sgd_matches_torch_sgd():
+    torch.manual_seed(0)
+    a = MLP(20, 5, hidden=8)
+    b = copy.deepcopy(a)
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.2)
+    opt_b = FlatSGD(b.parameters(), lr=0.2)
+    for _ in range(10):
+        x, y = torch.randn(6, 20), torch.randint(0, 5, (6,))
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    b.classifier.weight.grad = None
+    with pytest.raises(RuntimeError, match="grad was replaced"):
+        opt_b.step()
+
+
+def test_task_il_masks_other_tasks_logits():
+    from raycl.train import _accuracies
+
+    logits = torch.tensor([[0.0, 0.0, 5.0, 1.0], [0.0, 0.0, 1.0, 5.0]])
+    y = torch.tensor([3, 3])
+    acc = _accuracies(logits, y, (2, 3), ("class_il", "task_il"))
+    assert acc == {"class_il": 1, "task_il": 1}
+    acc = _accuracies(torch.tensor([[9.0, 0.0, 1.0, 2.0]]), torch.tensor([3]), (2, 3), ("class_il", "task_il"))
+    assert acc == {"class_il": 0, "task_il": 1}
