@@ -61,7 +61,8 @@ def load_mnist(root: Path) -> dict[str, np.ndarray]:
         except Exception as exc:  # any network or filesystem failure means the same to the user
             looked = ", ".join(f"{stem}[.gz]" for stem in _FILES.values())
             raise RayclError(
-                f"MNIST not found: looked in {raw} for {looked}, and the download failed ({exc}). "
+                f"MNIST not found: looked in {raw} for {looked}, and the download failed "
+                f"({str(exc).strip().splitlines()[0]}). "
                 "Put the four MNIST .gz files there, or point --data-root (or $RAYCL_DATA) at the "
                 "folder that holds MNIST/raw/."
             ) from None

@@ -1,0 +1,136 @@
+"""Search the hyperparameters of a continual-learning method with Ray Tune, Optuna and ASHA.
+
+Optuna's seeded TPE proposes configurations from search_spaces/<method>.yaml; every trial runs
+the method over the benchmark's tasks and reports the mean validation accuracy over the tasks
+seen so far after each task; ASHA stops weak trials at task rungs. Test data never chooses
+anything. At the end the best configuration is merged into a best-args YAML file that
+launch/train.py --load-best-args replays, every trial goes to a Parquet table, and a summary
+is printed.
+
+Examples:
+    python launch/tune.py --method derpp --dataset seq-digits --samples 16
+    python launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500 --samples 64 \
+        --final-eval-seeds 3
+    python launch/tune.py --method derpp --dataset seq-mnist --name my-search --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
+from raycl.data import BENCHMARK_NAMES
+from raycl.methods import METHODS
+from raycl.tune.search import PROTOCOLS, SearchOptions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_argument_group("what to search")
+    what.add_argument("--method", required=True, help=f"method: {', '.join(METHODS)}")
+    what.add_argument("--dataset", default="seq-digits",
+                      help=f"benchmark: {', '.join(BENCHMARK_NAMES)} (default seq-digits, offline)")
+    what.add_argument("--samples", type=int, default=16, help="number of configurations to try (default 16)")
+    what.add_argument("--space", metavar="FILE", default=None,
+                      help="search-space YAML (default search_spaces/<method>.yaml)")
+    what.add_argument("--protocol", default="seen-tasks", choices=PROTOCOLS,
+                      help="objective: seen-tasks = mean val accuracy over the tasks seen, reported after "
+                           "every task, final value after the last task (default); first-task = the same "
+                           "on only the first --protocol-tasks tasks; end-of-training = all tasks, no "
+                           "early stopping")
+    what.add_argument("--protocol-tasks", type=int, default=2, metavar="K",
+                      help="tasks used by --protocol first-task (default 2)")
+    what.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
+    what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
+
+    sched = p.add_argument_group("early stopping (ASHA on the task count)")
+    sched.add_argument("--grace-period", type=int, default=1,
+                       help="tasks every trial trains before ASHA may stop it (default 1)")
+    sched.add_argument("--reduction-factor", type=int, default=3,
+                       help="ASHA keeps the top 1/factor of trials at each rung (default 3)")
+
+    res = p.add_argument_group("resources and cluster")
+    res.add_argument("--cpus-per-trial", type=float, default=1.0,
+                     help="CPUs per trial; also its torch thread count (default 1)")
+    res.add_argument("--gpus-per-trial", type=float, default=0.0,
+                     help="GPUs per trial, fractions allowed (0.5 = two trials per GPU); a trial given a "
+                          "GPU trains on it (default 0)")
+    res.add_argument("--max-concurrent", type=int, default=None,
+                     help="at most this many trials at once (default: as many as resources allow)")
+    res.add_argument("--address", default=None,
+                     help="join a running Ray cluster: 'auto' or host:port (default: start a local one)")
+    res.add_argument("--storage-path", default="experiments",
+                     help="where experiments are written (default ./experiments); on a multi-node "
+                          "cluster this must be storage every node can reach (NFS, s3://...)")
+    res.add_argument("--name", default=None,
+                     help="experiment name (default <method>-<dataset>-b<buffer size>)")
+    res.add_argument("--resume", action="store_true",
+                     help="continue the interrupted experiment --name without redoing finished trials")
+    res.add_argument("--dashboard", action="store_true",
+                     help="start the Ray dashboard on 127.0.0.1 and print its URL")
+    res.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3),
+                     help="Tune's output: 0 silent, 1 progress table (default), 2 and 3 more detail")
+
+    out = p.add_argument_group("outputs")
+    out.add_argument("--best-args", metavar="FILE", default=None,
+                     help="best-args YAML to merge the winner into (default best_args/<dataset>.yaml)")
+    out.add_argument("--parquet", metavar="FILE", default=None,
+                     help="table of every trial (default <experiment>/trials.parquet)")
+    out.add_argument("--optuna-storage", metavar="URL", default=None,
+                     help="also keep the Optuna study in this database, e.g. sqlite:///optuna.db "
+                          "(view it with optuna-dashboard)")
+    out.add_argument("--final-eval-seeds", type=int, default=0, metavar="N",
+                     help="retrain the best config on N seeds and report test mean ± std (default 0)")
+
+    data = p.add_argument_group("data")
+    data.add_argument("--data-root", default=None,
+                      help="folder holding MNIST/raw/ etc. (default: $RAYCL_DATA, else ~/.cache/raycl)")
+    data.add_argument("--val-fraction", type=float, default=0.1,
+                      help="share of each task's training data held out for validation (default 0.1)")
+    data.add_argument("--data-seed", type=int, default=0,
+                      help="seed of the validation split, permutations and angles (default 0)")
+    add_hyperparameter_flags(p)
+    for action in p._action_groups[-1]._group_actions:
+        action.help = action.help + " (fixes it for the whole search)"
+    return p
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from raycl.errors import unknown
+
+    if args.method not in METHODS:
+        raise unknown("method", args.method, METHODS)
+    fixed = given_hyperparameters(args, args.method)
+    buffer_size = fixed.pop("buffer_size", None)
+    options = SearchOptions(
+        method=args.method, dataset=args.dataset, samples=args.samples,
+        buffer_size=None if buffer_size is None else _int(buffer_size), fixed=fixed, space_path=args.space,
+        protocol=args.protocol, protocol_tasks=args.protocol_tasks, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, seed=args.seed, search_seed=args.search_seed,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, address=args.address, storage_path=args.storage_path,
+        name=args.name, resume=args.resume, optuna_storage=args.optuna_storage, best_args=args.best_args,
+        parquet=args.parquet, final_eval_seeds=args.final_eval_seeds, data_root=args.data_root,
+        val_fraction=args.val_fraction, data_seed=args.data_seed, dashboard=args.dashboard,
+        verbose=args.verbose,
+    )
+    from raycl.tune.search import run_search
+
+    report = run_search(options)
+    return 0 if report.best is not None else 1
+
+
+def _int(value: str) -> int:
+    from raycl.errors import RayclError
+
+    try:
+        return int(value)
+    except ValueError:
+        raise RayclError(f"--buffer-size must be an integer, got {value!r}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

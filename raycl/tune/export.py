@@ -1,0 +1,199 @@
+"""After a search: classify trials, write best-args YAML and a Parquet table, print a summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import json
+import logging
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import raycl
+from raycl.data import Benchmark
+from raycl.files import atomic_write_bytes, save_best_args
+from raycl.tune.trainable import OBJECTIVE, TEST_FILE
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("completed", "pruned", "diverged", "errored")
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    trial_id: str
+    status: str
+    config: dict
+    objective: float | None
+    tasks_trained: int
+    objective_by_task: list[float]
+    last_metrics: dict
+    test: dict | None
+    error: str | None
+
+
+@dataclasses.dataclass
+class SearchReport:
+    trials: list[TrialRecord]
+    best: TrialRecord | None
+    counts: dict[str, int]
+    task_fraction: float
+    best_args_path: Path | None
+    parquet_path: Path
+    final_eval: dict | None = None
+
+
+def _read_test(result) -> dict | None:
+    if result.checkpoint is None:
+        return None
+    try:
+        with result.checkpoint.as_directory() as folder:
+            path = Path(folder) / TEST_FILE
+            return json.loads(path.read_text()) if path.is_file() else None
+    except Exception as exc:  # an unreadable checkpoint must not sink the export of the others
+        log.warning("could not read test accuracies of %s: %s", result.path, exc)
+        return None
+
+
+def collect_trials(results, final_task: int) -> list[TrialRecord]:
+    records = []
+    for result in results:
+        metrics = dict(result.metrics or {})
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        history = result.metrics_dataframe
+        objective_by_task = []
+        if history is not None and OBJECTIVE in history:
+            objective_by_task = [float(v) for v in history[OBJECTIVE].tolist()]
+        tasks = int(metrics.get("task", 0) or 0)
+        if result.error is not None:
+            status = "errored"
+        elif metrics.get("diverged"):
+            status = "diverged"
+        elif tasks >= final_task:
+            status = "completed"
+        else:
+            status = "pruned"
+        objective = metrics.get(OBJECTIVE)
+        records.append(TrialRecord(
+            trial_id=trial_id, status=status, config=dict(result.config or {}),
+            objective=None if objective is None or status in ("errored", "diverged") else float(objective),
+            tasks_trained=tasks, objective_by_task=objective_by_task, last_metrics=metrics,
+            test=_read_test(result) if status == "completed" else None,
+            error=None if result.error is None else str(result.error).strip().splitlines()[-1][:500],
+        ))
+    return records
+
+
+def write_parquet(records: list[TrialRecord], path: Path, context: dict) -> None:
+    params = sorted({k for r in records for k in r.config})
+    metric_names = sorted({k for r in records for k in r.last_metrics if k.startswith("val_")})
+    settings = sorted({k for r in records if r.test for k in r.test})
+    rows = []
+    for r in records:
+        row = {"trial_id": r.trial_id, "status": r.status, "objective": r.objective,
+               "tasks_trained": r.tasks_trained, "objective_by_task": r.objective_by_task, "error": r.error}
+        row.update(context)
+        for p in params:
+            value = r.config.get(p)
+            row[f"config.{p}"] = None if value is None else str(value) if isinstance(value, str) else float(value)
+        for m in metric_names:
+            value = r.last_metrics.get(m)
+            row[m] = None if value is None else float(value)
+        for s in settings:
+            row[f"test_{s}"] = float(sum(r.test[s]) / len(r.test[s])) if r.test and s in r.test else None
+            row[f"test_{s}_by_task"] = r.test.get(s) if r.test else None
+        rows.append(row)
+    table = pa.Table.from_pylist(rows)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue())
+
+
+def _format_table(records: list[TrialRecord], params: list[str], limit: int = 5) -> str:
+    header = ["trial", "objective", "tasks", *params]
+    rows = [[r.trial_id, f"{r.objective:.2f}", str(r.tasks_trained),
+             *[_short(r.config.get(p)) for p in params]] for r in records[:limit]]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows])
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def export_search(results, options, space, benchmark: Benchmark) -> SearchReport:
+    final_task = benchmark.n_tasks
+    records = collect_trials(results, final_task)
+    counts = {s: sum(r.status == s for r in records) for s in STATUSES}
+    completed = sorted((r for r in records if r.status == "completed"), key=lambda r: -r.objective)
+    best = completed[0] if completed else None
+    tasks_trained = sum(r.tasks_trained for r in records)
+    task_fraction = tasks_trained / max(1, len(records) * final_task)
+    experiment = options.experiment_dir
+    context = {"method": options.method, "dataset": options.dataset, "protocol": options.protocol,
+               "protocol_tasks": options.protocol_tasks if options.protocol == "first-task" else None,
+               "experiment": options.experiment_name}
+    parquet_path = Path(options.parquet) if options.parquet else experiment / "trials.parquet"
+    write_parquet(records, parquet_path, context)
+
+    best_args_path = None
+    if best is not None:
+        best_args_path = Path(options.best_args or f"best_args/{options.dataset}.yaml")
+        provenance = {
+            "objective": round(best.objective, 4), "objective_name": f"mean val {benchmark.settings[0]} "
+            "accuracy over seen tasks (%)", "protocol": options.protocol,
+            "protocol_tasks": context["protocol_tasks"], "samples": options.samples,
+            "search_space": {"source": space.source, "params": space.to_dict()},
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "raycl_version": raycl.__version__, "trial_id": best.trial_id, "experiment": str(experiment),
+            "seed": options.seed, "search_seed": options.search_seed, "val_fraction": options.val_fraction,
+            "data_seed": options.data_seed,
+        }
+        save_best_args(best_args_path, options.dataset, options.method, _plain(best.config), provenance)
+
+    report = SearchReport(trials=records, best=best, counts=counts, task_fraction=task_fraction,
+                          best_args_path=best_args_path, parquet_path=parquet_path)
+    if best is not None and options.final_eval_seeds:
+        from raycl.tune.final_eval import evaluate_seeds
+
+        report.final_eval = evaluate_seeds(options, best.config, benchmark_options=options)
+    print_summary(report, options, space, benchmark)
+    return report
+
+
+def _plain(config: dict) -> dict:
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
+
+
+def print_summary(report: SearchReport, options, space, benchmark: Benchmark) -> None:
+    out = [f"\nsearch {options.experiment_name}: {options.method} on {options.dataset}, protocol "
+           f"{options.protocol}, {len(report.trials)} trials"]
+    out.append("  " + ", ".join(f"{report.counts[s]} {s}" for s in STATUSES))
+    out.append(f"  tasks trained / (trials x tasks) = {report.task_fraction:.3f}")
+    if report.best is None:
+        out.append("  no trial completed every task: no best-args written")
+    else:
+        b = report.best
+        out.append(f"best trial {b.trial_id}: objective {b.objective:.2f}")
+        out.append("  config: " + ", ".join(f"{k}={_short(v)}" for k, v in sorted(b.config.items())))
+        completed = sorted((r for r in report.trials if r.status == "completed"), key=lambda r: -r.objective)
+        out.append("top configurations (completed trials, by objective):")
+        out.append(_format_table(completed, space.searched, limit=5))
+        out.append(f"best args: {report.best_args_path}")
+    if report.final_eval:
+        fe = report.final_eval
+        out.append(f"final evaluation of the best config over {len(fe['seeds'])} seeds (test): " + ", ".join(
+            f"{s} {v['mean']:.2f} ± {v['std']:.2f}" for s, v in fe["test"].items()))
+    out.append(f"trials table: {report.parquet_path}")
+    out.append(f"experiment: {options.experiment_dir}  (tensorboard --logdir {options.experiment_dir})")
+    print("\n".join(out), flush=True)
+
+
+def _nan_to_none(value):
+    return None if isinstance(value, float) and math.isnan(value) else value

@@ -1,0 +1,197 @@
+"""Run a search: Ray Tune + Optuna (seeded TPE) + ASHA on per-task validation accuracy."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from raycl.data import BENCHMARK_NAMES, Benchmark, load_benchmark
+from raycl.errors import RayclError, unknown
+from raycl.methods import METHODS, get_method
+from raycl.tune.space import DefineByRun, SearchSpace, load_space
+from raycl.tune.trainable import OBJECTIVE, cl_trainable
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("seen-tasks", "first-task", "end-of-training")
+
+
+@dataclasses.dataclass
+class SearchOptions:
+    """Everything a search needs; ``launch/tune.py`` fills it from its flags."""
+
+    method: str
+    dataset: str = "seq-digits"
+    samples: int = 16
+    buffer_size: int | None = None
+    fixed: dict = dataclasses.field(default_factory=dict)
+    space_path: str | None = None
+    protocol: str = "seen-tasks"
+    protocol_tasks: int = 2
+    grace_period: int = 1
+    reduction_factor: int = 3
+    seed: int = 0
+    search_seed: int = 0
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    address: str | None = None
+    storage_path: str = "experiments"
+    name: str | None = None
+    resume: bool = False
+    optuna_storage: str | None = None
+    best_args: str | None = None
+    parquet: str | None = None
+    final_eval_seeds: int = 0
+    data_root: str | None = None
+    val_fraction: float = 0.1
+    data_seed: int = 0
+    dashboard: bool = False
+    verbose: int = 1
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise unknown("method", self.method, METHODS)
+        if self.dataset not in BENCHMARK_NAMES:
+            raise unknown("dataset", self.dataset, BENCHMARK_NAMES)
+        if self.protocol not in PROTOCOLS:
+            raise unknown("protocol", self.protocol, PROTOCOLS)
+        for flag, value, low in (("--samples", self.samples, 1), ("--grace-period", self.grace_period, 1),
+                                 ("--reduction-factor", self.reduction_factor, 2),
+                                 ("--protocol-tasks", self.protocol_tasks, 1),
+                                 ("--final-eval-seeds", self.final_eval_seeds, 0)):
+            if value < low:
+                raise RayclError(f"{flag} must be at least {low}, got {value}")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise RayclError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.resume and not self.name:
+            raise RayclError("--resume needs --name of the experiment to continue")
+
+    @property
+    def experiment_name(self) -> str:
+        if self.name:
+            return self.name
+        buffer = self.buffer_size
+        if buffer is None:
+            buffer = getattr(get_method(self.method).Config(), "buffer_size", 0)
+        return f"{self.method}-{self.dataset}-b{buffer}"
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.storage_path).expanduser().resolve() / self.experiment_name
+
+
+def prepare_space(options: SearchOptions) -> SearchSpace:
+    space = load_space(options.method, options.dataset, options.space_path)
+    fixed = dict(options.fixed)
+    if options.buffer_size is not None:
+        from raycl.hparams import param_specs
+
+        if "buffer_size" not in param_specs(get_method(options.method).Config):
+            raise RayclError(f"--buffer-size does not apply to method {options.method!r} (it has no buffer)")
+        fixed["buffer_size"] = options.buffer_size
+    if fixed:
+        from raycl.hparams import build_config
+
+        build_config(get_method(options.method).Config, fixed, owner=f"method {options.method!r}")
+        space = space.fix(fixed)
+    return space
+
+
+def prepare_benchmark(options: SearchOptions) -> Benchmark:
+    benchmark = load_benchmark(options.dataset, options.data_root, options.val_fraction, options.data_seed)
+    if options.protocol == "first-task":
+        if options.protocol_tasks > benchmark.n_tasks:
+            raise RayclError(f"--protocol-tasks {options.protocol_tasks} exceeds the {benchmark.n_tasks} "
+                             f"tasks of {options.dataset}")
+        benchmark = dataclasses.replace(benchmark, tasks=benchmark.tasks[: options.protocol_tasks])
+    return benchmark
+
+
+def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
+    import optuna
+
+    from raycl.tune.optuna_search import PruningOptunaSearch
+
+    storage = None
+    if options.optuna_storage:
+        storage = optuna.storages.RDBStorage(options.optuna_storage)
+    sampler = optuna.samplers.TPESampler(seed=options.search_seed)
+    return PruningOptunaSearch(space=DefineByRun(space), metric=OBJECTIVE, mode="max", sampler=sampler,
+                               storage=storage, study_name=options.experiment_name, final_task=final_task)
+
+
+def _make_scheduler(options: SearchOptions, final_task: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if options.protocol == "end-of-training" or final_task <= options.grace_period:
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="task", max_t=final_task, grace_period=options.grace_period,
+                         reduction_factor=options.reduction_factor)
+
+
+def init_ray(options: SearchOptions) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Trials checkpoint after every task by design; Tune's warning about frequent snapshots is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    kwargs = {"include_dashboard": options.dashboard, "log_to_driver": options.verbose > 1,
+              "configure_logging": True, "logging_level": logging.WARNING}
+    if options.dashboard:
+        kwargs["dashboard_host"] = "127.0.0.1"
+    context = ray.init(address=options.address, **kwargs)
+    if options.dashboard and context.dashboard_url:
+        print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
+
+
+def run_search(options: SearchOptions):
+    """Search, then export; returns the :class:`raycl.tune.export.SearchReport`."""
+    options.validate()
+    space = prepare_space(options)
+    benchmark = prepare_benchmark(options)
+    experiment = options.experiment_dir
+    if options.resume:
+        from ray import tune
+
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise RayclError(f"no experiment to resume at {experiment}")
+    elif experiment.exists():
+        raise RayclError(f"experiment {experiment} exists already: pass --resume to continue it, or a new "
+                         "--name")
+
+    init_ray(options)
+    from ray import tune
+
+    final_task = benchmark.n_tasks
+    trainable = tune.with_resources(
+        tune.with_parameters(cl_trainable, benchmark=benchmark, method=options.method, seed=options.seed,
+                             threads=max(1, int(options.cpus_per_trial))),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    if options.resume:
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=OBJECTIVE, mode="max", search_alg=_make_searcher(options, space, final_task),
+                scheduler=_make_scheduler(options, final_task), num_samples=options.samples,
+                max_concurrent_trials=options.max_concurrent, reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=options.experiment_name, storage_path=str(experiment.parent),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=1),
+                verbose=options.verbose,
+            ),
+        )
+    results = tuner.fit()
+
+    from raycl.tune.export import export_search
+
+    return export_search(results, options, space, benchmark)

@@ -1,0 +1,69 @@
+"""The Tune trainable: the one training loop, reporting after every task.
+
+Each report carries ``task`` (1..T, ASHA's time attribute), ``objective`` (mean validation
+accuracy over the tasks seen so far, in the benchmark's first setting), the per-task validation
+accuracies and every setting's mean, and a checkpoint so a retried trial resumes at the last
+task boundary. Test accuracy is computed once, after the last task, and stored only inside the
+final checkpoint (``test.json``): it never reaches the scheduler or the searcher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from raycl.data import Benchmark
+from raycl.methods import make_config
+from raycl.train import DivergedError, StreamRun
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "stream.pt"
+TEST_FILE = "test.json"
+OBJECTIVE = "objective"
+
+
+def task_metrics(stream: StreamRun, task: int) -> dict:
+    """The metrics reported after ``task`` (0-based) from the stream's validation matrix."""
+    primary = stream.benchmark.settings[0]
+    seen = task + 1
+    out = {"task": seen, "diverged": False}
+    for setting in stream.benchmark.settings:
+        row = stream.val[setting][task, :seen]
+        out[f"val_{setting}"] = float(row.mean())
+        for j, acc in enumerate(row, start=1):
+            out[f"val_{setting}_task{j}"] = float(acc)
+    out[OBJECTIVE] = out[f"val_{primary}"]
+    return out
+
+
+def cl_trainable(config: dict, *, benchmark: Benchmark, method: str, seed: int, threads: int) -> None:
+    """Train ``method`` with hyperparameters ``config`` on ``benchmark`` under Tune."""
+    torch.set_num_threads(max(1, threads))
+    hyperparameters = make_config(method, config, benchmark.defaults)
+    stream = StreamRun(benchmark, method, hyperparameters, seed, test_every_task=False)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            stream.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False))
+        log.info("resumed at task %d", stream.next_task + 1)
+    while stream.next_task < benchmark.n_tasks:
+        task = stream.next_task
+        try:
+            report = stream.run_task()
+        except DivergedError as exc:
+            # A diverged trial ends here, marked, with the worst objective; the search goes on.
+            tune.report({"task": task + 1, OBJECTIVE: 0.0, "diverged": True, "diverged_reason": str(exc)})
+            return
+        metrics = task_metrics(stream, task)
+        metrics["loss"] = report.loss
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(stream.state_dict(), Path(folder) / STATE_FILE)
+            if report.test is not None:
+                (Path(folder) / TEST_FILE).write_text(json.dumps(report.test))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
