@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of each task's training data held out, stratified, for validation "
                              "(default 0.1; 0 trains on all of it)")
-    parser.add_argument("--data-seed", type=int, default=0,
-                        help="seed of the validation split, permutations and rotation angles (default 0)")
+    parser.add_argument("--data-seed", type=int, default=None,
+                        help="seed of the validation split, permutations and rotation angles (default: the "
+                             "training seed, so several seeds also average over permutations and angles, "
+                             "as the DER paper's runs do)")
     parser.add_argument("--load-best-args", metavar="FILE", default=None,
                         help="start from the hyperparameters a search exported to FILE for this dataset, "
                              "method and --buffer-size; flags given here override them")
@@ -83,15 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         size = int(given["buffer_size"]) if "buffer_size" in given else None
         values.update(load_best_args(args.load_best_args, dataset, args.method, size))
     values.update(given)
-    benchmark = load_benchmark(dataset, args.data_root, args.val_fraction, args.data_seed)
-    config = make_config(args.method, values, benchmark.defaults)
-    primary = benchmark.settings[0]
-    log.info("%s on %s (%d tasks), config %s", args.method, dataset, benchmark.n_tasks, config)
-
+    benchmark = None
     results = []
     diverged = []
     for seed in range(args.seed, args.seed + args.seeds):
         run_start = time.perf_counter()
+        data_seed = seed if args.data_seed is None else args.data_seed
+        if benchmark is None or data_seed != benchmark_seed:
+            benchmark = load_benchmark(dataset, args.data_root, args.val_fraction, data_seed)
+            benchmark_seed = data_seed
+            config = make_config(args.method, values, benchmark.defaults)
+            primary = benchmark.settings[0]
+            if not results and not diverged:
+                log.info("%s on %s (%d tasks), config %s", args.method, dataset, benchmark.n_tasks, config)
         stream = StreamRun(benchmark, args.method, config, seed, args.device)
         try:
             for report in stream:
@@ -112,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         "method": args.method, "dataset": dataset, "config": results[0].config if results else vars(config),
         "seeds": [r.seed for r in results], "diverged_seeds": diverged, "wall_s": wall_s,
-        "train_s": [r.train_s for r in results], "val_fraction": args.val_fraction, "data_seed": args.data_seed,
+        "train_s": [r.train_s for r in results], "val_fraction": args.val_fraction,
+        "data_seeds": "same as seeds" if args.data_seed is None else args.data_seed,
     }
     if results:
         document["test"] = aggregate(results, "test")

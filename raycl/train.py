@@ -127,7 +127,7 @@ class StreamRun:
             for start in range(0, len(y_all), EVAL_CHUNK):
                 x = self.benchmark.to_tensor(x_all[start:start + EVAL_CHUNK], self.device)
                 y = torch.from_numpy(y_all[start:start + EVAL_CHUNK]).to(self.device)
-                counts = _accuracies(self.method.predict(x), y, data.classes, self.benchmark.settings)
+                counts = _accuracies(self.method.predict(x, task), y, data.classes, self.benchmark.settings)
                 for s, c in counts.items():
                     totals[s] += c
         self.method.train(True)

@@ -8,8 +8,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from raycl.data.base import Benchmark, Task, class_split_tasks, stratified_split
 from raycl.errors import RayclError
@@ -75,18 +73,24 @@ def load_mnist(root: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def rotate(images: np.ndarray, degrees: float, chunk: int = 8192) -> np.ndarray:
-    """Rotate flat 28x28 uint8 images about their centre, batched (bilinear, zero fill)."""
+def rotation_source_index(degrees: float, side: int = 28) -> np.ndarray:
+    """For each output pixel, the input pixel a counter-clockwise rotation by ``degrees`` about the
+    image centre reads (nearest neighbour, as PIL's and torchvision's default), or ``side**2`` where
+    it falls outside the image."""
     theta = math.radians(degrees)
-    matrix = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0],
-                           [math.sin(theta), math.cos(theta), 0.0]], dtype=torch.float32)
-    out = np.empty_like(images)
-    for start in range(0, len(images), chunk):
-        block = torch.from_numpy(images[start:start + chunk].astype(np.float32)).view(-1, 1, 28, 28)
-        grid = F.affine_grid(matrix.expand(len(block), 2, 3), list(block.shape), align_corners=False)
-        turned = F.grid_sample(block, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out[start:start + chunk] = turned.round_().clamp_(0, 255).to(torch.uint8).view(-1, 784).numpy()
-    return out
+    centre = (side - 1) / 2.0
+    rows, cols = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    x, y = cols - centre, rows - centre
+    src_x = np.rint(math.cos(theta) * x - math.sin(theta) * y + centre).astype(np.int64)
+    src_y = np.rint(math.sin(theta) * x + math.cos(theta) * y + centre).astype(np.int64)
+    inside = (src_x >= 0) & (src_x < side) & (src_y >= 0) & (src_y < side)
+    return np.where(inside, src_y * side + src_x, side * side).ravel()
+
+
+def rotate(images: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate flat 28x28 uint8 images about their centre: one gather for the whole batch."""
+    padded = np.concatenate([images, np.zeros((len(images), 1), dtype=images.dtype)], axis=1)
+    return np.take(padded, rotation_source_index(degrees), axis=1)
 
 
 def _mlp_benchmark(name, tasks, settings, defaults) -> Benchmark:

@@ -78,8 +78,12 @@ class ContinualMethod:
         pass
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for evaluation (the loop has put the method in eval mode)."""
+    def predict(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """Logits for evaluation on examples of ``task`` (the loop has put the method in eval mode).
+
+        Most methods ignore ``task``; those with task-specific parts (one model per task, a task
+        input layer) use it, which is only fair in settings where the task is known at test time.
+        """
         return self.net(x)
 
     def train(self, mode: bool = True) -> None:
