@@ -31,3 +31,10 @@ def digits():
     from raycl.data import load_benchmark
 
     return load_benchmark("seq-digits")
+
+
+def pytest_configure(config):
+    import torch
+
+    # Tiny models: one thread is fastest and keeps parallel test workers from oversubscribing.
+    torch.set_num_threads(1)
