@@ -7,16 +7,23 @@ import os
 from raycl.data.base import SETTINGS, Benchmark, Task, resolve_data_root, stratified_split
 from raycl.errors import RayclError, unknown
 
-BENCHMARK_NAMES = ("seq-digits", "seq-mnist", "perm-mnist", "rot-mnist", "seq-cifar10")
+BENCHMARK_NAMES = ("seq-digits", "seq-mnist", "perm-mnist", "rot-mnist", "seq-cifar10",
+                   "mer-rotations", "mer-permutations", "mer-many-permutations")
 
 
 def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fraction: float = 0.1,
-                   seed: int = 0) -> Benchmark:
-    """Build benchmark ``name``; ``seed`` fixes the validation split, permutations and angles."""
+                   seed: int = 0, samples_per_task: int | None = None) -> Benchmark:
+    """Build benchmark ``name``; ``seed`` fixes the validation split, permutations and angles.
+
+    ``samples_per_task`` sets the training examples per task of the mer-* benchmarks (default:
+    their protocol's); other benchmarks reject it.
+    """
     if name not in BENCHMARK_NAMES:
         raise unknown("dataset", name, BENCHMARK_NAMES)
     if not 0 <= val_fraction < 1:
         raise RayclError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if samples_per_task is not None and not name.startswith("mer-"):
+        raise RayclError(f"samples_per_task applies only to the mer-* benchmarks, not {name!r}")
     if name == "seq-digits":
         from raycl.data.digits import seq_digits
 
@@ -26,6 +33,10 @@ def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fr
         from raycl.data.cifar import seq_cifar10
 
         return seq_cifar10(root, val_fraction, seed)
+    if name.startswith("mer-"):
+        from raycl.data.mer import mer_benchmark
+
+        return mer_benchmark(name, root, val_fraction, seed, samples_per_task)
     from raycl.data import mnist
 
     builder = {"seq-mnist": mnist.seq_mnist, "perm-mnist": mnist.perm_mnist, "rot-mnist": mnist.rot_mnist}[name]
