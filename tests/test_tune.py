@@ -1,0 +1,235 @@
+"""The search: spaces, an end-to-end search on seq-digits, ASHA, divergence, resume, export."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from raycl.errors import RayclError
+from raycl.tune.space import load_space, parse_space
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----- search spaces ---------------------------------------------------------------------------
+def test_shipped_spaces_are_valid_for_every_dataset():
+    from raycl.data import BENCHMARK_NAMES
+
+    for path in sorted((REPO / "search_spaces").glob("*.yaml")):
+        for dataset in BENCHMARK_NAMES:
+            space = load_space(path.stem, dataset)
+            assert space.searched, path
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"params": {"lrr": {"loguniform": [0.01, 0.1]}}}, "unknown hyperparameter for method 'derpp' 'lrr'.*allowed: alpha"),
+    ({"params": {"lr": {"logunifrom": [0.01, 0.1]}}}, "unknown distribution 'logunifrom'; allowed: loguniform"),
+    ({"params": {"lr": {"uniform": [0.1, 0.1]}}}, "empty range"),
+    ({"params": {"lr": {"loguniform": [0.0, 0.1]}}}, "log scale needs low > 0"),
+    ({"params": {"minibatch_size": {"choice": [10, "many"]}}}, "'minibatch_size'.*must be a int.*got 'many'"),
+    ({"params": {"minibatch_size": {"uniform": [1, 10]}}}, "uniform needs a float hyperparameter"),
+    ({"params": {"alpha": {"choice": []}}}, "choice needs a non-empty list"),
+    ({"parms": {}}, "unknown key 'parms'.*allowed: datasets, method, params"),
+    ({"params": {}, "datasets": {"seq-mnsit": {}}}, "unknown dataset 'seq-mnsit'"),
+    ({"params": {}, "datasets": {"perm-mnist": {"betta": 1.0}}}, "'betta'.*datasets.perm-mnist"),
+    ({"params": {"beta": {"uniform": [0, 1], "when": {"alpha": 1.0}}}}, "depends on 'alpha'"),
+    ({"method": "er", "params": {}}, "search space for method 'er', not 'derpp'"),
+])
+def test_bad_spaces_give_one_clear_error(doc, message):
+    with pytest.raises(RayclError, match=message):
+        parse_space(doc, "derpp", "seq-mnist", "space.yaml")
+
+
+def test_dataset_override_and_conditions():
+    doc = {"params": {"lr": {"loguniform": [0.01, 0.3]}, "minibatch_size": {"choice": [10, 128]},
+                      "alpha": {"uniform": [0.1, 1.0], "when": {"minibatch_size": 128}}},
+           "datasets": {"perm-mnist": {"minibatch_size": 128}}}
+    space = parse_space(doc, "derpp", "perm-mnist", "s.yaml")
+    assert space.to_dict()["minibatch_size"] == 128
+    import optuna
+
+    from raycl.tune.space import DefineByRun
+
+    seq = parse_space(doc, "derpp", "seq-mnist", "s.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        fixed = DefineByRun(seq)(trial)
+        params = {**trial.params, **fixed}
+        assert ("alpha" in params) == (params["minibatch_size"] == 128)
+        seen.add(params["minibatch_size"])
+        study.tell(trial, 1.0)
+    assert seen == {10, 128}
+
+
+# ----- searches --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def search(tmp_path, **kwargs):
+    from raycl.tune.search import SearchOptions, run_search
+
+    defaults = dict(method="derpp", dataset="seq-digits", samples=6, storage_path=str(tmp_path / "exp"),
+                    best_args=str(tmp_path / "best.yaml"), verbose=0, fixed={"n_epochs": 2})
+    defaults.update(kwargs)
+    return run_search(SearchOptions(**defaults))
+
+
+def space_file(tmp_path, method, params):
+    path = tmp_path / f"{method}-space.yaml"
+    path.write_text(yaml.safe_dump({"method": method, "params": params}))
+    return str(path)
+
+
+def test_search_exports_best_args_and_one_parquet_row_per_trial(tmp_path, ray_cluster):
+    report = search(tmp_path, buffer_size=100, final_eval_seeds=2)
+    table = pq.read_table(report.parquet_path).to_pylist()
+    assert len(table) == 6 and len({r["trial_id"] for r in table}) == 6
+    assert {r["status"] for r in table} <= {"completed", "pruned"}
+    assert all(r["protocol"] == "seen-tasks" for r in table)
+    best = max((r for r in table if r["status"] == "completed"), key=lambda r: r["objective"])
+    assert best["trial_id"] == report.best.trial_id
+    # Completed trials carry test accuracy (for the record), pruned ones do not.
+    assert all((r["test_class_il"] is not None) == (r["status"] == "completed") for r in table)
+
+    data = yaml.safe_load(Path(tmp_path / "best.yaml").read_text())
+    entry = data["seq-digits"]["derpp"][100]
+    assert entry["config"]["buffer_size"] == 100 and entry["config"]["n_epochs"] == 2
+    assert entry["provenance"]["protocol"] == "seen-tasks" and entry["provenance"]["samples"] == 6
+    assert entry["provenance"]["objective"] == pytest.approx(report.best.objective, abs=1e-3)
+    assert "lr" in entry["provenance"]["search_space"]["params"]
+    assert report.final_eval["seeds"] == [0, 1]
+    assert 0 < report.final_eval["test"]["class_il"]["mean"] <= 100
+
+    # A second search into the same file keeps the first entry.
+    search(tmp_path, method="er", samples=2, buffer_size=100, name="second")
+    data = yaml.safe_load(Path(tmp_path / "best.yaml").read_text())
+    assert set(data["seq-digits"]) == {"derpp", "er"}
+    assert data["seq-digits"]["derpp"][100] == entry
+
+    # launch/train.py replays the exported configuration.
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "train.py"), "--method", "derpp",
+                           "--load-best-args", str(tmp_path / "best.yaml"), "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"lr={entry['config']['lr']}" in proc.stderr
+
+
+def test_asha_stops_clear_losers_and_tells_optuna_pruned(tmp_path, ray_cluster):
+    import optuna
+
+    space = space_file(tmp_path, "sgd", {"lr": {"choice": [1e-6, 0.1]}})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    report = search(tmp_path, method="sgd", samples=10, space_path=space, grace_period=1, reduction_factor=2,
+                    max_concurrent=1, optuna_storage=storage, name="asha")
+    pruned = [t for t in report.trials if t.status == "pruned"]
+    assert pruned, [(t.config, t.tasks_trained) for t in report.trials]
+    assert all(t.tasks_trained < 5 for t in pruned)
+    assert report.task_fraction < 1.0
+    study = optuna.load_study(study_name="asha", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) == len(pruned)
+    assert states.count(optuna.trial.TrialState.COMPLETE) == report.counts["completed"]
+
+
+def test_diverging_trial_is_marked_and_the_search_goes_on(tmp_path, ray_cluster):
+    space = space_file(tmp_path, "sgd", {"lr": {"choice": [0.1, 1.0e30]}})
+    report = search(tmp_path, method="sgd", samples=6, space_path=space, name="nan", protocol="end-of-training")
+    diverged = [t for t in report.trials if t.status == "diverged"]
+    assert diverged and all(t.config["lr"] == 1.0e30 for t in diverged)
+    assert report.counts["completed"] >= 1 and report.best.config["lr"] == 0.1
+    assert report.counts["diverged"] == len(diverged)
+    rows = pq.read_table(report.parquet_path).to_pylist()
+    assert sum(r["status"] == "diverged" for r in rows) == len(diverged)
+
+
+def test_existing_experiment_needs_resume_and_bad_options_are_clear(tmp_path, ray_cluster):
+    from raycl.tune.search import SearchOptions, run_search
+
+    with pytest.raises(RayclError, match="unknown protocol 'final'; allowed: end-of-training, first-task"):
+        run_search(SearchOptions(method="sgd", protocol="final"))
+    with pytest.raises(RayclError, match="--buffer-size does not apply to method 'sgd'"):
+        run_search(SearchOptions(method="sgd", buffer_size=10, storage_path=str(tmp_path)))
+    with pytest.raises(RayclError, match="no experiment to resume"):
+        run_search(SearchOptions(method="sgd", name="nothing", resume=True, storage_path=str(tmp_path)))
+    with pytest.raises(RayclError, match="exceeds the 5 tasks"):
+        run_search(SearchOptions(method="sgd", protocol="first-task", protocol_tasks=9, storage_path=str(tmp_path)))
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(RayclError, match="exists already: pass --resume"):
+        run_search(SearchOptions(method="sgd", name="taken", storage_path=str(tmp_path)))
+
+
+def test_first_task_protocol_trains_only_k_tasks(tmp_path, ray_cluster):
+    report = search(tmp_path, method="sgd", samples=2, protocol="first-task", protocol_tasks=2, name="k2")
+    assert all(t.tasks_trained <= 2 for t in report.trials) and report.best is not None
+    data = yaml.safe_load(Path(tmp_path / "best.yaml").read_text())
+    assert data["seq-digits"]["sgd"][0]["provenance"]["protocol"] == "first-task"
+
+
+def test_tune_cli_flags_are_checked():
+    def run(*args):
+        return subprocess.run([sys.executable, str(REPO / "launch" / "tune.py"), *args], capture_output=True,
+                              text=True, timeout=120)
+
+    proc = run("--method", "derpp", "--space", "/nonexistent.yaml")
+    assert proc.returncode == 2 and "file not found: /nonexistent.yaml" in proc.stderr
+    proc = run("--method", "er", "--beta", "0.5")
+    assert proc.returncode == 2 and "--beta does not apply to method 'er'" in proc.stderr
+    proc = run("--method", "vibb")
+    assert proc.returncode == 2 and "unknown method 'vibb'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    help_text = run("--help").stdout
+    for flag in ("--samples", "--protocol", "--grace-period", "--cpus-per-trial", "--gpus-per-trial", "--address",
+                 "--storage-path", "--resume", "--dashboard", "--optuna-storage", "--final-eval-seeds"):
+        assert flag in help_text
+
+
+def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path):
+    storage = tmp_path / "exp"
+    cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
+           "--samples", "8", "--max-concurrent", "1", "--storage-path", str(storage), "--name", "stop",
+           "--best-args", str(tmp_path / "best.yaml"), "--protocol", "end-of-training", "--n-epochs", "3",
+           "--verbose", "0"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+    def finished_trials():
+        done = []
+        for result in storage.glob("stop/*/result.json"):
+            lines = result.read_text().splitlines()
+            if lines and '"task": 5' in lines[-1]:
+                done.append((result.parent.name, len(lines)))
+        return done
+
+    deadline = time.time() + 240
+    while len(finished_trials()) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.stdout.read()
+    before = dict(finished_trials())
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+    proc.wait(timeout=120)
+    assert len(before) >= 2
+
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows = pq.read_table(storage / "stop" / "trials.parquet").to_pylist()
+    assert len(rows) == 8 and all(r["status"] == "completed" for r in rows)
+    after = {}
+    for result in storage.glob("stop/*/result.json"):
+        after[result.parent.name] = len(result.read_text().splitlines())
+    for name, lines in before.items():
+        assert after[name] == lines  # a finished trial was not run again
