@@ -5,6 +5,12 @@ Each run uses one torch thread unless --threads says otherwise.
 
     python launch/benchmark.py --data-root ../shared/data
     python launch/benchmark.py --runs seq-mnist-derpp-500 --repeat 3
+    python launch/benchmark.py --runs --search 64     # only the search figures
+
+--search N also runs `launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500
+--samples N` and prints its wall time, the peak memory of the whole process tree (sum of
+proportional set sizes, so the object store's shared pages count once), how many trials ASHA
+stopped, the fraction of task-trainings run, and the winner's test accuracy over 3 seeds.
 """
 
 from __future__ import annotations
@@ -57,14 +63,89 @@ def measure(name: str, args: list[str], data_root: str | None, threads: int, see
             "setting": setting, "test_acc": doc["test"][setting]["mean"]}
 
 
+def tree_pss_gb(root_pid: int) -> float:
+    """Sum of the proportional set size of ``root_pid`` and all its descendants, in GB."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total_kb, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            pass
+    return total_kb / 2**20
+
+
+def measure_search(samples: int, data_root: str | None) -> None:
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as folder:
+        best = Path(folder) / "best.yaml"
+        cmd = [sys.executable, str(TRAIN.parent / "tune.py"), "--method", "derpp", "--dataset", "seq-mnist",
+               "--buffer-size", "500", "--samples", str(samples), "--storage-path", folder, "--name", "bench",
+               "--best-args", str(best), "--verbose", "0"]
+        if data_root:
+            cmd += ["--data-root", data_root]
+        env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, tree_pss_gb(proc.pid))
+            time.sleep(1.0)
+        wall = time.perf_counter() - start
+        output = proc.stdout.read()
+        if proc.returncode != 0:
+            raise SystemExit(f"search failed:\n{output[-3000:]}")
+        rows = pq.read_table(Path(folder) / "bench" / "trials.parquet").to_pylist()
+        stopped = sum(r["status"] == "pruned" for r in rows)
+        fraction = sum(r["tasks_trained"] for r in rows) / (len(rows) * 5)
+        out = Path(folder) / "final.json"
+        final = subprocess.run([sys.executable, str(TRAIN), "--method", "derpp", "--load-best-args", str(best),
+                                "--seeds", "3", "--threads", "1", "--json", str(out),
+                                *(["--data-root", data_root] if data_root else [])],
+                               capture_output=True, text=True)
+        if final.returncode != 0:
+            raise SystemExit(f"final evaluation failed:\n{final.stderr[-3000:]}")
+        test = json.loads(out.read_text())["test"]["class_il"]
+        config = json.loads(out.read_text())["config"]
+    print(f"\nsearch seq-mnist derpp 500, {samples} samples: wall {wall:.1f} s, peak PSS of the process tree "
+          f"{peak:.2f} GB, {stopped}/{len(rows)} trials stopped by ASHA, task-trainings run "
+          f"{fraction:.3f} of samples x tasks")
+    print(f"best config {config}")
+    print(f"best config test Class-IL over 3 seeds: {test['mean']:.2f} ± {test['std']:.2f} "
+          f"(per seed {', '.join(f'{v:.2f}' for v in test['per_seed'])})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), choices=sorted(RUNS),
-                        help="which runs (default: all)")
+    parser.add_argument("--runs", nargs="*", default=list(DEFAULT_RUNS), choices=sorted(RUNS),
+                        help="which runs (default: all; none with --search)")
+    parser.add_argument("--search", type=int, default=0, metavar="N",
+                        help="also measure a seq-mnist DER++ 500 search of N samples (default: skip)")
     parser.add_argument("--data-root", default=None, help="folder holding MNIST/raw (default $RAYCL_DATA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--repeat", type=int, default=1, help="repeat each run, seeds 0..N-1 (default 1)")
     args = parser.parse_args(argv)
+    if args.runs:
+        measure_runs(args)
+    if args.search:
+        measure_search(args.search, args.data_root)
+    return 0
+
+
+def measure_runs(args) -> None:
     header = f"{'run':24} {'seed':>4} {'wall s':>7} {'train s':>8} {'peak RSS GB':>12} {'test acc':>9}"
     print(header)
     print("-" * len(header))
@@ -73,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(name, RUNS[name], args.data_root, args.threads, seed)
             print(f"{name:24} {seed:>4} {r['wall_s']:7.2f} {r['train_s']:8.2f} {r['peak_rss_gb']:12.3f} "
                   f"{r['test_acc']:8.2f}%  ({r['setting']})", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
