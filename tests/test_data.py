@@ -81,3 +81,40 @@ def test_mnist_streams(mnist_data_root):
     # Same images, different pixel order: equal pixel sums, different pixels.
     assert np.array_equal(a.sum(1), b.sum(1)) and not np.array_equal(a, b)
     assert abs(len(perm.tasks[0].val_y) - 6000) <= 5  # 10% of each class, rounded
+
+
+def test_seq_cifar10_trains_resnet_with_augmentation(tmp_path):
+    import pickle
+
+    from raycl.methods import make_config
+    from raycl.train import run
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
+                         "labels": list(np.tile(np.arange(10), 2))}, f)
+    bench = load_benchmark("seq-cifar10", tmp_path)
+    config = make_config("derpp", {"n_epochs": 1, "batch_size": 8, "minibatch_size": 8, "buffer_size": 16},
+                         bench.defaults)
+    result = run(bench, "derpp", config, seed=0)
+    assert np.isfinite(result.test["class_il"][-1]).all()
+
+
+def test_random_crop_flip_moves_pixels_but_keeps_shape():
+    import torch
+
+    from raycl.augment import random_crop_flip
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    outs = [random_crop_flip(x, padding=2, generator=g) for _ in range(10)]
+    assert all(o.shape == x.shape for o in outs)
+    assert any(not torch.equal(o, x) for o in outs)
+    # Every output pixel is an input pixel of the same image and channel, or zero padding.
+    for o in outs:
+        for n in range(2):
+            for c in range(3):
+                assert set(o[n, c].flatten().tolist()) <= set(x[n, c].flatten().tolist()) | {0.0}
