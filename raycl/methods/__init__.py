@@ -13,6 +13,13 @@ METHODS = {
     "er": "raycl.methods.er:Er",
     "der": "raycl.methods.der:Der",
     "derpp": "raycl.methods.derpp:Derpp",
+    "mer": "raycl.methods.mer:Mer",
+    "gem": "raycl.methods.gem:Gem",
+    "agem": "raycl.methods.agem:Agem",
+    "ewc": "raycl.methods.ewc:Ewc",
+    "online": "raycl.methods.online:Online",
+    "independent": "raycl.methods.independent:Independent",
+    "taskinput": "raycl.methods.taskinput:TaskInput",
 }
 
 

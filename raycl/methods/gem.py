@@ -1,0 +1,108 @@
+"""Gradient Episodic Memory (Lopez-Paz & Ranzato, NeurIPS 2017).
+
+Each task keeps its last ``buffer_size // n_tasks`` examples in a ring. Before every step the
+gradient of the loss on each earlier task's memories is computed; if the current gradient ``g``
+has a negative dot product with any of them, ``g`` is replaced by the closest vector (in L2) whose
+dot product with every memory gradient is non-negative, found by solving the dual quadratic
+program: min_v 1/2 v'GG'v + g'G'v subject to v >= margin, then g~ = G'v + g (GEM's
+``memory_strength`` is that margin).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raycl.errors import RayclError
+from raycl.hparams import hp
+from raycl.methods.base import ContinualMethod, TrainConfig
+from raycl.optim import FlatSGD
+
+# Added to the diagonal of GG' so the QP stays strictly convex when memory gradients are parallel.
+QP_EPS = 1e-3
+
+
+@dataclasses.dataclass
+class GemConfig(TrainConfig):
+    buffer_size: int = hp(500, "total memories, split evenly over the tasks", low=1)
+    memory_strength: float = hp(0.5, "margin of the QP: how far past orthogonal the step is pushed", low=0.0)
+
+
+def project_to_cone(gradient: np.ndarray, memories: np.ndarray, margin: float) -> np.ndarray:
+    """The gradient closest to ``gradient`` with non-negative dot product with every row of
+    ``memories`` (up to ``margin``), via GEM's dual QP solved by quadprog (float64)."""
+    import quadprog
+
+    g = gradient.astype(np.float64)
+    mem = memories.astype(np.float64)
+    t = mem.shape[0]
+    p = mem @ mem.T
+    p = 0.5 * (p + p.T) + np.eye(t) * QP_EPS
+    q = -(mem @ g)
+    v = quadprog.solve_qp(p, q, np.eye(t), np.zeros(t) + margin)[0]
+    return v @ mem + g
+
+
+class Gem(ContinualMethod):
+    name = "gem"
+    Config = GemConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        per_task = self.config.buffer_size // self.n_tasks
+        if per_task < 1:
+            raise RayclError(f"gem needs buffer_size >= the {self.n_tasks} tasks, got {self.config.buffer_size}")
+        shape = self.benchmark.input_shape
+        self.per_task = per_task
+        self.mem_x = torch.zeros((self.n_tasks, per_task, *shape), device=self.device)
+        self.mem_y = torch.zeros((self.n_tasks, per_task), dtype=torch.long, device=self.device)
+        self.mem_count = [0] * self.n_tasks  # examples written into each task's ring so far
+        n_params = self.opt.flat.numel()
+        self.grads = torch.zeros((self.n_tasks, n_params), device=self.device)
+
+    def make_optimizer(self, params):
+        if self.config.optimizer != "sgd":
+            raise RayclError(f"method 'gem' projects one flat SGD gradient; optimizer must be 'sgd', "
+                             f"got {self.config.optimizer!r}")
+        return FlatSGD(params, self.config.lr)
+
+    def _remember(self, x: torch.Tensor, y: torch.Tensor, task: int) -> None:
+        n = min(x.shape[0], self.per_task)
+        start = self.mem_count[task] % self.per_task
+        idx = torch.arange(start, start + n, device=self.device) % self.per_task
+        self.mem_x[task, idx] = x[-n:]
+        self.mem_y[task, idx] = y[-n:]
+        self.mem_count[task] += n
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        self._remember(x, y, task)
+        for past in range(task):
+            filled = min(self.mem_count[past], self.per_task)
+            if filled == 0:
+                continue
+            self.opt.zero_grad()
+            F.cross_entropy(self.net(self.augment(self.mem_x[past, :filled])), self.mem_y[past, :filled]).backward()
+            self.grads[past].copy_(self.opt.flat_grad)
+        self.opt.zero_grad()
+        loss = F.cross_entropy(self.net(self.augment(x)), y)
+        loss.backward()
+        if task > 0:
+            g = self.opt.flat_grad
+            past_grads = self.grads[:task]
+            if bool((past_grads @ g < 0).any()):
+                projected = project_to_cone(g.cpu().numpy(), past_grads.cpu().numpy(), self.config.memory_strength)
+                g.copy_(torch.from_numpy(projected))
+        self.opt.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "mem_x": self.mem_x, "mem_y": self.mem_y, "mem_count": list(self.mem_count)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.mem_x.copy_(state["mem_x"])
+        self.mem_y.copy_(state["mem_y"])
+        self.mem_count = list(state["mem_count"])
