@@ -21,6 +21,8 @@ def config_for(method, bench, **extra):
     declared = param_specs(get_method(method).Config)
     if "buffer_size" in declared:
         values.setdefault("buffer_size", 100)
+    if declared["optimizer"].default == "adam":
+        values.pop("lr")  # FAST's rate suits plain SGD; Adam methods keep their own
     return make_config(method, values, bench.defaults)
 
 

@@ -20,6 +20,7 @@ METHODS = {
     "online": "raycl.methods.online:Online",
     "independent": "raycl.methods.independent:Independent",
     "taskinput": "raycl.methods.taskinput:TaskInput",
+    "vib": "raycl.methods.vib:Vib",
 }
 
 
