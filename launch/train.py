@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of each task's training data held out, stratified, for validation "
                              "(default 0.1; 0 trains on all of it)")
+    parser.add_argument("--samples-per-task", type=int, default=None,
+                        help="training examples per task of the mer-* benchmarks (default: 1000, or 200 for "
+                             "mer-many-permutations)")
     parser.add_argument("--data-seed", type=int, default=None,
                         help="seed of the validation split, permutations and rotation angles (default: the "
                              "training seed, so several seeds also average over permutations and angles, "
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         run_start = time.perf_counter()
         data_seed = seed if args.data_seed is None else args.data_seed
         if benchmark is None or data_seed != benchmark_seed:
-            benchmark = load_benchmark(dataset, args.data_root, args.val_fraction, data_seed)
+            benchmark = load_benchmark(dataset, args.data_root, args.val_fraction, data_seed,
+                                       samples_per_task=args.samples_per_task)
             benchmark_seed = data_seed
             config = make_config(args.method, values, benchmark.defaults)
             primary = benchmark.settings[0]

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder holding MNIST/raw/ etc. (default: $RAYCL_DATA, else ~/.cache/raycl)")
     data.add_argument("--val-fraction", type=float, default=0.1,
                       help="share of each task's training data held out for validation (default 0.1)")
+    data.add_argument("--samples-per-task", type=int, default=None,
+                      help="training examples per task of the mer-* benchmarks (default: their protocol's)")
     data.add_argument("--data-seed", type=int, default=0,
                       help="seed of the validation split, permutations and angles (default 0)")
     add_hyperparameter_flags(p)
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name, resume=args.resume, optuna_storage=args.optuna_storage, best_args=args.best_args,
         parquet=args.parquet, final_eval_seeds=args.final_eval_seeds, data_root=args.data_root,
         val_fraction=args.val_fraction, data_seed=args.data_seed, dashboard=args.dashboard,
+        samples_per_task=args.samples_per_task,
         verbose=args.verbose,
     )
     from raycl.tune.search import run_search

@@ -43,13 +43,15 @@ def _fmt(stat: dict, seeds: int) -> str:
 
 
 def summary_table(summary: dict, seeds: int) -> str:
-    """A plain-text table: one row per setting, final test and val accuracy, BWT, forgetting, FWT."""
-    header = ("setting", "test ACC", "val ACC", "BWT", "forgetting", "FWT")
+    """A plain-text table: one row per setting, final test and val accuracy (ACC, the MER paper's
+    retained accuracy RA), BWT, forgetting, FWT, learning accuracy LA and BTI = RA - LA (test)."""
+    header = ("setting", "test ACC", "val ACC", "BWT", "forgetting", "FWT", "LA", "BTI")
     rows = []
     for setting, test in summary["test"].items():
         val = summary["val"].get(setting)
         rows.append((setting, _fmt(test, seeds), _fmt(val, seeds) if val else "-", _fmt(test["bwt"], seeds),
-                     _fmt(test["forgetting"], seeds), _fmt(test["fwt"], seeds)))
+                     _fmt(test["forgetting"], seeds), _fmt(test["fwt"], seeds), _fmt(test["learning_acc"], seeds),
+                     _fmt(test["bti"], seeds)))
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])

@@ -21,7 +21,8 @@ def evaluate_seeds(options, config: dict, benchmark_options=None) -> dict:
     from raycl.data import load_benchmark
 
     # The final evaluation always covers the whole stream, whatever the search protocol.
-    benchmark = load_benchmark(options.dataset, options.data_root, options.val_fraction, options.data_seed)
+    benchmark = load_benchmark(options.dataset, options.data_root, options.val_fraction, options.data_seed,
+                               samples_per_task=options.samples_per_task)
     ref = ray.put(benchmark)
     remote = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(_train_seed)
     seeds = list(range(options.seed, options.seed + options.final_eval_seeds))

@@ -48,6 +48,7 @@ class SearchOptions:
     data_root: str | None = None
     val_fraction: float = 0.1
     data_seed: int = 0
+    samples_per_task: int | None = None
     dashboard: bool = False
     verbose: int = 1
 
@@ -101,7 +102,8 @@ def prepare_space(options: SearchOptions) -> SearchSpace:
 
 
 def prepare_benchmark(options: SearchOptions) -> Benchmark:
-    benchmark = load_benchmark(options.dataset, options.data_root, options.val_fraction, options.data_seed)
+    benchmark = load_benchmark(options.dataset, options.data_root, options.val_fraction, options.data_seed,
+                               samples_per_task=options.samples_per_task)
     if options.protocol == "first-task":
         if options.protocol_tasks > benchmark.n_tasks:
             raise RayclError(f"--protocol-tasks {options.protocol_tasks} exceeds the {benchmark.n_tasks} "
