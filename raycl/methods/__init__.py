@@ -21,6 +21,7 @@ METHODS = {
     "independent": "raycl.methods.independent:Independent",
     "taskinput": "raycl.methods.taskinput:TaskInput",
     "vib": "raycl.methods.vib:Vib",
+    "synergy": "raycl.methods.synergy:Synergy",
 }
 
 
