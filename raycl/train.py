@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from raycl.data import Benchmark
 from raycl.metrics import summarize
@@ -110,28 +111,32 @@ class StreamRun:
         nan = np.full((t, t), np.nan)
         self.val = {s: nan.copy() for s in benchmark.settings}
         self.test = {s: nan.copy() for s in benchmark.settings}
+        self.val_loss = nan.copy()  # mean cross-entropy on val: breaks ties between equal accuracies
         self.next_task = 0
         self.train_s = 0.0
         self.val_baseline, self.test_baseline = self._baselines()
 
     # ----- evaluation -------------------------------------------------------------------------
     def evaluate(self, task: int, split: str) -> dict[str, float]:
-        """Accuracy (percent) of the current model on one task's ``split`` ("val" or "test")."""
+        """Accuracy (percent) of the current model on one task's ``split`` ("val" or "test"), per
+        setting, and under the key ``loss`` the mean cross-entropy over all outputs."""
         data = self.benchmark.tasks[task]
         x_all, y_all = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
         if len(y_all) == 0:
-            return {s: float("nan") for s in self.benchmark.settings}
+            return {s: float("nan") for s in (*self.benchmark.settings, "loss")}
         totals = dict.fromkeys(self.benchmark.settings, 0)
+        loss = 0.0
         self.method.train(False)
         with torch.no_grad():
             for start in range(0, len(y_all), EVAL_CHUNK):
                 x = self.benchmark.to_tensor(x_all[start:start + EVAL_CHUNK], self.device)
                 y = torch.from_numpy(y_all[start:start + EVAL_CHUNK]).to(self.device)
-                counts = _accuracies(self.method.predict(x, task), y, data.classes, self.benchmark.settings)
-                for s, c in counts.items():
+                logits = self.method.predict(x, task)
+                loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                for s, c in _accuracies(logits, y, data.classes, self.benchmark.settings).items():
                     totals[s] += c
         self.method.train(True)
-        return {s: 100.0 * c / len(y_all) for s, c in totals.items()}
+        return {**{s: 100.0 * c / len(y_all) for s, c in totals.items()}, "loss": loss / len(y_all)}
 
     def _baselines(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Accuracy of the untrained network on every task (the reference of FWT)."""
@@ -142,8 +147,9 @@ class StreamRun:
             for split, table in (("val", val), ("test", test)):
                 if split == "test" and not self.test_every_task:
                     continue
-                for s, acc in self.evaluate(j, split).items():
-                    table[s][j] = acc
+                accuracies = self.evaluate(j, split)
+                for s in self.benchmark.settings:
+                    table[s][j] = accuracies[s]
         return val, test
 
     # ----- training ---------------------------------------------------------------------------
@@ -181,11 +187,14 @@ class StreamRun:
         last = task == self.benchmark.n_tasks - 1
         evaluated = range(min(task + 2, self.benchmark.n_tasks))  # the next task feeds FWT
         for j in evaluated:
-            for s, acc in self.evaluate(j, "val").items():
-                self.val[s][task, j] = acc
+            val = self.evaluate(j, "val")
+            self.val_loss[task, j] = val["loss"]
+            for s in self.benchmark.settings:
+                self.val[s][task, j] = val[s]
             if self.test_every_task or last:
-                for s, acc in self.evaluate(j, "test").items():
-                    self.test[s][task, j] = acc
+                test = self.evaluate(j, "test")
+                for s in self.benchmark.settings:
+                    self.test[s][task, j] = test[s]
         self.next_task += 1
         seen = task + 1
         report = TaskReport(
@@ -215,7 +224,7 @@ class StreamRun:
     def state_dict(self) -> dict:
         return {
             "method": self.method.state_dict(), "next_task": self.next_task, "train_s": self.train_s,
-            "val": self.val, "test": self.test, "shuffle_rng": self.shuffle_generator.get_state(),
+            "val": self.val, "test": self.test, "val_loss": self.val_loss, "shuffle_rng": self.shuffle_generator.get_state(),
             "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(),
         }
@@ -224,7 +233,7 @@ class StreamRun:
         self.method.load_state_dict(state["method"])
         self.next_task = state["next_task"]
         self.train_s = state["train_s"]
-        self.val, self.test = state["val"], state["test"]
+        self.val, self.test, self.val_loss = state["val"], state["test"], state["val_loss"]
         self.shuffle_generator.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])

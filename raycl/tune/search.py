@@ -11,7 +11,7 @@ from raycl.data import BENCHMARK_NAMES, Benchmark, load_benchmark
 from raycl.errors import RayclError, unknown
 from raycl.methods import METHODS, get_method
 from raycl.tune.space import DefineByRun, SearchSpace, load_space
-from raycl.tune.trainable import OBJECTIVE, cl_trainable
+from raycl.tune.trainable import OBJECTIVE, RUNG_SCORE, cl_trainable
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def _make_scheduler(options: SearchOptions, final_task: int):
 
     if options.protocol == "end-of-training" or final_task <= options.grace_period:
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="task", max_t=final_task, grace_period=options.grace_period,
-                         reduction_factor=options.reduction_factor)
+    return ASHAScheduler(time_attr="task", metric=RUNG_SCORE, mode="max", max_t=final_task,
+                         grace_period=options.grace_period, reduction_factor=options.reduction_factor)
 
 
 def init_ray(options: SearchOptions) -> None:
@@ -180,8 +180,9 @@ def run_search(options: SearchOptions):
     else:
         tuner = tune.Tuner(
             trainable,
+            # The searcher and the scheduler carry their own metrics (objective and rung_score).
             tune_config=tune.TuneConfig(
-                metric=OBJECTIVE, mode="max", search_alg=_make_searcher(options, space, final_task),
+                search_alg=_make_searcher(options, space, final_task),
                 scheduler=_make_scheduler(options, final_task), num_samples=options.samples,
                 max_concurrent_trials=options.max_concurrent, reuse_actors=True,
             ),
