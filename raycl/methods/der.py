@@ -7,6 +7,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from raycl.buffer import BufferSample
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayMethod
 
@@ -21,17 +22,23 @@ class Der(ReplayMethod):
     Config = DerConfig
     stores_logits = True
 
+    def replay_draws(self) -> list[BufferSample]:
+        """The buffer minibatches replayed at one step."""
+        return [self.buffer.sample(self.config.minibatch_size)]
+
+    def replay_loss(self, outputs: torch.Tensor, draws: list[BufferSample]) -> torch.Tensor:
+        (for_logits,) = draws
+        return self.config.alpha * F.mse_loss(outputs, for_logits.logits)
+
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         n = x.shape[0]
-        if self.buffer.is_empty():
-            outputs = self.net(self.augment(x))
-            loss = F.cross_entropy(outputs, y)
-        else:
-            # No batch norm in the MNIST MLP, so one forward pass over current and replayed
-            # examples equals the separate passes of the paper's code, at a third of the calls.
-            replay = self.buffer.sample(self.config.minibatch_size)
-            outputs = self.net(torch.cat([self.augment(x), self.augment(replay.x)]))
-            loss = F.cross_entropy(outputs[:n], y) + self.config.alpha * F.mse_loss(outputs[n:], replay.logits)
+        draws = [] if self.buffer.is_empty() else self.replay_draws()
+        # No batch norm in the MNIST MLP, so one forward pass over current and replayed examples
+        # equals the separate passes of the paper's code, at a fraction of the calls.
+        outputs = self.net(torch.cat([self.augment(x), *(self.augment(d.x) for d in draws)]))
+        loss = F.cross_entropy(outputs[:n], y)
+        if draws:
+            loss = loss + self.replay_loss(outputs[n:], draws)
         self.step(loss)
         # The logits stored are those computed before this step's update, as in the paper.
         self.buffer.add(x, y, logits=outputs[:n], task=task)
