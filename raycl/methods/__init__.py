@@ -22,6 +22,7 @@ METHODS = {
     "taskinput": "raycl.methods.taskinput:TaskInput",
     "vib": "raycl.methods.vib:Vib",
     "synergy": "raycl.methods.synergy:Synergy",
+    "clser": "raycl.methods.clser:Clser",
 }
 
 
