@@ -21,8 +21,10 @@ from raycl.hparams import hp
 from raycl.methods.base import ContinualMethod, TrainConfig
 from raycl.optim import FlatSGD
 
-# Added to the diagonal of GG' so the QP stays strictly convex when memory gradients are parallel.
-QP_EPS = 1e-3
+# Added to the diagonal of GG' (relative to its mean) so the QP stays strictly convex. The result
+# points against a memory gradient by about eps * v, so eps is as small as quadprog accepts: the
+# first that works of these (GEM's code adds an absolute 1e-3).
+QP_EPS = (1e-10, 1e-6, 1e-3)
 
 
 @dataclasses.dataclass
@@ -40,9 +42,16 @@ def project_to_cone(gradient: np.ndarray, memories: np.ndarray, margin: float) -
     mem = memories.astype(np.float64)
     t = mem.shape[0]
     p = mem @ mem.T
-    p = 0.5 * (p + p.T) + np.eye(t) * QP_EPS
+    p = 0.5 * (p + p.T)
+    scale = max(float(np.trace(p)) / t, 1e-12)
     q = -(mem @ g)
-    v = quadprog.solve_qp(p, q, np.eye(t), np.zeros(t) + margin)[0]
+    for eps in QP_EPS:
+        try:
+            v = quadprog.solve_qp(p + np.eye(t) * eps * scale, q, np.eye(t), np.zeros(t) + margin)[0]
+            break
+        except ValueError:  # "matrix G is not positive definite": nearly parallel memory gradients
+            if eps == QP_EPS[-1]:
+                raise
     return v @ mem + g
 
 

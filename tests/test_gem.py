@@ -1,0 +1,97 @@
+"""GEM and A-GEM: the projections keep the step from increasing any memory loss to first order."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raycl.methods import make_config
+from raycl.methods.agem import project_agem
+from raycl.methods.gem import project_to_cone
+from raycl.train import StreamRun
+
+
+def test_gem_projection_has_non_negative_dot_product_with_every_memory_gradient():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        memories = rng.normal(size=(6, 50))
+        g = -memories[:3].sum(0) + 0.3 * rng.normal(size=50)  # conflicts with several memories
+        assert (memories @ g < 0).any()
+        projected = project_to_cone(g, memories, margin=0.0)
+        tolerance = 1e-6 * np.linalg.norm(memories, axis=1) * np.linalg.norm(projected)
+        assert (memories @ projected >= -tolerance).all()
+        # The projection moves g no further than to another feasible point: the zero vector.
+        assert np.linalg.norm(projected - g) <= np.linalg.norm(g) + 1e-6
+
+
+def test_gem_leaves_a_gradient_without_conflicts_alone():
+    rng = np.random.default_rng(1)
+    memories = rng.normal(size=(4, 30))
+    g = memories.T @ np.linalg.solve(memories @ memories.T, np.ones(4))  # dot product 1 with every row
+    assert np.allclose(project_to_cone(g, memories, margin=0.0), g, atol=1e-6)
+
+
+def test_agem_projection():
+    torch.manual_seed(0)
+    for _ in range(20):
+        g_ref = torch.randn(40)
+        g = -0.5 * g_ref + torch.randn(40) * 0.2
+        original = g.clone()
+        projected = project_agem(g, g_ref)
+        assert torch.dot(projected, g_ref) >= -1e-5
+        # Only the component along g_ref changed.
+        residual = (projected - original) - torch.dot(projected - original, g_ref) / g_ref.dot(g_ref) * g_ref
+        assert residual.abs().max() < 1e-5
+    agree = torch.randn(40)
+    assert torch.equal(project_agem(agree.clone(), agree * 2), agree)
+
+
+def _memory_gradient(method, x, y):
+    method.opt.zero_grad()
+    F.cross_entropy(method.net(x), y).backward()
+    return method.opt.flat_grad.clone()
+
+
+def test_gem_step_does_not_point_against_an_earlier_tasks_memories(digits):
+    cfg = make_config("gem", {"lr": 0.1, "buffer_size": 50, "memory_strength": 0.0}, digits.defaults)
+    stream = StreamRun(digits, "gem", cfg, seed=0)
+    stream.run_task()
+    gem = stream.method
+    gem.begin_task(1)
+    task = digits.tasks[1]
+    x = digits.to_tensor(task.train_x)
+    y = torch.from_numpy(task.train_y)
+    projected_steps = 0
+    for start in range(0, 200, 10):
+        mem_grads = [_memory_gradient(gem, gem.mem_x[0], gem.mem_y[0])]
+        plain = _memory_gradient(gem, x[start:start + 10], y[start:start + 10])
+        before = gem.opt.flat.clone()
+        gem.observe(x[start:start + 10], y[start:start + 10], 1)
+        step = (before - gem.opt.flat) / cfg.lr  # the gradient GEM applied
+        for g_mem in mem_grads:
+            assert torch.dot(step, g_mem) >= -1e-4 * g_mem.norm() * step.norm()
+        projected_steps += int(not torch.allclose(step, plain, atol=1e-6))
+    assert projected_steps > 0  # the constraint was active at least once
+
+
+def test_agem_step_does_not_point_against_the_reference_gradient(digits):
+    cfg = make_config("agem", {"lr": 0.1, "buffer_size": 50, "minibatch_size": 10}, digits.defaults)
+    stream = StreamRun(digits, "agem", cfg, seed=0)
+    stream.run_task()
+    agem = stream.method
+    assert len(agem.buffer) == 50 // digits.n_tasks
+    task = digits.tasks[1]
+    x = digits.to_tensor(task.train_x)
+    y = torch.from_numpy(task.train_y)
+    for start in range(0, 100, 10):
+        before = agem.opt.flat.clone()
+        agem.observe(x[start:start + 10], y[start:start + 10], 1)
+        step = (before - agem.opt.flat) / cfg.lr
+        assert torch.dot(step, agem.g_ref) >= -1e-4 * agem.g_ref.norm() * step.norm()
+
+
+def test_gem_retains_more_than_online_sgd(digits):
+    from raycl.train import run
+
+    gem = run(digits, "gem", make_config("gem", {"lr": 0.1, "buffer_size": 100}, digits.defaults), seed=0)
+    online = run(digits, "online", make_config("online", {"lr": 0.1}, digits.defaults), seed=0)
+    assert gem.test_metrics["class_il"]["retained_acc"] > online.test_metrics["class_il"]["retained_acc"] + 20
