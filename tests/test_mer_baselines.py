@@ -1,0 +1,86 @@
+"""The MER paper's baselines: online, online EWC, independent, task input; checkpoints of all the
+methods added with MER."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from raycl.methods import make_config
+from raycl.train import StreamRun, run
+
+
+def cfg(method, bench, **values):
+    return make_config(method, {"lr": 0.1, **values}, bench.defaults)
+
+
+def test_online_is_sgd(digits):
+    a = run(digits, "online", cfg("online", digits), seed=2)
+    b = run(digits, "sgd", cfg("sgd", digits), seed=2)
+    assert np.array_equal(a.test["class_il"], b.test["class_il"], equal_nan=True)
+
+
+def test_independent_never_forgets(digits):
+    result = run(digits, "independent", cfg("independent", digits), seed=0)
+    matrix = result.test["task_il"]
+    for j in range(digits.n_tasks):
+        assert np.allclose(matrix[j:, j], matrix[j, j])  # a task's own network is never trained again
+    assert result.test_metrics["task_il"]["bti"] == pytest.approx(0.0)
+
+
+def test_task_input_trains_only_the_current_input_layer(digits):
+    stream = StreamRun(digits, "taskinput", cfg("taskinput", digits), seed=0)
+    stream.run_task()
+    net = stream.method.net
+    first = copy.deepcopy(net.inputs[0].state_dict())
+    shared = net.fc2.weight.detach().clone()
+    untouched = net.inputs[2].weight.detach().clone()
+    stream.run_task()
+    assert all(torch.equal(v, net.inputs[0].state_dict()[k]) for k, v in first.items())
+    assert not torch.equal(shared, net.fc2.weight)
+    assert torch.equal(untouched, net.inputs[2].weight)
+    assert net.inputs[1].weight.grad is not None
+
+
+def test_ewc_penalty_holds_weights_near_the_anchor(digits):
+    from torch.nn.utils import parameters_to_vector
+
+    moves = {}
+    for lam in (0.0, 300.0):
+        stream = StreamRun(digits, "ewc", cfg("ewc", digits, lr=0.05, ewc_lambda=lam), seed=0)
+        stream.run_task()
+        method = stream.method
+        assert (method.fisher >= 0).all() and method.fisher.sum() > 0
+        assert float(method.penalty().detach()) == 0.0
+        anchor, fisher = method.anchor.clone(), method.fisher.clone()
+        stream.run_task()
+        moves[lam] = float((parameters_to_vector(method.net.parameters()).detach() - anchor).pow(2).mul(fisher).sum())
+    assert moves[300.0] < 0.5 * moves[0.0], moves
+
+
+def test_ewc_fisher_decays_with_gamma(digits):
+    stream = StreamRun(digits, "ewc", cfg("ewc", digits, gamma=0.5), seed=0)
+    stream.run_task()
+    first = stream.method.fisher.clone()
+    stream.run_task()
+    second_only = stream.method.fisher - 0.5 * first
+    assert (second_only >= -1e-9).all() and second_only.sum() > 0
+
+
+@pytest.mark.parametrize("method,values", [
+    ("mer", {"buffer_size": 50, "minibatch_size": 5}), ("gem", {"buffer_size": 50}),
+    ("agem", {"buffer_size": 50}), ("ewc", {}), ("independent", {}), ("taskinput", {}),
+])
+def test_checkpoint_at_a_task_boundary_resumes_identically(digits, method, values):
+    config = cfg(method, digits, **values)
+    whole = run(digits, method, config, seed=1)
+    first = StreamRun(digits, method, config, seed=1)
+    first.run_task()
+    first.run_task()
+    state = copy.deepcopy(first.state_dict())
+    second = StreamRun(digits, method, config, seed=1)
+    second.load_state_dict(state)
+    for _ in second:
+        pass
+    assert np.array_equal(whole.test["class_il"], second.test["class_il"], equal_nan=True)
