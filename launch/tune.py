@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     sched = p.add_argument_group("early stopping (ASHA on the task count)")
     sched.add_argument("--grace-period", type=int, default=1,
                        help="tasks every trial trains before ASHA may stop it (default 1)")
-    sched.add_argument("--reduction-factor", type=int, default=3,
-                       help="ASHA keeps the top 1/factor of trials at each rung (default 3)")
+    sched.add_argument("--reduction-factor", type=int, default=4,
+                       help="ASHA keeps the top 1/factor of trials at each rung (default 4)")
 
     res = p.add_argument_group("resources and cluster")
     res.add_argument("--cpus-per-trial", type=float, default=1.0,

@@ -31,7 +31,7 @@ class SearchOptions:
     protocol: str = "seen-tasks"
     protocol_tasks: int = 2
     grace_period: int = 1
-    reduction_factor: int = 3
+    reduction_factor: int = 4
     seed: int = 0
     search_seed: int = 0
     cpus_per_trial: float = 1.0
