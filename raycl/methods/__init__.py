@@ -23,6 +23,7 @@ METHODS = {
     "vib": "raycl.methods.vib:Vib",
     "synergy": "raycl.methods.synergy:Synergy",
     "clser": "raycl.methods.clser:Clser",
+    "gen_replay": "raycl.methods.gen_replay:GenReplay",
 }
 
 

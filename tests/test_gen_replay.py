@@ -1,0 +1,56 @@
+import numpy as np
+import torch
+
+from raycl.methods import make_config
+from raycl.train import StreamRun, run
+
+# A small VAE with many passes: seq-digits has only a few hundred examples per task.
+SMALL = {"gen_hidden": 100, "latent_size": 16, "gen_epochs": 30, "gen_batch_size": 32}
+
+
+def config(digits, **values):
+    return make_config("gen_replay", {**SMALL, **values}, digits.defaults)
+
+
+def test_generated_replay_keeps_the_first_task(digits):
+    plain = run(digits, "sgd", make_config("sgd", {}, digits.defaults), seed=0)
+    for values in ({}, {"soft_targets": True}):
+        replay = run(digits, "gen_replay", config(digits, **values), seed=0)
+        assert np.isfinite(replay.test_metrics["class_il"]["acc"])
+        assert replay.test["class_il"][-1, 0] > plain.test["class_il"][-1, 0] + 15, values
+        assert replay.test_metrics["class_il"]["acc"] > plain.test_metrics["class_il"]["acc"] + 15, values
+
+
+def _replay_sizes(digits, **values):
+    """Generated examples appended to one solver step of each of three tasks."""
+    stream = StreamRun(digits, "gen_replay", config(digits, gen_epochs=1, **values), seed=0)
+    m = stream.method
+    asked = []
+    generate = m.generate
+    m.generate = lambda n, vaes: (asked.append(n), generate(n, vaes))[1]
+    sizes = []
+    for task in range(3):
+        x = digits.to_tensor(digits.tasks[task].train_x[:10])
+        y = torch.from_numpy(digits.tasks[task].train_y[:10])
+        asked.clear()
+        assert np.isfinite(float(m.observe(x, y, task)))
+        sizes.append(sum(asked))
+        m.end_task(task, x, y)
+    return sizes, m
+
+
+def test_replay_count_follows_replay_size_and_the_task_index(digits):
+    assert _replay_sizes(digits)[0] == [0, 10, 10]
+    assert _replay_sizes(digits, replay_size=7)[0] == [0, 7, 7]
+    sizes, m = _replay_sizes(digits, increasing_replay_size=True)
+    assert sizes == [0, 10, 20]
+    assert m.generate(5, m._trained()).shape == (5, *digits.input_shape)
+
+
+def test_one_vae_by_default_one_per_task_as_an_option(digits):
+    _, shared = _replay_sizes(digits)
+    assert len(shared.vaes) == 1 and shared.trained_vaes == 1
+    _, separate = _replay_sizes(digits, vae_per_task=True)
+    assert len(separate.vaes) == separate.trained_vaes == 3
+    x = separate.generate(9, separate._trained())
+    assert x.shape == (9, 64) and torch.isfinite(x).all() and (x >= 0).all() and (x <= 1).all()
