@@ -16,7 +16,7 @@ def test_gem_projection_has_non_negative_dot_product_with_every_memory_gradient(
         memories = rng.normal(size=(6, 50))
         g = -memories[:3].sum(0) + 0.3 * rng.normal(size=50)  # conflicts with several memories
         assert (memories @ g < 0).any()
-        projected = project_to_cone(g, memories, margin=0.0)
+        projected = project_to_cone(torch.from_numpy(g), torch.from_numpy(memories), margin=0.0).numpy()
         tolerance = 1e-6 * np.linalg.norm(memories, axis=1) * np.linalg.norm(projected)
         assert (memories @ projected >= -tolerance).all()
         # The projection moves g no further than to another feasible point: the zero vector.
@@ -27,7 +27,8 @@ def test_gem_leaves_a_gradient_without_conflicts_alone():
     rng = np.random.default_rng(1)
     memories = rng.normal(size=(4, 30))
     g = memories.T @ np.linalg.solve(memories @ memories.T, np.ones(4))  # dot product 1 with every row
-    assert np.allclose(project_to_cone(g, memories, margin=0.0), g, atol=1e-6)
+    projected = project_to_cone(torch.from_numpy(g), torch.from_numpy(memories), margin=0.0)
+    assert np.allclose(projected.numpy(), g, atol=1e-6)
 
 
 def test_agem_projection():

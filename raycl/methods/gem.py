@@ -33,18 +33,20 @@ class GemConfig(TrainConfig):
     memory_strength: float = hp(0.5, "margin of the QP: how far past orthogonal the step is pushed", low=0.0)
 
 
-def project_to_cone(gradient: np.ndarray, memories: np.ndarray, margin: float) -> np.ndarray:
+def project_to_cone(gradient: torch.Tensor, memories: torch.Tensor, margin: float) -> torch.Tensor:
     """The gradient closest to ``gradient`` with non-negative dot product with every row of
-    ``memories`` (up to ``margin``), via GEM's dual QP solved by quadprog (float64)."""
+    ``memories`` (up to ``margin``), via GEM's dual QP solved by quadprog.
+
+    Only the small t x t problem goes to float64 NumPy; the products with the long gradient
+    vectors stay in torch.
+    """
     import quadprog
 
-    g = gradient.astype(np.float64)
-    mem = memories.astype(np.float64)
-    t = mem.shape[0]
-    p = mem @ mem.T
+    t = memories.shape[0]
+    p = (memories @ memories.T).double().cpu().numpy()
     p = 0.5 * (p + p.T)
     scale = max(float(np.trace(p)) / t, 1e-12)
-    q = -(mem @ g)
+    q = -(memories @ gradient).double().cpu().numpy()
     for eps in QP_EPS:
         try:
             v = quadprog.solve_qp(p + np.eye(t) * eps * scale, q, np.eye(t), np.zeros(t) + margin)[0]
@@ -52,7 +54,8 @@ def project_to_cone(gradient: np.ndarray, memories: np.ndarray, margin: float) -
         except ValueError:  # "matrix G is not positive definite": nearly parallel memory gradients
             if eps == QP_EPS[-1]:
                 raise
-    return v @ mem + g
+    weights = torch.from_numpy(v).to(memories.dtype).to(memories.device)
+    return weights @ memories + gradient
 
 
 class Gem(ContinualMethod):
@@ -88,13 +91,8 @@ class Gem(ContinualMethod):
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         self._remember(x, y, task)
-        for past in range(task):
-            filled = min(self.mem_count[past], self.per_task)
-            if filled == 0:
-                continue
-            self.opt.zero_grad()
-            F.cross_entropy(self.net(self.augment(self.mem_x[past, :filled])), self.mem_y[past, :filled]).backward()
-            self.grads[past].copy_(self.opt.flat_grad)
+        if task > 0:
+            self._memory_gradients(task)
         self.opt.zero_grad()
         loss = F.cross_entropy(self.net(self.augment(x)), y)
         loss.backward()
@@ -102,10 +100,19 @@ class Gem(ContinualMethod):
             g = self.opt.flat_grad
             past_grads = self.grads[:task]
             if bool((past_grads @ g < 0).any()):
-                projected = project_to_cone(g.cpu().numpy(), past_grads.cpu().numpy(), self.config.memory_strength)
-                g.copy_(torch.from_numpy(projected))
+                g.copy_(project_to_cone(g, past_grads, self.config.memory_strength))
         self.opt.step()
         return loss.detach()
+
+    def _memory_gradients(self, task: int) -> None:
+        """Fill ``self.grads[:task]`` with each earlier task's memory-loss gradient."""
+        for past in range(task):
+            filled = min(self.mem_count[past], self.per_task)
+            if filled == 0:
+                continue
+            self.opt.zero_grad()
+            F.cross_entropy(self.net(self.augment(self.mem_x[past, :filled])), self.mem_y[past, :filled]).backward()
+            self.grads[past].copy_(self.opt.flat_grad)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "mem_x": self.mem_x, "mem_y": self.mem_y, "mem_count": list(self.mem_count)}
