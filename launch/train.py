@@ -19,7 +19,8 @@ import torch
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
 from raycl.data import BENCHMARK_NAMES, load_benchmark
-from raycl.files import atomic_write_text, load_best_args
+from raycl.errors import RayclError
+from raycl.files import atomic_write_text, load_best_args, read_yaml
 from raycl.methods import METHODS, make_config
 from raycl.results import aggregate, summary_table
 from raycl.train import DivergedError, StreamRun
@@ -61,9 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dataset_from_best_args(path: str) -> str:
-    from raycl.files import read_yaml
-    from raycl.errors import RayclError
-
     data = read_yaml(path) or {}
     if not isinstance(data, dict) or len(data) != 1:
         raise RayclError(f"{path} holds datasets {sorted(data) if isinstance(data, dict) else '?'}; "
@@ -78,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.seeds < 1:
-        from raycl.errors import RayclError
-
         raise RayclError(f"--seeds must be at least 1, got {args.seeds}")
     dataset = args.dataset or (_dataset_from_best_args(args.load_best_args) if args.load_best_args else "seq-digits")
     values = {}
@@ -88,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         size = int(given["buffer_size"]) if "buffer_size" in given else None
         values.update(load_best_args(args.load_best_args, dataset, args.method, size))
     values.update(given)
-    benchmark = None
+    benchmark, benchmark_seed = None, None
     results = []
     diverged = []
     for seed in range(args.seed, args.seed + args.seeds):
@@ -132,15 +128,20 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_table(document, len(results)))
     print(f"\n{len(results)} seed(s) finished, {len(diverged)} diverged, {wall_s:.1f} s")
     if args.json:
-        atomic_write_text(args.json, json.dumps(document, indent=2, default=_json_default))
+        atomic_write_text(args.json, json.dumps(_finite(document), indent=2, default=str))
         print(f"wrote {args.json}")
     return 0 if results else 3
 
 
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
+def _finite(value):
+    """``value`` with NaN and infinities as None: strict JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

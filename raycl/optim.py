@@ -9,7 +9,6 @@ into two flat tensors, so a step is one fused multiply-add and zeroing the gradi
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
 class FlatSGD:

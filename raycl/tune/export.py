@@ -7,7 +7,6 @@ import datetime
 import io
 import json
 import logging
-import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -162,7 +161,7 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
     if best is not None and options.final_eval_seeds:
         from raycl.tune.final_eval import evaluate_seeds
 
-        report.final_eval = evaluate_seeds(options, best.config, benchmark_options=options)
+        report.final_eval = evaluate_seeds(options, best.config)
     print_summary(report, options, space, benchmark)
     return report
 
@@ -193,7 +192,3 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark) ->
     out.append(f"trials table: {report.parquet_path}")
     out.append(f"experiment: {options.experiment_dir}  (tensorboard --logdir {options.experiment_dir})")
     print("\n".join(out), flush=True)
-
-
-def _nan_to_none(value):
-    return None if isinstance(value, float) and math.isnan(value) else value

@@ -16,7 +16,7 @@ def _train_seed(benchmark, method: str, config: dict, seed: int, threads: int):
     return run(benchmark, method, make_config(method, config, benchmark.defaults), seed)
 
 
-def evaluate_seeds(options, config: dict, benchmark_options=None) -> dict:
+def evaluate_seeds(options, config: dict) -> dict:
     """Mean ± std test accuracy of ``config`` over ``options.final_eval_seeds`` seeds, on the full stream."""
     from raycl.data import load_benchmark
 
