@@ -1,3 +1,4 @@
+import copy
 import numpy as np
 import torch
 
@@ -59,3 +60,17 @@ def test_stochastic_updates_follow_their_frequencies(digits):
     steps = m.global_step
     assert abs(m.plastic.updates / steps - 0.9) < 0.1
     assert abs(m.stable.updates / steps - 0.2) < 0.1
+
+
+def test_resuming_from_a_task_boundary_gives_the_same_numbers(digits):
+    cfg = make_config("clser", {"buffer_size": 50, "stable_update_freq": 0.5}, digits.defaults)
+    whole = run(digits, "clser", cfg, seed=3)
+    first = StreamRun(digits, "clser", cfg, seed=3)
+    first.run_task()
+    first.run_task()
+    state = copy.deepcopy(first.state_dict())
+    second = StreamRun(digits, "clser", cfg, seed=3)
+    second.load_state_dict(state)
+    for _ in second:
+        pass
+    assert np.array_equal(whole.test["class_il"], second.test["class_il"], equal_nan=True)

@@ -156,7 +156,8 @@ class GenReplay(ContinualMethod):
         return self.net(self.generate(n, self._trained())).argmax(1)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "vaes": [v.state_dict() for v in self.vaes], "gen_opt": self.gen_opt.state_dict(),
+        return {**super().state_dict(), "vaes": [v.state_dict() for v in self.vaes],
+                "gen_opt": self.gen_opt.state_dict(),
                 "noise": self.noise.get_state(), "gen_shuffle": self.gen_shuffle.get_state(),
                 "old_solver": None if self.old_solver is None else self.old_solver.state_dict(),
                 "trained_vaes": self.trained_vaes}
