@@ -125,20 +125,21 @@ class Mer(ReplayMethod):
         w1, b1 = net.fc1.weight, net.fc1.bias
         w2, b2 = net.fc2.weight, net.fc2.bias
         w3, b3 = net.classifier.weight, net.classifier.bias
+        w2t, w3t = w2.t(), w3.t()
         neg_lr = -self.config.lr
+        addmv, mv, softmax = torch.addmv, torch.mv, torch.softmax
         inputs = bx.flatten(1)
         targets = self.eye[by]
         first = None
         for x, target in zip(inputs.unbind(0), targets.unbind(0)):
-            h1 = torch.addmv(b1, w1, x).relu_()
-            h2 = torch.addmv(b2, w2, h1).relu_()
-            logits = torch.addmv(b3, w3, h2)
-            delta3 = torch.softmax(logits, 0)
+            h1 = addmv(b1, w1, x).relu_()
+            h2 = addmv(b2, w2, h1).relu_()
+            delta3 = softmax(addmv(b3, w3, h2), 0)
             if first is None:
                 first = -torch.log(torch.dot(delta3, target))
             delta3.sub_(target)
-            delta2 = relu_backward(torch.mv(w3.t(), delta3), h2, 0)
-            delta1 = relu_backward(torch.mv(w2.t(), delta2), h1, 0)
+            delta2 = relu_backward(mv(w3t, delta3), h2, 0)
+            delta1 = relu_backward(mv(w2t, delta2), h1, 0)
             w3.addr_(delta3, h2, alpha=neg_lr)
             b3.add_(delta3, alpha=neg_lr)
             w2.addr_(delta2, h1, alpha=neg_lr)
