@@ -3,9 +3,10 @@
 Loss: cross-entropy on the current batch and a buffer minibatch, plus ``reg_weight`` x the MSE
 between the working model's buffer logits and the semantic memory's, plus ``penalty_weight`` x a
 Fisher-weighted pull of the working weights towards the semantic memory's. The Fisher information
-is the semantic memory's, estimated from per-example gradients on a buffer minibatch, refreshed
-with probability ``fisher_update_freq`` after a step and smoothed with ``fisher_alpha``. Nothing
-depends on task boundaries.
+is the semantic memory's, estimated on the whole buffer from per-example squared gradients of the
+log-likelihood of the stored label, each weighted by that label's probability; it is refreshed
+with probability ``fisher_update_freq`` after a step and smoothed with ``fisher_alpha`` (the
+first estimate is taken as it is). Nothing depends on task boundaries.
 """
 
 from __future__ import annotations
@@ -43,28 +44,31 @@ class Synergy(ReplayMethod):
         super().__init__(*args, **kwargs)
         self.ema = EmaModel(self.net, self.config.ema_alpha)
         self.fisher = [torch.zeros_like(p) for p in self.net.parameters()]
+        self.fisher_updates = 0
         self.coin = torch.Generator().manual_seed(self.seed + 7)
         self.linear_only = all(
             isinstance(m, nn.Linear) or not list(m.parameters(recurse=False)) for m in self.net.modules())
         self.global_step = 0
 
     def _estimate_fisher(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """Mean squared per-example gradient of the EMA model's log-likelihood (empirical Fisher)."""
+        """Mean over examples of p(y|x) x the squared gradient of log p(y|x), for the EMA model."""
+        with torch.no_grad():
+            weight = F.softmax(self.ema(x), 1).gather(1, y[:, None]).squeeze(1)
         if self.linear_only:
-            return self._linear_fisher(x, y)
+            return self._linear_fisher(x, y, weight)
         params = {k: v.detach() for k, v in self.ema.model.named_parameters()}
 
         def loss(p, xi, yi):
             return F.cross_entropy(functional_call(self.ema.model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
         grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-        return [grads[k].pow(2).mean(0) for k in params]
+        return [(grads[k].pow(2) * weight.view(-1, *[1] * (grads[k].dim() - 1))).mean(0) for k in params]
 
-    def _linear_fisher(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    def _linear_fisher(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
         """The same for a network of linear layers, each used once, without per-example gradients.
 
         Example i's weight gradient is the outer product of the layer's output gradient d_i and
-        input a_i, so the mean of its square is (d ** 2)^T (a ** 2) / n: one matrix product.
+        input a_i, so the weighted mean of its square is (w d ** 2)^T (a ** 2) / n: one matrix product.
         """
         inputs, grads, handles = {}, {}, []
 
@@ -85,10 +89,10 @@ class Synergy(ReplayMethod):
         n = x.shape[0]
         per_param = {}
         for module, a in inputs.items():
-            d = grads[module]
-            per_param[module.weight] = (d.pow(2).t() @ a.flatten(1).pow(2)) / n
+            d2 = grads[module].pow(2) * weight[:, None]
+            per_param[module.weight] = (d2.t() @ a.flatten(1).pow(2)) / n
             if module.bias is not None:
-                per_param[module.bias] = d.pow(2).mean(0)
+                per_param[module.bias] = d2.mean(0)
         return [per_param[p] for p in self.ema.model.parameters()]
 
     def penalty(self) -> torch.Tensor:
@@ -118,9 +122,11 @@ class Synergy(ReplayMethod):
             self.ema.update(self.net, self.global_step)
         if (replay is not None and self.config.penalty_weight > 0
                 and torch.rand((), generator=self.coin) < self.config.fisher_update_freq):
-            new = self._estimate_fisher(replay_x, replay.y)
-            a = self.config.fisher_alpha
+            stored = self.buffer.all()
+            new = self._estimate_fisher(self.augment(stored.x), stored.y)
+            a = 0.0 if self.fisher_updates == 0 else min(1.0 - 1.0 / (self.global_step + 1), self.config.fisher_alpha)
             self.fisher = [a * f + (1.0 - a) * g for f, g in zip(self.fisher, new)]
+            self.fisher_updates += 1
         return loss.detach()
 
     @torch.no_grad()
@@ -129,7 +135,8 @@ class Synergy(ReplayMethod):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "ema": self.ema.state_dict(), "fisher": self.fisher,
-                "coin": self.coin.get_state(), "global_step": self.global_step}
+                "coin": self.coin.get_state(), "global_step": self.global_step,
+                "fisher_updates": self.fisher_updates}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -137,3 +144,4 @@ class Synergy(ReplayMethod):
         self.fisher = [f.to(self.device) for f in state["fisher"]]
         self.coin.set_state(state["coin"])
         self.global_step = state["global_step"]
+        self.fisher_updates = state["fisher_updates"]
