@@ -42,6 +42,10 @@ def task_metrics(stream: StreamRun, task: int) -> dict:
         out[f"val_{setting}"] = float(row.mean())
         for j, acc in enumerate(row, start=1):
             out[f"val_{setting}_task{j}"] = float(acc)
+        # The MER paper's learning accuracy (mean of the diagonal so far) and BTI = RA - LA.
+        learning = float(stream.val[setting].diagonal()[:seen].mean())
+        out[f"val_{setting}_learning_acc"] = learning
+        out[f"val_{setting}_bti"] = out[f"val_{setting}"] - learning
     out[OBJECTIVE] = out[f"val_{primary}"]
     out["val_loss"] = float(stream.val_loss[task, :seen].mean())
     # ASHA ranks by this: the objective, with ties (common when early tasks are nearly solved, as
