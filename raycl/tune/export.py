@@ -152,7 +152,7 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "raycl_version": raycl.__version__, "trial_id": best.trial_id, "experiment": str(experiment),
             "seed": options.seed, "search_seed": options.search_seed, "val_fraction": options.val_fraction,
-            "data_seed": options.data_seed,
+            "data_seed": options.data_seed, "samples_per_task": options.samples_per_task,
         }
         save_best_args(best_args_path, options.dataset, options.method, _plain(best.config), provenance)
 
