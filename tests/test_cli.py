@@ -17,7 +17,7 @@ def run_cli(script, *args, cwd=None):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "dper"], "unknown method 'dper'; allowed: der, derpp"),
+    (["--method", "dper"], "unknown method 'dper'; allowed: agem, clser, der, derpp"),
     (["--method", "er", "--dataset", "seq-mnits"], "unknown dataset 'seq-mnits'; allowed:"),
     (["--method", "er", "--alpha", "0.5"], "--alpha does not apply to method 'er'; its hyperparameters:"),
     (["--method", "er", "--lr", "fast"], "hyperparameter 'lr' must be a float in [0.0, inf], got 'fast'"),
