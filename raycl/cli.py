@@ -13,13 +13,24 @@ from raycl.hparams import param_specs
 from raycl.methods import METHODS, get_method
 
 
-def hyperparameter_index() -> dict[str, tuple[str, list[str]]]:
-    """Every declared hyperparameter -> (help of its first declaration, methods declaring it)."""
-    index: dict[str, tuple[str, list[str]]] = {}
+def hyperparameter_index() -> dict[str, str]:
+    """Every declared hyperparameter -> its flag help, naming the methods that declare it.
+
+    A name several methods declare with different meanings (``beta`` of DER++ and of MER) gets
+    each meaning with its methods.
+    """
+    meanings: dict[str, dict[str, list[str]]] = {}
     for method in METHODS:
         for name, spec in param_specs(get_method(method).Config).items():
-            help_text, users = index.setdefault(name, (f"{spec.help} ({spec.describe_allowed()})", []))
-            users.append(method)
+            text = f"{spec.help} ({spec.describe_allowed()})"
+            meanings.setdefault(name, {}).setdefault(text, []).append(method)
+    index = {}
+    for name, by_text in meanings.items():
+        parts = []
+        for text, users in by_text.items():
+            who = "all methods" if len(users) == len(METHODS) else ", ".join(users)
+            parts.append(f"{who}: {text}")
+        index[name] = "; ".join(parts)
     return index
 
 
@@ -27,13 +38,12 @@ def add_hyperparameter_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--name-with-dashes`` flag per declared hyperparameter, values checked later."""
     group = parser.add_argument_group(
         "method hyperparameters",
-        "override the method's defaults (and any --load-best-args values); each flag applies to the "
-        "methods listed",
+        "override the method's defaults (and any --load-best-args values); each flag names the "
+        "methods it applies to",
     )
-    for name, (help_text, users) in sorted(hyperparameter_index().items()):
-        users_text = "all methods" if len(users) == len(METHODS) else ", ".join(users)
+    for name, help_text in sorted(hyperparameter_index().items()):
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"hp_{name}", default=None, metavar="V",
-                           help=f"{help_text}; {users_text}")
+                           help=help_text)
 
 
 def given_hyperparameters(args: argparse.Namespace, method: str) -> dict:
