@@ -38,3 +38,29 @@ def pytest_configure(config):
 
     # Tiny models: one thread is fastest and keeps parallel test workers from oversubscribing.
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def assert_resumes_identically():
+    """Check that a stream stopped after ``after`` tasks and restored from its state dict ends
+    with the same test matrix as an uninterrupted run (what a retried or resumed trial relies on)."""
+
+    def check(benchmark, method: str, config, seed: int, after: int = 2) -> None:
+        import copy
+
+        import numpy as np
+
+        from raycl.train import StreamRun, run
+
+        whole = run(benchmark, method, config, seed=seed)
+        first = StreamRun(benchmark, method, config, seed=seed)
+        for _ in range(after):
+            first.run_task()
+        second = StreamRun(benchmark, method, config, seed=seed)
+        second.load_state_dict(copy.deepcopy(first.state_dict()))
+        for _ in second:
+            pass
+        for setting in benchmark.settings:
+            assert np.array_equal(whole.test[setting], second.test[setting], equal_nan=True), setting
+
+    return check

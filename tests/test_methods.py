@@ -51,18 +51,9 @@ def test_same_seed_same_numbers(digits):
     assert not np.array_equal(a.test["class_il"], c.test["class_il"], equal_nan=True)
 
 
-def test_checkpoint_at_a_task_boundary_resumes_identically(digits):
+def test_checkpoint_at_a_task_boundary_resumes_identically(digits, assert_resumes_identically):
     cfg = config_for("derpp", digits)
-    whole = run(digits, "derpp", cfg, seed=1)
-    first = StreamRun(digits, "derpp", cfg, seed=1)
-    first.run_task()
-    first.run_task()
-    state = copy.deepcopy(first.state_dict())
-    second = StreamRun(digits, "derpp", cfg, seed=1)
-    second.load_state_dict(state)
-    for _ in second:
-        pass
-    assert np.array_equal(whole.test["class_il"], second.test["class_il"], equal_nan=True)
+    assert_resumes_identically(digits, "derpp", cfg, seed=1)
 
 
 def test_der_stores_logits_from_before_the_step(digits):
