@@ -114,3 +114,11 @@ def test_task_il_masks_other_tasks_logits():
     assert acc == {"class_il": 1, "task_il": 1}
     acc = _accuracies(torch.tensor([[9.0, 0.0, 1.0, 2.0]]), torch.tensor([3]), (2, 3), ("class_il", "task_il"))
     assert acc == {"class_il": 0, "task_il": 1}
+
+
+@pytest.mark.parametrize("method", ["mer", "gem", "agem"])
+def test_flat_vector_methods_refuse_other_optimisers(method, digits):
+    from raycl.errors import RayclError
+
+    with pytest.raises(RayclError, match=f"method '{method}' .*optimizer must be 'sgd', got 'adam'"):
+        StreamRun(digits, method, make_config(method, {"optimizer": "adam"}, digits.defaults), seed=0)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from raycl.errors import RayclError
 from raycl.methods.base import ReplayConfig, ReplayMethod
-from raycl.optim import FlatSGD
 
 
 def project_agem(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
@@ -28,17 +26,12 @@ def project_agem(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
 class Agem(ReplayMethod):
     name = "agem"
     Config = ReplayConfig
+    flat_sgd_reason = "projects one flat SGD gradient"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.g_ref = torch.zeros_like(self.opt.flat_grad)
         self.sample_generator = torch.Generator().manual_seed(self.seed + 4)
-
-    def make_optimizer(self, params):
-        if self.config.optimizer != "sgd":
-            raise RayclError(f"method 'agem' projects one flat SGD gradient; optimizer must be 'sgd', "
-                             f"got {self.config.optimizer!r}")
-        return FlatSGD(params, self.config.lr)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         if not self.buffer.is_empty():

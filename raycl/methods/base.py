@@ -11,6 +11,7 @@ from torch import nn
 from raycl.augment import random_crop_flip
 from raycl.buffer import ReservoirBuffer
 from raycl.data import Benchmark
+from raycl.errors import RayclError
 from raycl.hparams import hp
 from raycl.optim import make_optimizer
 
@@ -42,6 +43,9 @@ class ContinualMethod:
 
     name: ClassVar[str]
     Config: ClassVar[type] = TrainConfig
+    # Methods that work on FlatSGD's flat parameter and gradient vectors (projections, Reptile
+    # steps) say why here; they then accept only the plain SGD optimiser.
+    flat_sgd_reason: ClassVar[str | None] = None
 
     def __init__(self, config: Any, model: nn.Module, benchmark: Benchmark, device: torch.device, seed: int):
         self.config = config
@@ -54,6 +58,9 @@ class ContinualMethod:
         self.opt = self.make_optimizer(self.net.parameters())
 
     def make_optimizer(self, params):
+        if self.flat_sgd_reason and self.config.optimizer != "sgd":
+            raise RayclError(f"method {self.name!r} {self.flat_sgd_reason}; optimizer must be 'sgd', "
+                             f"got {self.config.optimizer!r}")
         return make_optimizer(self.config.optimizer, params, self.config.lr)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:

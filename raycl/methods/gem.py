@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from raycl.errors import RayclError
 from raycl.hparams import hp
 from raycl.methods.base import ContinualMethod, TrainConfig
-from raycl.optim import FlatSGD
 
 # Added to the diagonal of GG' (relative to its mean) so the QP stays strictly convex. The result
 # points against a memory gradient by about eps * v, so eps is as small as quadprog accepts: the
@@ -61,6 +60,7 @@ def project_to_cone(gradient: torch.Tensor, memories: torch.Tensor, margin: floa
 class Gem(ContinualMethod):
     name = "gem"
     Config = GemConfig
+    flat_sgd_reason = "projects one flat SGD gradient"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -74,12 +74,6 @@ class Gem(ContinualMethod):
         self.mem_count = [0] * self.n_tasks  # examples written into each task's ring so far
         n_params = self.opt.flat.numel()
         self.grads = torch.zeros((self.n_tasks, n_params), device=self.device)
-
-    def make_optimizer(self, params):
-        if self.config.optimizer != "sgd":
-            raise RayclError(f"method 'gem' projects one flat SGD gradient; optimizer must be 'sgd', "
-                             f"got {self.config.optimizer!r}")
-        return FlatSGD(params, self.config.lr)
 
     def _remember(self, x: torch.Tensor, y: torch.Tensor, task: int) -> None:
         n = min(x.shape[0], self.per_task)

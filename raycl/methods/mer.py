@@ -25,11 +25,9 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from raycl.errors import RayclError
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayMethod
 from raycl.models import MLP
-from raycl.optim import FlatSGD
 
 VARIANTS = ("per-example", "batched")
 # One kernel for "gradient where the ReLU output is positive, else 0" (a comparison and a product
@@ -50,6 +48,7 @@ class MerConfig(ReplayConfig):
 class Mer(ReplayMethod):
     name = "mer"
     Config = MerConfig
+    flat_sgd_reason = "takes Reptile steps over plain SGD"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -59,12 +58,6 @@ class Mer(ReplayMethod):
         self.eye = torch.eye(self.benchmark.n_classes, device=self.device)
         # The hand-written step needs the plain MLP and inputs the benchmark does not augment.
         self.manual_mlp_step = type(self.net) is MLP and not self.benchmark.augment
-
-    def make_optimizer(self, params):
-        if self.config.optimizer != "sgd":
-            raise RayclError(f"method 'mer' takes Reptile steps over plain SGD; optimizer must be 'sgd', "
-                             f"got {self.config.optimizer!r}")
-        return FlatSGD(params, self.config.lr)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         cfg = self.config
