@@ -27,6 +27,8 @@ class SearchOptions:
     samples: int = 16
     buffer_size: int | None = None
     fixed: dict = dataclasses.field(default_factory=dict)
+    # Configurations tried first (e.g. a paper's published arguments); only searched keys are used.
+    start_points: list[dict] = dataclasses.field(default_factory=list)
     space_path: str | None = None
     protocol: str = "seen-tasks"
     protocol_tasks: int = 2
@@ -45,6 +47,10 @@ class SearchOptions:
     best_args: str | None = None
     parquet: str | None = None
     final_eval_seeds: int = 0
+    # Final evaluation: data seed = training seed (averages over permutations/angles too), and the
+    # share of training data held out (0 = train on all of it, as papers do after their search).
+    final_eval_vary_data: bool = False
+    final_eval_val_fraction: float | None = None
     data_root: str | None = None
     val_fraction: float = 0.1
     data_seed: int = 0
@@ -121,8 +127,11 @@ def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
     if options.optuna_storage:
         storage = optuna.storages.RDBStorage(options.optuna_storage)
     sampler = optuna.samplers.TPESampler(seed=options.search_seed)
+    searched = set(space.searched)
+    start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
     return PruningOptunaSearch(space=DefineByRun(space), metric=OBJECTIVE, mode="max", sampler=sampler,
-                               storage=storage, study_name=options.experiment_name, final_task=final_task)
+                               storage=storage, study_name=options.experiment_name, final_task=final_task,
+                               points_to_evaluate=[p for p in start if p] or None)
 
 
 def _make_scheduler(options: SearchOptions, final_task: int):

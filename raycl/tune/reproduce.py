@@ -1,0 +1,270 @@
+"""Reproduce a paper's table: one search per row, its winner tested over seeds, a Markdown table.
+
+Rows (dataset, method, buffer size, published accuracy, published arguments) come from a YAML
+file; the default is the DER paper's MNIST rows shipped next to this module. Each row is searched
+with raycl's own search space at the paper's batch size and one epoch, the paper's arguments
+tried first unless told otherwise; the winner by validation accuracy is then retrained on
+``seeds`` seeds, each with its own data seed (new permutations, angles), on all of the training
+data as the paper does after its grid search, and tested. Every finished row is merged into
+``results.json`` at once, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fnmatch
+import json
+import math
+import time
+from importlib import resources
+from pathlib import Path
+
+from raycl.data import BENCHMARK_NAMES
+from raycl.errors import RayclError, unknown
+from raycl.files import atomic_write_text, locked, read_yaml
+from raycl.hparams import build_config
+from raycl.methods import METHODS, get_method
+
+SETTING_NAMES = {"class_il": "Class-IL", "task_il": "Task-IL", "domain_il": "Domain-IL"}
+RESULTS_FILE = "results.json"
+TABLE_FILE = "reproduction.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperRow:
+    dataset: str
+    method: str
+    buffer_size: int | None
+    accuracy: float
+    setting: str
+    batch_size: int
+    args: dict
+    task_il: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.method}/{self.buffer_size or '-'}"
+
+
+@dataclasses.dataclass
+class PaperTable:
+    source: str
+    rows: list[PaperRow]
+    default_methods: tuple[str, ...]
+    path: str
+
+    def select(self, patterns: list[str] | None) -> list[PaperRow]:
+        """Rows whose key matches any pattern (shell-style, e.g. ``rot-mnist/*/500``); default rows if none."""
+        if not patterns:
+            return [r for r in self.rows if r.method in self.default_methods]
+        chosen = []
+        for pattern in patterns:
+            matched = [r for r in self.rows if fnmatch.fnmatchcase(r.key, pattern)]
+            if not matched:
+                raise unknown("row", pattern, [r.key for r in self.rows])
+            chosen += [r for r in matched if r not in chosen]
+        return [r for r in self.rows if r in chosen]
+
+
+def default_paper_file() -> Path:
+    return Path(str(resources.files("raycl.tune") / "der_paper.yaml"))
+
+
+def load_paper_table(path: str | Path | None = None) -> PaperTable:
+    path = Path(path) if path else default_paper_file()
+    if not path.is_file():
+        raise RayclError(f"paper-values file {path} not found")
+    doc = read_yaml(path)
+    where = str(path)
+    if not isinstance(doc, dict) or not {"source", "datasets", "rows"} <= set(doc):
+        raise RayclError(f"{where}: needs the keys source, datasets and rows")
+    datasets = doc["datasets"]
+    for name, protocol in datasets.items():
+        if name not in BENCHMARK_NAMES:
+            raise unknown("dataset", name, BENCHMARK_NAMES, where=f"{where}: datasets")
+        if protocol.get("setting") not in SETTING_NAMES:
+            raise unknown("setting", protocol.get("setting"), SETTING_NAMES, where=f"{where}: datasets.{name}")
+    rows = []
+    for i, raw in enumerate(doc["rows"]):
+        place = f"{where}: rows[{i}]"
+        allowed = {"dataset", "method", "buffer_size", "accuracy", "task_il", "args", "batch_size"}
+        extra = set(raw) - allowed
+        if extra:
+            raise unknown("key", sorted(extra)[0], sorted(allowed), where=place)
+        if raw.get("dataset") not in datasets:
+            raise unknown("dataset", raw.get("dataset"), datasets, where=place)
+        if raw.get("method") not in METHODS:
+            raise unknown("method", raw.get("method"), METHODS, where=place)
+        protocol = datasets[raw["dataset"]]
+        row = PaperRow(dataset=raw["dataset"], method=raw["method"], buffer_size=raw.get("buffer_size"),
+                       accuracy=float(raw["accuracy"]), setting=protocol["setting"],
+                       batch_size=int(raw.get("batch_size", protocol["batch_size"])), args=dict(raw.get("args") or {}),
+                       task_il=raw.get("task_il"))
+        # The paper's arguments must be valid hyperparameters of raycl's method.
+        build_config(get_method(row.method).Config, {**row.args, **fixed_args(row)}, owner=f"{place} ({row.key})")
+        rows.append(row)
+    keys = [r.key for r in rows]
+    duplicate = next((k for k in keys if keys.count(k) > 1), None)
+    if duplicate:
+        raise RayclError(f"{where}: row {duplicate} appears twice")
+    return PaperTable(source=" ".join(str(doc["source"]).split()), rows=rows, path=str(path),
+                      default_methods=tuple(doc.get("default_methods") or METHODS))
+
+
+def fixed_args(row: PaperRow) -> dict:
+    """What the paper fixed for every configuration of the row: batch size, one epoch, the buffer."""
+    fixed = {"batch_size": row.batch_size, "n_epochs": 1}
+    if row.buffer_size is not None:
+        fixed["buffer_size"] = row.buffer_size
+    return fixed
+
+
+@dataclasses.dataclass
+class ReproduceOptions:
+    out: str = "reproduction"
+    rows: list[str] | None = None
+    paper: str | None = None
+    samples: int = 8
+    seeds: int = 3
+    resume: bool = False
+    paper_start: bool = True
+    search_seed: int = 0
+    data_root: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    verbose: int = 0
+
+
+def experiment_name(row: PaperRow) -> str:
+    return f"{row.dataset}-{row.method}-b{row.buffer_size or 0}"
+
+
+def read_results(out: Path) -> dict:
+    path = out / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RayclError(f"{path} is not valid JSON ({exc}); move it away to start over") from None
+
+
+def save_result(out: Path, key: str, entry: dict) -> dict:
+    """Merge one row's result into results.json (atomic, under a lock); returns the whole file."""
+    path = out / RESULTS_FILE
+    with locked(path):
+        results = read_results(out)
+        results[key] = entry
+        atomic_write_text(path, json.dumps(results, indent=1, sort_keys=True) + "\n")
+    return results
+
+
+def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
+    from ray import tune
+
+    from raycl.tune.search import SearchOptions, run_search
+
+    fixed = fixed_args(row)
+    buffer_size = fixed.pop("buffer_size", None)
+    search = SearchOptions(
+        method=row.method, dataset=row.dataset, samples=options.samples, buffer_size=buffer_size, fixed=fixed,
+        start_points=[row.args] if options.paper_start and row.args else [], search_seed=options.search_seed,
+        cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial, address=options.address,
+        storage_path=str(out / "experiments"), name=experiment_name(row),
+        best_args=str(out / "best_args" / f"{row.dataset}.yaml"), final_eval_seeds=options.seeds,
+        final_eval_vary_data=True, final_eval_val_fraction=0.0, data_root=options.data_root,
+        verbose=options.verbose,
+    )
+    search.resume = search.experiment_dir.exists() and tune.Tuner.can_restore(str(search.experiment_dir))
+    if search.experiment_dir.exists() and not search.resume:
+        raise RayclError(f"{search.experiment_dir} exists but holds no search to resume; remove it or use "
+                         "another --out")
+    started = time.perf_counter()
+    report = run_search(search)
+    wall = time.perf_counter() - started
+    if report.best is None or not report.final_eval:
+        raise RayclError(f"row {row.key}: no trial completed every task ({report.counts}); nothing to test")
+    test = report.final_eval["test"][row.setting]
+    entry = {
+        "dataset": row.dataset, "method": row.method, "buffer_size": row.buffer_size, "setting": row.setting,
+        "paper": row.accuracy, "mean": test["mean"], "std": test["std"], "per_seed": test["per_seed"],
+        "difference": test["mean"] - row.accuracy, "samples": len(report.trials), "seeds": report.final_eval["seeds"],
+        "wall_s": round(wall, 1), "best_config": {k: _plain(v) for k, v in report.best.config.items()},
+        "objective": report.best.objective, "counts": report.counts, "task_fraction": report.task_fraction,
+        "paper_start": bool(search.start_points),
+        "paper_args_won": bool(search.start_points) and _same_config(report.best.config, row.args),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if "task_il" in report.final_eval["test"] and row.setting == "class_il":
+        entry["task_il"] = report.final_eval["test"]["task_il"]["mean"]
+        entry["paper_task_il"] = row.task_il
+    return entry
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _same_config(config: dict, args: dict) -> bool:
+    return all(k in config and math.isclose(float(config[k]), float(v), rel_tol=1e-9)
+               if isinstance(v, (int, float)) and not isinstance(v, bool) else config.get(k) == v
+               for k, v in args.items())
+
+
+def reproduce(options: ReproduceOptions, progress=print) -> tuple[dict, str]:
+    """Run the chosen rows (skipping finished ones with ``resume``); returns (results, Markdown table)."""
+    if options.samples < 1 or options.seeds < 1:
+        raise RayclError(f"--samples and --seeds must be at least 1, got {options.samples} and {options.seeds}")
+    table = load_paper_table(options.paper)
+    rows = table.select(options.rows)
+    out = Path(options.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results = read_results(out)
+    done = [r.key for r in rows if r.key in results]
+    if done and not options.resume:
+        raise RayclError(f"{out / RESULTS_FILE} already has rows {', '.join(done)}: pass --resume to keep them "
+                         "and run the rest, or choose another --out")
+    started = time.perf_counter()
+    for i, row in enumerate(rows, 1):
+        if row.key in results:
+            progress(f"[{i}/{len(rows)}] {row.key}: done already ({results[row.key]['mean']:.2f}), skipped")
+            continue
+        progress(f"[{i}/{len(rows)}] {row.key}: searching {options.samples} configurations, then testing the "
+                 f"winner on {options.seeds} seeds ...")
+        entry = run_row(row, options, out)
+        results = save_result(out, row.key, entry)
+        progress(f"[{i}/{len(rows)}] {row.key}: paper {row.accuracy:.2f}, ours {entry['mean']:.2f} ± "
+                 f"{entry['std']:.2f} ({entry['difference']:+.2f}) in {entry['wall_s']:.0f} s")
+    markdown = format_table(table, rows, results, wall_s=time.perf_counter() - started)
+    atomic_write_text(out / TABLE_FILE, markdown)
+    return results, markdown
+
+
+def format_table(table: PaperTable, rows: list[PaperRow], results: dict, wall_s: float | None = None) -> str:
+    lines = [
+        "| dataset | method | buffer | setting | paper | ours (mean ± std) | difference | within 1 | ≥ paper − 0.5 "
+        "| samples | seeds | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    total = 0.0
+    for row in rows:
+        r = results.get(row.key)
+        if r is None:
+            lines.append(f"| {row.dataset} | {row.method} | {row.buffer_size or '-'} | {SETTING_NAMES[row.setting]} "
+                         f"| {row.accuracy:.2f} | not run | | | | | | |")
+            continue
+        total += r["wall_s"]
+        lines.append(
+            f"| {row.dataset} | {row.method} | {row.buffer_size or '-'} | {SETTING_NAMES[row.setting]} "
+            f"| {row.accuracy:.2f} | {r['mean']:.2f} ± {r['std']:.2f} | {r['difference']:+.2f} "
+            f"| {'yes' if abs(r['difference']) <= 1 or r['difference'] > 0 else 'no'} "
+            f"| {'yes' if r['difference'] >= -0.5 else 'no'} | {r['samples']} | {len(r['seeds'])} | {r['wall_s']:.0f} |")
+    lines.append("")
+    lines.append(f"Total wall time of the rows: {total:.0f} s ({total / 60:.1f} min)"
+                 + (f"; this invocation {wall_s:.0f} s." if wall_s is not None else "."))
+    lines.append(f"Paper values: {table.source}")
+    lines.append("Ours: the search's winner (by mean validation accuracy over seen tasks) retrained on all "
+                 "training data, tested, one data seed per training seed.")
+    return "\n".join(lines) + "\n"
