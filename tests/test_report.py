@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -53,3 +54,18 @@ def test_report_on_a_folder_without_a_search_is_one_clear_error(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "trials.parquet" in proc.stderr
+
+
+def test_report_takes_each_parameters_scale_from_the_stored_search_space(experiment):
+    from raycl.tune.report import _distributions, build_study, load_experiment
+    from raycl.tune.space import load_space
+
+    stored = yaml.safe_load((experiment / "search_space.yaml").read_text())
+    shipped = load_space("derpp", "seq-digits")
+    assert stored["params"] == shipped.fix({"n_epochs": 2}).to_dict()
+    distributions = _distributions(load_experiment(experiment))
+    # lr is searched on a log scale and minibatch_size over its declared choices, whatever was tried.
+    assert distributions["lr"].log and distributions["lr"].low == stored["params"]["lr"]["loguniform"][0]
+    assert distributions["minibatch_size"].choices == tuple(stored["params"]["minibatch_size"]["choice"])
+    study = build_study(load_experiment(experiment))
+    assert all(t.params["minibatch_size"] in (10, 32, 64, 128) for t in study.trials)

@@ -69,6 +69,14 @@ def test_dataset_override_and_conditions():
     assert seen == {10, 128}
 
 
+def test_a_space_written_out_reads_back_the_same():
+    doc = {"params": {"lr": {"loguniform": [0.01, 0.3]}, "minibatch_size": {"choice": [10, 128]},
+                      "alpha": {"uniform": [0.1, 1.0], "when": {"minibatch_size": 128}}, "beta": 0.5}}
+    space = parse_space(doc, "derpp", "seq-mnist", "s.yaml")
+    again = parse_space({"method": "derpp", "params": space.to_dict()}, "derpp", "seq-mnist", "again.yaml")
+    assert again.dimensions == space.dimensions
+
+
 # ----- searches --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_cluster():

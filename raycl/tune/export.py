@@ -14,11 +14,14 @@ import pyarrow.parquet as pq
 
 import raycl
 from raycl.data import Benchmark
-from raycl.files import atomic_write_bytes, save_best_args
+import yaml
+
+from raycl.files import atomic_write_bytes, atomic_write_text, save_best_args
 from raycl.tune.trainable import OBJECTIVE, TEST_FILE
 
 log = logging.getLogger(__name__)
 
+SPACE_FILE = "search_space.yaml"
 STATUSES = ("completed", "pruned", "diverged", "errored")
 
 
@@ -140,6 +143,9 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
                "experiment": options.experiment_name}
     parquet_path = Path(options.parquet) if options.parquet else experiment / "trials.parquet"
     write_parquet(records, parquet_path, context)
+    # The space goes with the experiment, so a report made elsewhere knows each parameter's scale.
+    atomic_write_text(experiment / SPACE_FILE, yaml.safe_dump(
+        {"method": options.method, "params": space.to_dict()}, sort_keys=False))
 
     best_args_path = None
     if best is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
@@ -278,17 +279,22 @@ def plot_asha(experiment: Experiment, path: Path) -> Path:
 
 
 def _distributions(experiment: Experiment) -> dict:
-    """Optuna distributions inferred from the values tried (the experiment folder holds no space).
+    """Optuna distributions of the searched parameters: from the experiment's search_space.yaml,
+    else inferred from the values tried.
 
-    Strings and integers with at most 8 distinct values are categorical (``choice``); other
-    integers are integer ranges; floats spanning more than a factor 20 while positive are
+    Inferred: strings and integers with at most 8 distinct values are categorical (``choice``);
+    other integers are integer ranges; floats spanning more than a factor 20 while positive are
     log-uniform, else uniform.
     """
     import optuna.distributions as d
 
+    declared = _declared_space(experiment)
     out = {}
     for name in experiment.params:
         values = [t.config[name] for t in experiment.trials if name in t.config]
+        if name in declared:
+            out[name] = declared[name]
+            continue
         distinct = sorted(set(values), key=str)
         if any(isinstance(v, str) for v in values):
             out[name] = d.CategoricalDistribution(tuple(str(v) for v in distinct))
@@ -302,11 +308,31 @@ def _distributions(experiment: Experiment) -> dict:
     return out
 
 
+def _declared_space(experiment: Experiment) -> dict:
+    from raycl.tune.export import SPACE_FILE
+    from raycl.tune.space import parse_space
+
+    path = experiment.path / SPACE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        space = parse_space(yaml.safe_load(path.read_text()), experiment.method, experiment.dataset, str(path))
+    except (RayclError, yaml.YAMLError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return {}
+    return {dim.name: dim.distribution() for dim in space.dimensions if dim.kind != "fixed"}
+
+
 def _param_value(distribution, value):
     import optuna.distributions as d
 
     if isinstance(distribution, d.CategoricalDistribution):
-        return str(value) if isinstance(distribution.choices[0], str) else int(value)
+        # The table stores numbers as floats: give back the declared choice they stand for.
+        for choice in distribution.choices:
+            if choice == value or (not isinstance(choice, str) and not isinstance(value, str)
+                                   and float(choice) == float(value)):
+                return choice
+        return value
     if isinstance(distribution, d.IntDistribution):
         return int(value)
     return float(value)

@@ -59,6 +59,18 @@ class Dimension:
             return trial.suggest_int(self.name, self.low, self.high, log=self.log)
         return trial.suggest_categorical(self.name, list(self.values))
 
+    def distribution(self):
+        """This dimension as an Optuna distribution (searched dimensions only)."""
+        import optuna.distributions as d
+
+        if self.kind in ("loguniform", "uniform"):
+            return d.FloatDistribution(self.low, self.high, log=self.kind == "loguniform")
+        if self.kind == "int":
+            return d.IntDistribution(self.low, self.high, log=self.log)
+        if self.kind == "choice":
+            return d.CategoricalDistribution(self.values)
+        raise ValueError(f"{self.name} is fixed, not searched")
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
@@ -77,17 +89,17 @@ class SearchSpace:
         return dataclasses.replace(self, dimensions=tuple(fixed + kept))
 
     def to_dict(self) -> dict:
-        """A plain description for provenance records."""
+        """The ``params`` section of a search-space file that gives this space back."""
         out = {}
         for d in self.dimensions:
             if d.kind == "fixed":
                 out[d.name] = d.values[0]
-            elif d.kind == "choice":
-                out[d.name] = {"choice": list(d.values)}
-            else:
-                out[d.name] = {d.kind: [d.low, d.high]}
+                continue
+            out[d.name] = {"choice": list(d.values)} if d.kind == "choice" else {d.kind: [d.low, d.high]}
+            if d.log and d.kind == "int":
+                out[d.name]["log"] = True
             if d.when:
-                out[d.name] = {"value": out[d.name], "when": {k: list(v) for k, v in d.when}}
+                out[d.name]["when"] = {k: list(v) for k, v in d.when}
         return out
 
 
