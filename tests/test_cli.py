@@ -1,6 +1,7 @@
 """The command-line entry points: clear one-line errors, JSON output, best-args round trip."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,13 @@ def test_best_args_file_keeps_other_entries(tmp_path):
     assert set(data["seq-mnist"]) == {"derpp", "er"} and set(data["seq-mnist"]["derpp"]) == {200, 500}
     assert load_best_args(path, "seq-mnist", "derpp", 500)["lr"] == 0.03
     assert not list(tmp_path.glob(".best.yaml.*.tmp"))
+    # Shared like any file written with open(): others may read it (mkstemp alone would give 0600).
+    umask = os.umask(0o022)
+    try:
+        save_best_args(path, "seq-mnist", "er", {"lr": 0.2, "buffer_size": 500}, {"objective": 4})
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
     from raycl.errors import RayclError
 
     with pytest.raises(RayclError, match="choose one with --buffer-size"):
