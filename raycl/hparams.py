@@ -41,6 +41,10 @@ class ParamSpec:
     def describe_allowed(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
+        if self.type is bool:
+            return "true or false"
+        if self.low is None and self.high is None:
+            return f"a {self.type.__name__}"
         lo = "-inf" if self.low is None else self.low
         hi = "inf" if self.high is None else self.high
         return f"a {self.type.__name__} in [{lo}, {hi}]"
