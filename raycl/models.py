@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -74,6 +75,15 @@ class ReducedResNet18(nn.Module):
 
 
 MODEL_NAMES = ("mlp", "resnet18")
+
+
+def frozen_copy(net: nn.Module, state: dict | None = None) -> nn.Module:
+    """An eval-mode copy of ``net`` (loaded with ``state`` if given) whose parameters take no
+    gradient: a teacher, target or moving average that backpropagation never changes."""
+    frozen = copy.deepcopy(net).eval()
+    if state is not None:
+        frozen.load_state_dict(state)
+    return frozen.requires_grad_(False)
 
 
 def build_model(benchmark: Benchmark) -> nn.Module:

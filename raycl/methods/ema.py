@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
+
+from raycl.models import frozen_copy
 
 
 class EmaModel:
@@ -18,9 +18,7 @@ class EmaModel:
 
     def __init__(self, net: nn.Module, alpha: float):
         self.alpha = alpha
-        self.model = copy.deepcopy(net).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = frozen_copy(net)
         self.updates = 0
 
     def update(self, net: nn.Module, step: int) -> None:

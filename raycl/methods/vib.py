@@ -17,7 +17,6 @@ classifier). The replay objective is the same with soft cross-entropy; it is wei
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from raycl.hparams import hp
 from raycl.methods.base import ContinualMethod, TrainConfig
+from raycl.models import frozen_copy
 
 
 @dataclasses.dataclass
@@ -161,9 +161,7 @@ class Vib(ContinualMethod):
             self.replay_x = torch.cat([self.replay_x, x])
             self.replay_targets = torch.cat([self.replay_targets, self._soft_targets(x)])
         elif self.config.replay_mode == "generative":
-            self.previous = copy.deepcopy(self.net).eval()
-            for p in self.previous.parameters():
-                p.requires_grad_(False)
+            self.previous = frozen_copy(self.net)
         if self.config.freeze_encoder and task == 0:
             for p in self.net.encoder.parameters():
                 p.requires_grad_(False)
@@ -181,10 +179,7 @@ class Vib(ContinualMethod):
         self.replay_x, self.replay_targets = state["replay_x"], state["replay_targets"]
         self.tasks_done = state["tasks_done"]
         if state["previous"] is not None:
-            self.previous = copy.deepcopy(self.net).eval()
-            self.previous.load_state_dict(state["previous"])
-            for p in self.previous.parameters():
-                p.requires_grad_(False)
+            self.previous = frozen_copy(self.net, state["previous"])
         if self.config.freeze_encoder and self.tasks_done > 0:
             for p in self.net.encoder.parameters():
                 p.requires_grad_(False)
