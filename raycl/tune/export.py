@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 import raycl
 from raycl.data import Benchmark
-import yaml
-
 from raycl.files import atomic_write_bytes, atomic_write_text, save_best_args
 from raycl.tune.trainable import OBJECTIVE, TEST_FILE
 
@@ -160,7 +159,7 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
             "seed": options.seed, "search_seed": options.search_seed, "val_fraction": options.val_fraction,
             "data_seed": options.data_seed, "samples_per_task": options.samples_per_task,
         }
-        save_best_args(best_args_path, options.dataset, options.method, _plain(best.config), provenance)
+        save_best_args(best_args_path, options.dataset, options.method, plain_config(best.config), provenance)
 
     report = SearchReport(trials=records, best=best, counts=counts, task_fraction=task_fraction,
                           best_args_path=best_args_path, parquet_path=parquet_path)
@@ -172,7 +171,8 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
     return report
 
 
-def _plain(config: dict) -> dict:
+def plain_config(config: dict) -> dict:
+    """``config`` with NumPy scalars (as Optuna may hand them) turned into Python values."""
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
 
 

@@ -291,10 +291,10 @@ def _distributions(experiment: Experiment) -> dict:
     declared = _declared_space(experiment)
     out = {}
     for name in experiment.params:
-        values = [t.config[name] for t in experiment.trials if name in t.config]
         if name in declared:
             out[name] = declared[name]
             continue
+        values = [t.config[name] for t in experiment.trials if name in t.config]
         distinct = sorted(set(values), key=str)
         if any(isinstance(v, str) for v in values):
             out[name] = d.CategoricalDistribution(tuple(str(v) for v in distinct))

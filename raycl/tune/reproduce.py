@@ -164,6 +164,7 @@ def save_result(out: Path, key: str, entry: dict) -> dict:
 def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
     from ray import tune
 
+    from raycl.tune.export import plain_config
     from raycl.tune.search import SearchOptions, run_search
 
     fixed = fixed_args(row)
@@ -191,7 +192,7 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
         "dataset": row.dataset, "method": row.method, "buffer_size": row.buffer_size, "setting": row.setting,
         "paper": row.accuracy, "mean": test["mean"], "std": test["std"], "per_seed": test["per_seed"],
         "difference": test["mean"] - row.accuracy, "samples": len(report.trials), "seeds": report.final_eval["seeds"],
-        "wall_s": round(wall, 1), "best_config": {k: _plain(v) for k, v in report.best.config.items()},
+        "wall_s": round(wall, 1), "best_config": plain_config(report.best.config),
         "objective": report.best.objective, "counts": report.counts, "task_fraction": report.task_fraction,
         "paper_start": bool(search.start_points),
         "paper_args_won": bool(search.start_points) and _same_config(report.best.config, row.args),
@@ -201,10 +202,6 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
         entry["task_il"] = report.final_eval["test"]["task_il"]["mean"]
         entry["paper_task_il"] = row.task_il
     return entry
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 def _same_config(config: dict, args: dict) -> bool:
@@ -259,7 +256,7 @@ def format_table(table: PaperTable, rows: list[PaperRow], results: dict, wall_s:
         lines.append(
             f"| {row.dataset} | {row.method} | {row.buffer_size or '-'} | {SETTING_NAMES[row.setting]} "
             f"| {row.accuracy:.2f} | {r['mean']:.2f} ± {r['std']:.2f} | {r['difference']:+.2f} "
-            f"| {'yes' if abs(r['difference']) <= 1 or r['difference'] > 0 else 'no'} "
+            f"| {'yes' if r['difference'] >= -1 else 'no'} "
             f"| {'yes' if r['difference'] >= -0.5 else 'no'} | {r['samples']} | {len(r['seeds'])} | {r['wall_s']:.0f} |")
     lines.append("")
     lines.append(f"Total wall time of the rows: {total:.0f} s ({total / 60:.1f} min)"
