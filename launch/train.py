@@ -1,4 +1,4 @@
-"""Train one continual-learning method over a benchmark, for one or several seeds.
+r"""Train one continual-learning method over a benchmark, for one or several seeds.
 
 Examples:
     python launch/train.py --method derpp --dataset seq-mnist --buffer-size 500 --lr 0.03 \

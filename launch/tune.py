@@ -1,4 +1,4 @@
-"""Search the hyperparameters of a continual-learning method with Ray Tune, Optuna and ASHA.
+r"""Search the hyperparameters of a continual-learning method with Ray Tune, Optuna and ASHA.
 
 Optuna's seeded TPE proposes configurations from search_spaces/<method>.yaml; every trial runs
 the method over the benchmark's tasks and reports the mean validation accuracy over the tasks
@@ -8,6 +8,8 @@ launch/train.py --load-best-args replays, every trial goes to a Parquet table, a
 is printed.
 
 Examples:
+    python launch/tune.py --method vib --samples 200             # seq-digits, offline
+    python launch/tune.py --method vib --dataset seq-mnist --samples 200 --final-eval-seeds 3
     python launch/tune.py --method derpp --dataset seq-digits --samples 16
     python launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500 --samples 64 \
         --final-eval-seeds 3
