@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     buffer_size = fixed.pop("buffer_size", None)
     options = SearchOptions(
         method=args.method, dataset=args.dataset, samples=args.samples,
-        buffer_size=None if buffer_size is None else _int(buffer_size), fixed=fixed, space_path=args.space,
+        buffer_size=buffer_size, fixed=fixed, space_path=args.space,
         protocol=args.protocol, protocol_tasks=args.protocol_tasks, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, seed=args.seed, search_seed=args.search_seed,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
@@ -126,15 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
     report = run_search(options)
     return 0 if report.best is not None else 1
-
-
-def _int(value: str) -> int:
-    from raycl.errors import RayclError
-
-    try:
-        return int(value)
-    except ValueError:
-        raise RayclError(f"--buffer-size must be an integer, got {value!r}") from None
 
 
 if __name__ == "__main__":

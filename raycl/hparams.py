@@ -43,11 +43,13 @@ class ParamSpec:
             return "one of " + ", ".join(map(str, self.choices))
         if self.type is bool:
             return "true or false"
+        name = self.type.__name__
+        kind = f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
         if self.low is None and self.high is None:
-            return f"a {self.type.__name__}"
+            return kind
         lo = "-inf" if self.low is None else self.low
         hi = "inf" if self.high is None else self.high
-        return f"a {self.type.__name__} in [{lo}, {hi}]"
+        return f"{kind} in [{lo}, {hi}]"
 
 
 def param_specs(config_cls: type) -> dict[str, ParamSpec]:

@@ -21,8 +21,8 @@ def run_cli(script, *args, cwd=None):
     (["--method", "dper"], "unknown method 'dper'; allowed: agem, clser, der, derpp"),
     (["--method", "er", "--dataset", "seq-mnits"], "unknown dataset 'seq-mnits'; allowed:"),
     (["--method", "er", "--alpha", "0.5"], "--alpha does not apply to method 'er'; its hyperparameters:"),
-    (["--method", "er", "--lr", "fast"], "hyperparameter 'lr' must be a float in [0.0, inf], got 'fast'"),
-    (["--method", "er", "--batch-size", "0"], "hyperparameter 'batch_size' must be a int in [1, inf]"),
+    (["--method", "er", "--lr", "fast"], "hyperparameter 'lr' (--lr) must be a float in [0.0, inf], got 'fast'"),
+    (["--method", "er", "--batch-size", "0"], "hyperparameter 'batch_size' (--batch-size) must be an int in [1, inf]"),
     (["--method", "er", "--optimizer", "rmsprop"], "must be one of sgd, adam"),
     (["--method", "er", "--load-best-args", "/nonexistent/best.yaml"], "file not found: /nonexistent/best.yaml"),
 ])
@@ -32,6 +32,21 @@ def test_bad_input_is_one_clear_line(args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_flags_arrive_as_their_declared_types():
+    # A search that fixes --lr 0.2 must export the number 0.2, not the string '0.2'.
+    import argparse
+
+    from raycl.cli import add_hyperparameter_flags, given_hyperparameters
+
+    parser = argparse.ArgumentParser()
+    add_hyperparameter_flags(parser)
+    given = given_hyperparameters(parser.parse_args(["--lr", "0.2", "--buffer-size", "500"]), "derpp")
+    assert given == {"lr": 0.2, "buffer_size": 500}
+    assert type(given["lr"]) is float and type(given["buffer_size"]) is int
+    given = given_hyperparameters(parser.parse_args(["--soft-targets", "true", "--gen-epochs", "5"]), "gen_replay")
+    assert given == {"soft_targets": True, "gen_epochs": 5}
 
 
 def test_missing_data_is_one_clear_line(tmp_path):

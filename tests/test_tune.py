@@ -32,7 +32,7 @@ def test_shipped_spaces_are_valid_for_every_dataset():
     ({"params": {"lr": {"logunifrom": [0.01, 0.1]}}}, "unknown distribution 'logunifrom'; allowed: loguniform"),
     ({"params": {"lr": {"uniform": [0.1, 0.1]}}}, "empty range"),
     ({"params": {"lr": {"loguniform": [0.0, 0.1]}}}, "log scale needs low > 0"),
-    ({"params": {"minibatch_size": {"choice": [10, "many"]}}}, "'minibatch_size'.*must be a int.*got 'many'"),
+    ({"params": {"minibatch_size": {"choice": [10, "many"]}}}, "'minibatch_size'.*must be an int.*got 'many'"),
     ({"params": {"minibatch_size": {"uniform": [1, 10]}}}, "uniform needs a float hyperparameter"),
     ({"params": {"alpha": {"choice": []}}}, "choice needs a non-empty list"),
     ({"parms": {}}, "unknown key 'parms'.*allowed: datasets, method, params"),
