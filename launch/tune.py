@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where experiments are written (default ./experiments); on a multi-node "
                           "cluster this must be storage every node can reach (NFS, s3://...)")
     res.add_argument("--name", default=None,
-                     help="experiment name (default <method>-<dataset>-b<buffer size>)")
+                     help="experiment name (default <method>-<dataset>-b<buffer size>, or <method>-<dataset> for "
+                          "a method without a buffer)")
     res.add_argument("--resume", action="store_true",
                      help="continue the interrupted experiment --name without redoing finished trials")
     res.add_argument("--dashboard", action="store_true",

@@ -241,3 +241,12 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path):
         after[result.parent.name] = len(result.read_text().splitlines())
     for name, lines in before.items():
         assert after[name] == lines  # a finished trial was not run again
+
+
+def test_default_experiment_names_carry_the_buffer_size_only_where_there_is_a_buffer():
+    from raycl.tune.search import SearchOptions
+
+    assert SearchOptions(method="derpp").experiment_name == "derpp-seq-digits-b500"
+    assert SearchOptions(method="er", dataset="rot-mnist", buffer_size=200).experiment_name == "er-rot-mnist-b200"
+    assert SearchOptions(method="vib", dataset="seq-mnist").experiment_name == "vib-seq-mnist"
+    assert SearchOptions(method="vib", name="mine").experiment_name == "mine"

@@ -82,8 +82,8 @@ class SearchOptions:
             return self.name
         buffer = self.buffer_size
         if buffer is None:
-            buffer = getattr(get_method(self.method).Config(), "buffer_size", 0)
-        return f"{self.method}-{self.dataset}-b{buffer}"
+            buffer = getattr(get_method(self.method).Config(), "buffer_size", None)
+        return f"{self.method}-{self.dataset}" + ("" if buffer is None else f"-b{buffer}")
 
     @property
     def experiment_dir(self) -> Path:
