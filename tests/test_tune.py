@@ -250,3 +250,16 @@ def test_default_experiment_names_carry_the_buffer_size_only_where_there_is_a_bu
     assert SearchOptions(method="er", dataset="rot-mnist", buffer_size=200).experiment_name == "er-rot-mnist-b200"
     assert SearchOptions(method="vib", dataset="seq-mnist").experiment_name == "vib-seq-mnist"
     assert SearchOptions(method="vib", name="mine").experiment_name == "mine"
+
+
+def test_fixed_values_reach_the_space_as_their_declared_types():
+    # Given as text (as a command line gives them), they must not reach trials or best-args as text.
+    from raycl.tune.search import SearchOptions, prepare_space
+
+    space = prepare_space(SearchOptions(method="derpp", buffer_size=200, fixed={"lr": "0.2", "minibatch_size": "32"}))
+    fixed = {d.name: d.values[0] for d in space.dimensions if d.kind == "fixed"}
+    assert fixed["lr"] == 0.2 and type(fixed["lr"]) is float
+    assert fixed["minibatch_size"] == 32 and type(fixed["minibatch_size"]) is int
+    assert fixed["buffer_size"] == 200
+    with pytest.raises(RayclError, match="'lr' must be a float"):
+        prepare_space(SearchOptions(method="derpp", fixed={"lr": "fast"}))

@@ -102,8 +102,10 @@ def prepare_space(options: SearchOptions) -> SearchSpace:
     if fixed:
         from raycl.hparams import build_config
 
-        build_config(get_method(options.method).Config, fixed, owner=f"method {options.method!r}")
-        space = space.fix(fixed)
+        # The checked values, converted to their declared types, are what the trials and the
+        # exported best-args see.
+        config = build_config(get_method(options.method).Config, fixed, owner=f"method {options.method!r}")
+        space = space.fix({name: getattr(config, name) for name in fixed})
     return space
 
 
