@@ -34,6 +34,11 @@ def hyperparameter_index() -> dict[str, str]:
     return index
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of hyperparameter ``name`` (``batch_size`` -> ``--batch-size``)."""
+    return "--" + name.replace("_", "-")
+
+
 def add_hyperparameter_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--name-with-dashes`` flag per declared hyperparameter, values checked later."""
     group = parser.add_argument_group(
@@ -42,7 +47,7 @@ def add_hyperparameter_flags(parser: argparse.ArgumentParser) -> None:
         "methods it applies to",
     )
     for name, help_text in sorted(hyperparameter_index().items()):
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"hp_{name}", default=None, metavar="V",
+        group.add_argument(_flag(name), dest=f"hp_{name}", default=None, metavar="V",
                            help=help_text)
 
 
@@ -53,10 +58,10 @@ def given_hyperparameters(args: argparse.Namespace, method: str) -> dict:
     given = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None}
     for name in given:
         if name not in declared:
-            allowed = ", ".join("--" + n.replace("_", "-") for n in sorted(declared))
-            raise RayclError(f"--{name.replace('_', '-')} does not apply to method {method!r}; its "
+            allowed = ", ".join(_flag(n) for n in sorted(declared))
+            raise RayclError(f"{_flag(name)} does not apply to method {method!r}; its "
                              f"hyperparameters: {allowed}")
-    return {name: coerce_value(declared[name], value, "--" + name.replace("_", "-"))
+    return {name: coerce_value(declared[name], value, _flag(name))
             for name, value in given.items()}
 
 
