@@ -1,5 +1,8 @@
 r"""Train one continual-learning method over a benchmark, for one or several seeds.
 
+The seeds train together as one population (vectorised methods run them in lockstep, the others
+member by member in one process); --one-at-a-time trains them as separate runs instead.
+
 Examples:
     python launch/train.py --method derpp --dataset seq-mnist --buffer-size 500 --lr 0.03 \
         --alpha 1 --beta 0.5 --seeds 3
@@ -9,12 +12,14 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import sys
 import time
 
+import numpy as np
 import torch
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
@@ -23,7 +28,7 @@ from raycl.errors import RayclError
 from raycl.files import atomic_write_text, load_best_args, read_yaml
 from raycl.methods import METHODS, make_config
 from raycl.results import aggregate, summary_table
-from raycl.train import DivergedError, StreamRun
+from raycl.train import PopulationRun
 
 log = logging.getLogger("raycl.train")
 
@@ -57,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write config, per-seed and mean ± std accuracies (percent) to OUT")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="train the seeds one after another, each a population of one, instead of as one "
+                             "population (same numbers; for comparison, or to bound memory)")
     add_hyperparameter_flags(parser)
     return parser
 
@@ -84,41 +92,44 @@ def main(argv: list[str] | None = None) -> int:
         size = int(given["buffer_size"]) if "buffer_size" in given else None
         values.update(load_best_args(args.load_best_args, dataset, args.method, size))
     values.update(given)
-    benchmark, benchmark_seed = None, None
-    results = []
-    diverged = []
-    for seed in range(args.seed, args.seed + args.seeds):
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    data_seeds = seeds if args.data_seed is None else [args.data_seed] * len(seeds)
+    benchmarks = {s: load_benchmark(dataset, args.data_root, args.val_fraction, s, samples_per_task=args.samples_per_task)
+                  for s in dict.fromkeys(data_seeds)}
+    reference = benchmarks[data_seeds[0]]
+    config = make_config(args.method, values, reference.defaults)
+    primary = reference.settings[0]
+    log.info("%s on %s (%d tasks), config %s", args.method, dataset, reference.n_tasks, config)
+    groups = [seeds] if not args.one_at_a_time else [[s] for s in seeds]
+    results, diverged = [], []
+    for group in groups:
+        order = list(dict.fromkeys(data_seeds[seeds.index(s)] for s in group))
+        population = PopulationRun([benchmarks[d] for d in order], args.method, config, group,
+                                   [order.index(data_seeds[seeds.index(s)]) for s in group], args.device)
         run_start = time.perf_counter()
-        data_seed = seed if args.data_seed is None else args.data_seed
-        if benchmark is None or data_seed != benchmark_seed:
-            benchmark = load_benchmark(dataset, args.data_root, args.val_fraction, data_seed,
-                                       samples_per_task=args.samples_per_task)
-            benchmark_seed = data_seed
-            config = make_config(args.method, values, benchmark.defaults)
-            primary = benchmark.settings[0]
-            if not results and not diverged:
-                log.info("%s on %s (%d tasks), config %s", args.method, dataset, benchmark.n_tasks, config)
-        stream = StreamRun(benchmark, args.method, config, seed, args.device)
-        try:
-            for report in stream:
-                accs = "  ".join(f"{s} {report.mean_val(s):6.2f}" for s in benchmark.settings)
-                test = f"  test {primary} {sum(report.test[primary]) / len(report.test[primary]):6.2f}" \
-                    if report.test else ""
-                log.info("seed %d  task %2d/%d  loss %.4f  val %s%s  (%.1f s)", seed, report.task + 1,
-                         report.n_tasks, report.loss, accs, test, report.seconds)
-        except DivergedError as exc:
-            log.info("seed %d diverged: %s", seed, exc)
-            diverged.append(seed)
-            continue
-        results.append(stream.result(wall_s=time.perf_counter() - run_start))
-        log.info("seed %d done: test %s %.2f  (train %.1f s)", seed, primary,
-                 results[-1].test_metrics[primary]["acc"], results[-1].train_s)
+        for report in population:
+            for member, reason in report.diverged.items():
+                log.info("seed %d diverged: %s", group[member], reason)
+            if not report.members:
+                break
+            per_member = report.val[primary].mean(1)
+            test = f"  test {primary} {report.test[primary].mean():6.2f}" if report.test else ""
+            spread = f" ± {per_member.std():.2f} over {len(per_member)} seeds" if len(per_member) > 1 else ""
+            log.info("task %2d/%d  loss %.4f  val %s %6.2f%s%s  (%.1f s)", report.task + 1, report.n_tasks,
+                     float(np.mean(report.loss)), primary, report.mean_val(primary), spread, test, report.seconds)
+        wall = time.perf_counter() - run_start
+        diverged += [group[m] for m in population.diverged]
+        for m in population.alive:
+            results.append(population.result(m, wall_s=wall))
+            log.info("seed %d done: test %s %.2f", group[m], primary, results[-1].test_metrics[primary]["acc"])
+    results.sort(key=lambda r: r.seed)
 
     wall_s = time.perf_counter() - started
     document = {
-        "method": args.method, "dataset": dataset, "config": results[0].config if results else vars(config),
+        "method": args.method, "dataset": dataset, "config": dataclasses.asdict(config),
         "seeds": [r.seed for r in results], "diverged_seeds": diverged, "wall_s": wall_s,
         "train_s": [r.train_s for r in results], "val_fraction": args.val_fraction,
+        "population": "one at a time" if args.one_at_a_time else len(seeds),
         "data_seeds": "same as seeds" if args.data_seed is None else args.data_seed,
     }
     if results:

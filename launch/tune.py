@@ -12,7 +12,7 @@ Examples:
     python launch/tune.py --method vib --dataset seq-mnist --samples 200 --final-eval-seeds 3
     python launch/tune.py --method derpp --dataset seq-digits --samples 16
     python launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500 --samples 64 \
-        --final-eval-seeds 3
+        --trial-seeds 3 --final-eval-seeds 5
     python launch/tune.py --method derpp --dataset seq-mnist --name my-search --resume
 """
 
@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "early stopping")
     what.add_argument("--protocol-tasks", type=int, default=2, metavar="K",
                       help="tasks used by --protocol first-task (default 2)")
-    what.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
+    what.add_argument("--seed", type=int, default=0, help="first training seed of every trial (default 0)")
+    what.add_argument("--trial-seeds", type=int, default=1, metavar="S",
+                      help="train every configuration on S seeds at once (one population per trial); the "
+                           "objective ASHA and Optuna see is the mean over the seeds (default 1)")
+    what.add_argument("--trial-data-seeds", default="vary", choices=("vary", "same"),
+                      help="with --trial-seeds > 1: vary = seed i also draws its own data (data seed "
+                           "--data-seed + i: its own permutations, angles and validation split), so a "
+                           "configuration cannot win on one lucky draw; same = every seed on one benchmark "
+                           "(default vary)")
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
 
     sched = p.add_argument_group("early stopping (ASHA on the task count)")
@@ -115,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         buffer_size=buffer_size, fixed=fixed, space_path=args.space,
         protocol=args.protocol, protocol_tasks=args.protocol_tasks, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, seed=args.seed, search_seed=args.search_seed,
+        trial_seeds=args.trial_seeds, trial_data_seeds=args.trial_data_seeds,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, address=args.address, storage_path=args.storage_path,
         name=args.name, resume=args.resume, optuna_storage=args.optuna_storage, best_args=args.best_args,

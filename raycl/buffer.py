@@ -1,11 +1,19 @@
-"""The reservoir buffer shared by every replay method."""
+"""The reservoir buffer shared by every replay method, one reservoir per population member."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
+
+from raycl.population.random import MemberRandom
+
+# The random stream of the reservoir's draws (insertion slots and replay samples).
+BUFFER_STREAM = 2
+# Once a reservoir is full its draws no longer depend on what it holds, so the slots of this many
+# future insertions, or this many future samples, are drawn in one call (per-step cost of the
+# random numbers falls to a slice).
+PLAN_STEPS = 64
 
 
 @dataclasses.dataclass
@@ -16,24 +24,59 @@ class BufferSample:
     task: torch.Tensor
 
 
-class ReservoirBuffer:
-    """Fixed-size reservoir over the stream (Vitter's algorithm R), stored as device tensors.
+class PopulationReservoir:
+    """P reservoirs (Vitter's algorithm R) of ``capacity`` examples, stored as [P, capacity, ...].
 
-    The i-th example seen (0-based) takes slot i while the buffer fills; afterwards it draws
+    The i-th example seen (0-based) takes slot i while a reservoir fills; afterwards it draws
     r ~ U{0..i} and replaces slot r if r < capacity, so every example seen so far is held with
-    equal probability. Each slot keeps x, y, the logits given at insertion (if any) and the task.
+    equal probability. Members see the same number of examples (lockstep), each draws its own
+    slots from its own stream. Each slot keeps x, y, the logits given at insertion (if any) and
+    the task. One extra slot per member takes the writes of examples that win no slot.
     """
 
-    def __init__(self, capacity: int, x_shape: tuple[int, ...], n_logits: int, device: torch.device | str,
-                 seed: int, store_logits: bool = True):
+    def __init__(self, capacity: int, x_shape: tuple[int, ...], n_logits: int, random: MemberRandom,
+                 device: torch.device | str, dtype: torch.dtype = torch.float32, store_logits: bool = True):
         self.capacity = capacity
         self.device = torch.device(device)
-        self.examples = torch.zeros((capacity, *x_shape), device=self.device)
-        self.labels = torch.zeros(capacity, dtype=torch.long, device=self.device)
-        self.logits = torch.zeros((capacity, n_logits), device=self.device) if store_logits else None
-        self.tasks = torch.zeros(capacity, dtype=torch.long, device=self.device)
+        self.random = random
+        # Stored flat, member after member ([P * (capacity + 1), ...]): reads and writes are single
+        # index_select / index_copy_ calls; ``examples`` etc. are the [P, capacity + 1, ...] views.
+        rows = random.size * (capacity + 1)
+        self._examples = torch.zeros((rows, *x_shape), device=self.device, dtype=dtype)
+        self._labels = torch.zeros(rows, dtype=torch.long, device=self.device)
+        self._logits = torch.zeros((rows, n_logits), device=self.device, dtype=dtype) if store_logits else None
+        self._tasks = torch.zeros(rows, dtype=torch.long, device=self.device)
         self.seen = 0
-        self.rng = np.random.default_rng(seed)
+        self._index_base()
+        self._slot_plan: torch.Tensor | None = None  # [P, PLAN_STEPS, n] slots of future insertions
+        self._slot_plan_start = 0  # ``seen`` at the first planned insertion
+        self._slot_next = 0
+        self._sample_plan: torch.Tensor | None = None  # [P, PLAN_STEPS, draws, k] future samples
+        self._sample_key: tuple[int, int, int] | None = None
+        self._sample_next = 0
+
+    def _index_base(self) -> None:
+        size = len(self._labels) // (self.capacity + 1)
+        self._base = torch.arange(size, device=self.device)[:, None] * (self.capacity + 1)
+
+    def _members_view(self, flat: torch.Tensor | None) -> torch.Tensor | None:
+        return None if flat is None else flat.view(-1, self.capacity + 1, *flat.shape[1:])
+
+    @property
+    def examples(self) -> torch.Tensor:
+        return self._members_view(self._examples)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._members_view(self._labels)
+
+    @property
+    def logits(self) -> torch.Tensor | None:
+        return self._members_view(self._logits)
+
+    @property
+    def tasks(self) -> torch.Tensor:
+        return self._members_view(self._tasks)
 
     def __len__(self) -> int:
         return min(self.seen, self.capacity)
@@ -41,72 +84,176 @@ class ReservoirBuffer:
     def is_empty(self) -> bool:
         return self.seen == 0
 
-    def _slots(self, n: int) -> tuple[np.ndarray | None, np.ndarray]:
-        """(batch rows or None for all, buffer slots) for the next ``n`` examples.
+    def _slots(self, n: int) -> torch.Tensor:
+        """[P, n] slots of the next ``n`` examples; ``capacity`` (the spare slot) where one wins none.
 
         Later rows win a slot two rows of one batch drew, as sequential insertion would.
         """
         start = self.seen
         if start + n <= self.capacity:
-            return None, np.arange(start, start + n)
-        positions = np.arange(start, start + n)
-        slots = (self.rng.random(n) * (positions + 1)).astype(np.int64)
-        filling = max(self.capacity - start, 0)
-        slots[:filling] = positions[:filling]
-        rows = np.flatnonzero(slots < self.capacity)
-        slots = slots[rows]
-        if len(slots) > 1 and len(set(slots.tolist())) < len(slots):
-            _, last_from_end = np.unique(slots[::-1], return_index=True)
-            keep = np.sort(len(slots) - 1 - last_from_end)
-            rows, slots = rows[keep], slots[keep]
-        return rows, slots
+            return torch.arange(start, start + n, device=self.device).expand(self.random.size, n)
+        if start < self.capacity:
+            return self._draw_slots(torch.arange(start, start + n, device=self.device)[None])[:, 0]
+        plan = self._slot_plan
+        if (plan is None or plan.shape[2] != n or self._slot_next == plan.shape[1]
+                or start != self._slot_plan_start + self._slot_next * n):
+            positions = torch.arange(start, start + PLAN_STEPS * n, device=self.device).view(PLAN_STEPS, n)
+            self._slot_plan, self._slot_plan_start, self._slot_next = self._draw_slots(positions), start, 0
+        slots = self._slot_plan[:, self._slot_next]
+        self._slot_next += 1
+        return slots
+
+    def _draw_slots(self, positions: torch.Tensor) -> torch.Tensor:
+        """Slots [P, steps, n] of insertions at stream ``positions`` [steps, n], one batch per row."""
+        steps, n = positions.shape
+        drawn = self.random.below(positions + 1, steps, n)
+        slots = torch.where(positions < self.capacity, positions, drawn)
+        slots = torch.where(slots < self.capacity, slots, self.capacity)
+        later = torch.ones(n, n, dtype=torch.bool, device=self.device).triu(1)
+        overwritten = ((slots[..., :, None] == slots[..., None, :]) & later).any(-1)
+        return torch.where(overwritten, self.capacity, slots)
 
     def add(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None,
             task: int | torch.Tensor = 0) -> None:
-        """Offer a batch to the reservoir (detached copies are stored)."""
-        n = x.shape[0]
-        rows, slots = self._slots(n)
+        """Offer a batch [P, n, ...] to the reservoirs (detached copies are stored)."""
+        n = x.shape[1]
+        rows = (self._slots(n) + self._base).flatten()
         self.seen += n
-        if len(slots) == 0:
-            return
-        if rows is None:
-            rows_t, slots_t = slice(None), slice(int(slots[0]), int(slots[-1]) + 1)
+        self._examples.index_copy_(0, rows, x.detach().flatten(0, 1).to(self._examples.dtype))
+        self._labels.index_copy_(0, rows, y.flatten())
+        if self._logits is not None and logits is not None:
+            self._logits.index_copy_(0, rows, logits.detach().flatten(0, 1).to(self._logits.dtype))
+        if isinstance(task, torch.Tensor):
+            self._tasks.index_copy_(0, rows, task.flatten())
         else:
-            rows_t = torch.from_numpy(rows).to(self.device)
-            slots_t = torch.from_numpy(slots).to(self.device)
-        self.examples[slots_t] = x.detach()[rows_t]
-        self.labels[slots_t] = y[rows_t]
-        if self.logits is not None and logits is not None:
-            self.logits[slots_t] = logits.detach()[rows_t]
-        self.tasks[slots_t] = task[rows_t] if isinstance(task, torch.Tensor) else task
+            self._tasks.index_fill_(0, rows, task)
 
-    def sample_indices(self, size: int) -> torch.Tensor:
+    def sample(self, size: int, draws: int = 1) -> BufferSample | list[BufferSample]:
+        """Up to ``size`` distinct stored examples per member, uniformly at random: [P, k, ...].
+
+        ``draws`` > 1 gives a list of that many independent samples, drawn in one call.
+        """
         n = len(self)
-        picked = self.rng.choice(n, size=min(size, n), replace=False)
-        return torch.from_numpy(picked).to(self.device)
+        if n < self.capacity:
+            idx = self.random.sample_without_replacement(n, size, groups=draws).to(self.device)
+        else:
+            key = (n, size, draws)
+            if self._sample_plan is None or self._sample_key != key or self._sample_next == PLAN_STEPS:
+                planned = self.random.sample_without_replacement(n, size, groups=PLAN_STEPS * draws)
+                self._sample_plan = planned.to(self.device).view(planned.shape[0], PLAN_STEPS, draws, -1)
+                self._sample_key, self._sample_next = key, 0
+            idx = self._sample_plan[:, self._sample_next]
+            self._sample_next += 1
+        if draws == 1:
+            return self.gather(idx[:, 0])
+        return [self.gather(idx[:, g]) for g in range(draws)]
 
-    def sample(self, size: int) -> BufferSample:
-        """Up to ``size`` distinct stored examples, uniformly at random."""
-        idx = self.sample_indices(size)
-        return BufferSample(
-            x=self.examples[idx], y=self.labels[idx],
-            logits=None if self.logits is None else self.logits[idx], task=self.tasks[idx],
-        )
+    def gather(self, idx: torch.Tensor) -> BufferSample:
+        """The stored examples at slots ``idx`` [P, k] of each member."""
+        rows = (idx + self._base).flatten()
+        p, k = idx.shape
+
+        def take(flat):
+            return flat.index_select(0, rows).view(p, k, *flat.shape[1:])
+
+        return BufferSample(x=take(self._examples), y=take(self._labels),
+                            logits=None if self._logits is None else take(self._logits), task=take(self._tasks))
 
     def all(self) -> BufferSample:
         n = len(self)
-        return BufferSample(x=self.examples[:n], y=self.labels[:n],
-                            logits=None if self.logits is None else self.logits[:n], task=self.tasks[:n])
+        logits = self.logits
+        return BufferSample(x=self.examples[:, :n], y=self.labels[:, :n],
+                            logits=None if logits is None else logits[:, :n], task=self.tasks[:, :n])
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members at positions ``keep`` (the random streams are selected by their owner)."""
+        keep = keep.to(self.device)
+
+        def rows(flat):
+            return None if flat is None else self._members_view(flat)[keep].flatten(0, 1)
+
+        self._examples, self._labels = rows(self._examples), rows(self._labels)
+        self._logits, self._tasks = rows(self._logits), rows(self._tasks)
+        self._index_base()
+        if self._slot_plan is not None:
+            self._slot_plan = self._slot_plan[keep]
+        if self._sample_plan is not None:
+            self._sample_plan = self._sample_plan[keep]
 
     def state_dict(self) -> dict:
-        return {"examples": self.examples, "labels": self.labels, "logits": self.logits, "tasks": self.tasks,
-                "seen": self.seen, "rng": self.rng.bit_generator.state}
+        return {"examples": self._examples, "labels": self._labels, "logits": self._logits, "tasks": self._tasks,
+                "seen": self.seen, "slot_plan": (self._slot_plan, self._slot_plan_start, self._slot_next),
+                "sample_plan": (self._sample_plan, self._sample_key, self._sample_next)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.examples.copy_(state["examples"])
-        self.labels.copy_(state["labels"])
-        if self.logits is not None:
-            self.logits.copy_(state["logits"])
-        self.tasks.copy_(state["tasks"])
+        self._examples.copy_(state["examples"])
+        self._labels.copy_(state["labels"])
+        if self._logits is not None:
+            self._logits.copy_(state["logits"])
+        self._tasks.copy_(state["tasks"])
         self.seen = state["seen"]
-        self.rng.bit_generator.state = state["rng"]
+        self._slot_plan, self._slot_plan_start, self._slot_next = state["slot_plan"]
+        self._sample_plan, self._sample_key, self._sample_next = state["sample_plan"]
+
+
+class ReservoirBuffer:
+    """One reservoir, for the methods that train a single network: a population reservoir of one."""
+
+    def __init__(self, capacity: int, x_shape: tuple[int, ...], n_logits: int, device: torch.device | str,
+                 seed: int, store_logits: bool = True):
+        self.random = MemberRandom([seed], BUFFER_STREAM, device)
+        self.reservoir = PopulationReservoir(capacity, x_shape, n_logits, self.random, device,
+                                             store_logits=store_logits)
+        self.capacity = capacity
+
+    def __len__(self) -> int:
+        return len(self.reservoir)
+
+    def is_empty(self) -> bool:
+        return self.reservoir.is_empty()
+
+    @property
+    def seen(self) -> int:
+        return self.reservoir.seen
+
+    @property
+    def examples(self) -> torch.Tensor:
+        return self.reservoir.examples[0, :self.capacity]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.reservoir.labels[0, :self.capacity]
+
+    @property
+    def logits(self) -> torch.Tensor | None:
+        return None if self.reservoir.logits is None else self.reservoir.logits[0, :self.capacity]
+
+    @property
+    def tasks(self) -> torch.Tensor:
+        return self.reservoir.tasks[0, :self.capacity]
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None,
+            task: int | torch.Tensor = 0) -> None:
+        self.reservoir.add(x[None], y[None], None if logits is None else logits[None],
+                           task[None] if isinstance(task, torch.Tensor) else task)
+
+    def sample_indices(self, size: int) -> torch.Tensor:
+        return self.random.sample_without_replacement(len(self), size)[0].to(self.reservoir.device)
+
+    def sample(self, size: int) -> BufferSample:
+        return _first(self.reservoir.sample(size))
+
+    def all(self) -> BufferSample:
+        return _first(self.reservoir.all())
+
+    def state_dict(self) -> dict:
+        return {**self.reservoir.state_dict(), "random": self.random.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reservoir.load_state_dict(state)
+        self.random.load_state_dict(state["random"])
+
+
+def _first(sample: BufferSample) -> BufferSample:
+    return BufferSample(x=sample.x[0], y=sample.y[0], logits=None if sample.logits is None else sample.logits[0],
+                        task=sample.task[0])

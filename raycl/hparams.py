@@ -19,12 +19,14 @@ _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False,
 
 
 def hp(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-       choices: tuple | None = None) -> Any:
+       choices: tuple | None = None, per_member: bool = False) -> Any:
     """A declared hyperparameter: a dataclass field with a one-line help and optional bounds.
 
     ``low``/``high`` are inclusive bounds for numbers; ``choices`` the allowed values.
+    ``per_member``: members of one population may differ in it (learning rates, loss weights,
+    moving-average rates); every other hyperparameter is structural and shared by a population.
     """
-    meta = {"help": help, "low": low, "high": high, "choices": choices}
+    meta = {"help": help, "low": low, "high": high, "choices": choices, "per_member": per_member}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -37,6 +39,7 @@ class ParamSpec:
     low: float | None
     high: float | None
     choices: tuple | None
+    per_member: bool = False
 
     def describe_allowed(self) -> str:
         if self.choices is not None:
@@ -61,6 +64,7 @@ def param_specs(config_cls: type) -> dict[str, ParamSpec]:
         specs[f.name] = ParamSpec(
             name=f.name, type=hints[f.name], default=f.default, help=meta.get("help", ""),
             low=meta.get("low"), high=meta.get("high"), choices=meta.get("choices"),
+            per_member=bool(meta.get("per_member", False)),
         )
     return specs
 
@@ -125,3 +129,19 @@ def build_config(config_cls: type, values: Mapping[str, Any], owner: str, where:
     specs = param_specs(config_cls)
     converted = {name: coerce_value(specs[name], value, where) for name, value in values.items()}
     return config_cls(**converted)
+
+
+def structural_names(config_cls: type) -> list[str]:
+    """The hyperparameters every member of a population must share (not declared per-member)."""
+    return [name for name, spec in param_specs(config_cls).items() if not spec.per_member]
+
+
+def check_population(configs: list, owner: str) -> None:
+    """Raise RayclError if the configs of one population differ in a structural hyperparameter."""
+    first = configs[0]
+    for name in structural_names(type(first)):
+        values = {repr(getattr(c, name)) for c in configs}
+        if len(values) > 1:
+            raise RayclError(f"members of one {owner} population must share {name!r} (it shapes tensors or the "
+                             f"step schedule), got {', '.join(sorted(values))}; per-member hyperparameters: "
+                             f"{', '.join(n for n, s in param_specs(type(first)).items() if s.per_member) or '(none)'}")

@@ -1,31 +1,46 @@
-"""The one training loop: a stream of tasks, evaluated after every task on val (and test).
+"""The one training loop: a population of members of one method learning a stream of tasks.
 
-``StreamRun`` trains one task at a time so that the Tune trainable can report and checkpoint
-between tasks; ``run`` drives it to the end for ``launch/train.py``.
+A population is P members (configuration, seed, benchmark) trained in lockstep: every step
+gathers one batch per member from that member's own data order, the method takes one step for
+all of them, and evaluation runs all members in one batched pass per chunk. A solo run is a
+population of one. ``PopulationRun`` trains one task at a time so that the Tune trainable can
+report and checkpoint between tasks; ``run`` and ``run_population`` drive it to the end.
+
+A member whose loss turns non-finite is marked diverged and removed from every stacked tensor;
+the others go on, their numbers unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from raycl.data import Benchmark
+from raycl.errors import RayclError
+from raycl.methods import get_population_method
 from raycl.metrics import summarize
-from raycl.methods import get_method
-from raycl.models import build_model
+from raycl.population.random import MemberRandom
 
 log = logging.getLogger(__name__)
 
+# Examples per member and evaluation chunk are EVAL_CHUNK // P (at least MIN_EVAL_CHUNK).
 EVAL_CHUNK = 8192
+MIN_EVAL_CHUNK = 256
 # How many steps pass between checks for a non-finite loss (each check is a device sync on GPU).
 DIVERGENCE_CHECK_EVERY = 50
+# The random stream of a member's data order.
+ORDER_STREAM = 0
+# Training batches are gathered this many steps at a time (bounded by GATHER_ELEMENTS floats),
+# so a step takes a slice instead of a handful of indexing calls.
+GATHER_STEPS = 64
+GATHER_ELEMENTS = 2**24
 
 
 class DivergedError(Exception):
@@ -39,17 +54,26 @@ class DivergedError(Exception):
 
 @dataclasses.dataclass
 class TaskReport:
-    """What the loop knows after training task ``task`` (0-based). Accuracies are percent."""
+    """What the loop knows after training task ``task`` (0-based). Accuracies are percent.
+
+    ``members`` are the ids (positions in the population as built) of the members still trained;
+    ``val[setting]`` has one row per such member over the tasks seen; ``diverged`` maps the
+    members that diverged during this task to the reason.
+    """
 
     task: int
     n_tasks: int
-    val: dict[str, list[float]]
-    test: dict[str, list[float]] | None
-    loss: float
+    members: list[int]
+    val: dict[str, np.ndarray]
+    test: dict[str, np.ndarray] | None
+    loss: np.ndarray
     seconds: float
+    diverged: dict[int, str]
 
     def mean_val(self, setting: str) -> float:
-        return float(np.mean(self.val[setting])) if self.val[setting] else float("nan")
+        """Mean over the live members of their mean validation accuracy over the tasks seen."""
+        rows = self.val[setting]
+        return float(rows.mean()) if rows.size else float("nan")
 
 
 @dataclasses.dataclass
@@ -67,185 +91,317 @@ class RunResult:
     wall_s: float
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def default_device() -> torch.device:
     """CUDA when this process was given a GPU (Ray hides it otherwise), else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _accuracies(logits: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...], settings) -> dict[str, int]:
+def _accuracies(logits: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...], settings) -> dict[str, torch.Tensor]:
+    """Correct predictions per member: logits [P, n, C], labels [P, n] -> setting -> [P]."""
     correct = {}
     for setting in settings:
         if setting == "task_il":
             cls = torch.tensor(classes, device=logits.device)
-            pred = cls[logits[:, cls].argmax(1)]
+            pred = cls[logits[..., cls].argmax(-1)]
         else:
-            pred = logits.argmax(1)
-        correct[setting] = int((pred == y).sum())
+            pred = logits.argmax(-1)
+        correct[setting] = (pred == y).sum(-1)
     return correct
 
 
-class StreamRun:
-    """A method learning a benchmark's tasks in order, one ``run_task`` call per task."""
+class MemberInputs:
+    """One split of one task for every member, each from its own benchmark, on the device as uint8.
 
-    def __init__(self, benchmark: Benchmark, method: str, config, seed: int = 0,
-                 device: torch.device | str | None = None, test_every_task: bool = True):
-        self.benchmark = benchmark
+    Members that share a benchmark share its arrays; pixel maps are applied here, once per task.
+    """
+
+    def __init__(self, benchmarks: Sequence[Benchmark], member_data: list[int], task: int, split: str,
+                 device: torch.device, dtype: torch.dtype):
+        used = sorted(set(member_data))
+        tasks = [benchmarks[b].tasks[task] for b in used]
+        ys = [getattr(t, f"{split}_y") for t in tasks]
+        self.n = len(ys[0])
+        if any(len(y) != self.n for y in ys):
+            raise RayclError(f"members of one population need {split} sets of one size; task {task + 1} has "
+                             f"{sorted({len(y) for y in ys})} examples across their data seeds")
+        xs = [t.inputs(split) for t in tasks]
+        with warnings.catch_warnings():
+            # Arrays from the object store are read-only; nothing writes through these views.
+            warnings.simplefilter("ignore", UserWarning)
+            self.x = torch.from_numpy(xs[0] if len(xs) == 1 else np.concatenate(xs)).to(device)
+            self.y = torch.from_numpy(ys[0] if len(ys) == 1 else np.concatenate(ys)).to(device)
+        self.offset = torch.tensor([used.index(b) * self.n for b in member_data], device=device)
+        self.scale = benchmarks[0].scale
+        self.dtype = dtype
+
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Examples ``rows`` [P, k] of each member's split: inputs [P, k, ...], labels [P, k]."""
+        flat = (rows + self.offset[:, None]).flatten()
+        x = self.x.index_select(0, flat).view(*rows.shape, *self.x.shape[1:])
+        return self.scale(x, self.dtype), self.y.index_select(0, flat).view(rows.shape)
+
+    def member(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole split of the member at ``position``."""
+        start = int(self.offset[position])
+        return self.scale(self.x[start:start + self.n], self.dtype), self.y[start:start + self.n]
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.offset = self.offset[keep.to(self.offset.device)]
+
+
+class PopulationRun:
+    """Members of one method learning a benchmark's tasks in lockstep, one ``run_task`` call per task.
+
+    ``configs`` (one per member, or one for all) must share their structural hyperparameters;
+    ``benchmarks[member_data[i]]`` is member i's benchmark (default: all share ``benchmarks[0]``).
+    """
+
+    def __init__(self, benchmarks: Benchmark | Sequence[Benchmark], method: str, configs, seeds: Sequence[int],
+                 member_data: Sequence[int] | None = None, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32, test_every_task: bool = True):
+        self.benchmarks = [benchmarks] if isinstance(benchmarks, Benchmark) else list(benchmarks)
+        self.benchmark = self.benchmarks[0]
+        self.seeds = [int(s) for s in seeds]
+        size = len(self.seeds)
+        if size < 1:
+            raise RayclError("a population needs at least one member")
+        self.configs = list(configs) if isinstance(configs, (list, tuple)) else [configs] * size
+        self.member_data = list(member_data) if member_data is not None else [0] * size
+        if len(self.configs) != size or len(self.member_data) != size:
+            raise RayclError(f"{size} seeds but {len(self.configs)} configs and {len(self.member_data)} data entries")
+        for other in self.benchmarks[1:]:
+            if (other.name, other.n_tasks, other.settings) != (self.benchmark.name, self.benchmark.n_tasks,
+                                                               self.benchmark.settings):
+                raise RayclError("members of one population must train on one benchmark (data seeds may differ)")
         self.method_name = method
-        self.config = config
-        self.seed = seed
         self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = dtype
         self.test_every_task = test_every_task
         # Denormal floats appear in small gradients and slow CPU matrix products several-fold.
         torch.set_flush_denormal(True)
-        seed_everything(seed)
-        method_cls = get_method(method)
-        self.method = method_cls(config, build_model(benchmark), benchmark, self.device, seed)
-        self.shuffle_generator = torch.Generator().manual_seed(seed)
-        t = benchmark.n_tasks
-        nan = np.full((t, t), np.nan)
-        self.val = {s: nan.copy() for s in benchmark.settings}
-        self.test = {s: nan.copy() for s in benchmark.settings}
+        cls = get_population_method(method)
+        self.method = cls(self.configs, self.seeds, self.benchmark, self.device, dtype,
+                          member_benchmarks=[self.benchmarks[i] for i in self.member_data])
+        self.order_random = MemberRandom(self.seeds, ORDER_STREAM, self.device)
+        self.alive = list(range(size))
+        self.diverged: dict[int, DivergedError] = {}
+        t = self.benchmark.n_tasks
+        nan = np.full((size, t, t), np.nan)
+        self.val = {s: nan.copy() for s in self.benchmark.settings}
+        self.test = {s: nan.copy() for s in self.benchmark.settings}
         self.val_loss = nan.copy()  # mean cross-entropy on val: breaks ties between equal accuracies
         self.next_task = 0
         self.train_s = 0.0
         self.val_baseline, self.test_baseline = self._baselines()
 
+    @property
+    def size(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def finished(self) -> bool:
+        return self.next_task >= self.benchmark.n_tasks or not self.alive
+
+    def _inputs(self, task: int, split: str) -> MemberInputs:
+        return MemberInputs(self.benchmarks, [self.member_data[m] for m in self.alive], task, split, self.device,
+                            self.dtype)
+
     # ----- evaluation -------------------------------------------------------------------------
-    def evaluate(self, task: int, split: str) -> dict[str, float]:
-        """Accuracy (percent) of the current model on one task's ``split`` ("val" or "test"), per
-        setting, and under the key ``loss`` the mean cross-entropy over all outputs."""
-        data = self.benchmark.tasks[task]
-        x_all, y_all = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-        if len(y_all) == 0:
-            return {s: float("nan") for s in (*self.benchmark.settings, "loss")}
-        totals = dict.fromkeys(self.benchmark.settings, 0)
-        loss = 0.0
+    def evaluate(self, task: int, split: str) -> dict[str, np.ndarray]:
+        """Accuracy (percent) of every live member on one task's ``split`` ("val" or "test"), per
+        setting, and under ``loss`` the mean cross-entropy: arrays with one value per live member."""
+        settings = self.benchmark.settings
+        data = self._inputs(task, split)
+        live = len(self.alive)
+        if data.n == 0:
+            return {s: np.full(live, np.nan) for s in (*settings, "loss")}
+        totals = {s: torch.zeros(live, dtype=torch.long, device=self.device) for s in settings}
+        loss = torch.zeros(live, dtype=torch.float64, device=self.device)
+        chunk = max(MIN_EVAL_CHUNK, EVAL_CHUNK // live)
+        classes = self.benchmark.tasks[task].classes
         self.method.train(False)
         with torch.no_grad():
-            for start in range(0, len(y_all), EVAL_CHUNK):
-                x = self.benchmark.to_tensor(x_all[start:start + EVAL_CHUNK], self.device)
-                y = torch.from_numpy(y_all[start:start + EVAL_CHUNK]).to(self.device)
+            for start in range(0, data.n, chunk):
+                rows = torch.arange(start, min(start + chunk, data.n), device=self.device).expand(live, -1)
+                x, y = data.gather(rows)
                 logits = self.method.predict(x, task)
-                loss += float(F.cross_entropy(logits, y, reduction="sum"))
-                for s, c in _accuracies(logits, y, data.classes, self.benchmark.settings).items():
+                loss += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none") \
+                    .view(live, -1).sum(1).double()
+                for s, c in _accuracies(logits, y, classes, settings).items():
                     totals[s] += c
         self.method.train(True)
-        return {**{s: 100.0 * c / len(y_all) for s, c in totals.items()}, "loss": loss / len(y_all)}
+        out = {s: 100.0 * c.cpu().numpy() / data.n for s, c in totals.items()}
+        out["loss"] = loss.cpu().numpy() / data.n
+        return out
 
     def _baselines(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Accuracy of the untrained network on every task (the reference of FWT)."""
+        """Accuracy of the untrained networks on every task (the reference of FWT): [P, T]."""
         t = self.benchmark.n_tasks
-        val = {s: np.full(t, np.nan) for s in self.benchmark.settings}
-        test = {s: np.full(t, np.nan) for s in self.benchmark.settings}
+        val = {s: np.full((self.size, t), np.nan) for s in self.benchmark.settings}
+        test = {s: np.full((self.size, t), np.nan) for s in self.benchmark.settings}
         for j in range(1, t):
             for split, table in (("val", val), ("test", test)):
                 if split == "test" and not self.test_every_task:
                     continue
                 accuracies = self.evaluate(j, split)
                 for s in self.benchmark.settings:
-                    table[s][j] = accuracies[s]
+                    table[s][:, j] = accuracies[s]
         return val, test
 
     # ----- training ---------------------------------------------------------------------------
-    def _train_task(self, task: int) -> float:
-        data = self.benchmark.tasks[task]
-        train_x = self.benchmark.to_tensor(data.train_x, self.device)
-        train_y = torch.from_numpy(data.train_y).to(self.device)
-        batch = self.config.batch_size
-        n = len(train_y)
+    def _select(self, keep: torch.Tensor) -> None:
+        """Keep only the live members at positions ``keep``."""
+        self.method.select(keep)
+        self.order_random.select(keep)
+        self.alive = [self.alive[i] for i in keep.tolist()]
+
+    def _drop_diverged(self, failed: torch.Tensor, task: int, step: int) -> torch.Tensor | None:
+        """Mark the members flagged in ``failed`` [live] diverged; returns the positions kept, or
+        None when every member is still fine."""
+        if not bool(failed.any()):
+            return None
+        for position in torch.nonzero(failed).flatten().tolist():
+            member = self.alive[position]
+            self.diverged[member] = DivergedError(task, step)
+            log.info("member %d (seed %d) %s", member, self.seeds[member], self.diverged[member])
+        keep = torch.nonzero(~failed.cpu()).flatten()
+        if len(keep):
+            self._select(keep)
+        else:
+            self.alive = []
+        return keep
+
+    def _train_task(self, task: int) -> np.ndarray:
+        data = self._inputs(task, "train")
+        config = self.method.config
         self.method.train(True)
         self.method.begin_task(task)
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros(len(self.alive), dtype=torch.float64, device=self.device)
         steps = 0
-        for _ in range(self.config.n_epochs):
-            order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
-            xs, ys = train_x[order], train_y[order]
-            for start in range(0, n, batch):
-                loss_sum += self.method.observe(xs[start:start + batch], ys[start:start + batch], task)
+        batch = config.batch_size
+        per_example = max(1, len(self.alive) * batch * int(np.prod(self.benchmark.input_shape)))
+        chunk = batch * max(1, min(GATHER_STEPS, GATHER_ELEMENTS // per_example))
+        for _ in range(config.n_epochs):
+            order = self.order_random.permutation(data.n).to(self.device)
+            for start in range(0, data.n, batch):
+                if start % chunk == 0:
+                    xs, ys = data.gather(order[:, start:start + chunk])
+                offset = start % chunk
+                x, y = xs[:, offset:offset + batch], ys[:, offset:offset + batch]
+                loss_sum += self.method.observe(x, y, task)
                 steps += 1
-                if steps % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
-                    raise DivergedError(task, steps)
-        if not torch.isfinite(loss_sum):
-            raise DivergedError(task, steps)
-        self.method.end_task(task, train_x, train_y)
-        return float(loss_sum) / max(steps, 1)
+                if steps % DIVERGENCE_CHECK_EVERY == 0:
+                    keep = self._drop_diverged(~torch.isfinite(loss_sum), task, steps)
+                    if keep is not None:
+                        if not self.alive:
+                            return np.zeros(0)
+                        kept = keep.to(self.device)
+                        order, loss_sum, xs, ys = order[kept], loss_sum[kept], xs[kept], ys[kept]
+                        data.select(keep)
+        keep = self._drop_diverged(~torch.isfinite(loss_sum), task, steps)
+        if keep is not None:
+            if not self.alive:
+                return np.zeros(0)
+            loss_sum = loss_sum[keep.to(self.device)]
+            data.select(keep)
+        failed = self.method.end_task(task, data)
+        if failed is not None:
+            keep = self._drop_diverged(failed, task, steps)
+            if keep is not None and self.alive:
+                loss_sum = loss_sum[keep.to(self.device)]
+        return loss_sum.cpu().numpy() / max(steps, 1)
 
     def run_task(self) -> TaskReport:
         """Train the next task, then evaluate on every task seen and the one after it."""
         task = self.next_task
-        if task >= self.benchmark.n_tasks:
-            raise RuntimeError("every task of the stream has been trained")
+        if self.finished:
+            raise RuntimeError("every task of the stream has been trained" if self.alive else "every member diverged")
+        before = set(self.diverged)
         start = time.perf_counter()
         loss = self._train_task(task)
         self.train_s += time.perf_counter() - start
         last = task == self.benchmark.n_tasks - 1
-        evaluated = range(min(task + 2, self.benchmark.n_tasks))  # the next task feeds FWT
-        for j in evaluated:
-            val = self.evaluate(j, "val")
-            self.val_loss[task, j] = val["loss"]
-            for s in self.benchmark.settings:
-                self.val[s][task, j] = val[s]
-            if self.test_every_task or last:
-                test = self.evaluate(j, "test")
+        rows = np.asarray(self.alive, dtype=np.int64)
+        if self.alive:
+            for j in range(min(task + 2, self.benchmark.n_tasks)):  # the next task feeds FWT
+                val = self.evaluate(j, "val")
+                self.val_loss[rows, task, j] = val["loss"]
                 for s in self.benchmark.settings:
-                    self.test[s][task, j] = test[s]
+                    self.val[s][rows, task, j] = val[s]
+                if self.test_every_task or last:
+                    test = self.evaluate(j, "test")
+                    for s in self.benchmark.settings:
+                        self.test[s][rows, task, j] = test[s]
         self.next_task += 1
         seen = task + 1
-        report = TaskReport(
-            task=task, n_tasks=self.benchmark.n_tasks,
-            val={s: self.val[s][task, :seen].tolist() for s in self.benchmark.settings},
-            test=({s: self.test[s][task, :seen].tolist() for s in self.benchmark.settings}
-                  if self.test_every_task or last else None),
+        settings = self.benchmark.settings
+        return TaskReport(
+            task=task, n_tasks=self.benchmark.n_tasks, members=list(self.alive),
+            val={s: self.val[s][rows, task, :seen] for s in settings},
+            test=({s: self.test[s][rows, task, :seen] for s in settings} if self.test_every_task or last else None),
             loss=loss, seconds=time.perf_counter() - start,
+            diverged={m: str(e) for m, e in self.diverged.items() if m not in before},
         )
-        return report
 
     def __iter__(self) -> Iterator[TaskReport]:
-        while self.next_task < self.benchmark.n_tasks:
+        while not self.finished:
             yield self.run_task()
 
-    def result(self, wall_s: float = float("nan")) -> RunResult:
+    # ----- results ----------------------------------------------------------------------------
+    def result(self, member: int = 0, wall_s: float = float("nan")) -> RunResult:
+        """The accuracy matrices and metrics of member ``member`` (its id in the population as built)."""
         settings = self.benchmark.settings
+        val = {s: self.val[s][member] for s in settings}
+        test = {s: self.test[s][member] for s in settings}
         return RunResult(
-            method=self.method_name, dataset=self.benchmark.name, config=dataclasses.asdict(self.config),
-            seed=self.seed, settings=settings, val=self.val, test=self.test,
-            val_metrics={s: summarize(self.val[s], self.val_baseline[s]) for s in settings},
-            test_metrics={s: summarize(self.test[s], self.test_baseline[s]) for s in settings},
+            method=self.method_name, dataset=self.benchmark.name, config=dataclasses.asdict(self.configs[member]),
+            seed=self.seeds[member], settings=settings, val=val, test=test,
+            val_metrics={s: summarize(val[s], self.val_baseline[s][member]) for s in settings},
+            test_metrics={s: summarize(test[s], self.test_baseline[s][member]) for s in settings},
             train_s=self.train_s, wall_s=wall_s,
         )
 
     # ----- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "method": self.method.state_dict(), "next_task": self.next_task, "train_s": self.train_s,
-            "val": self.val, "test": self.test, "val_loss": self.val_loss, "shuffle_rng": self.shuffle_generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            "method": self.method.state_dict(), "order": self.order_random.state_dict(), "alive": list(self.alive),
+            "diverged": {m: (e.task, e.step) for m, e in self.diverged.items()}, "next_task": self.next_task, "train_s": self.train_s,
+            "val": self.val, "test": self.test, "val_loss": self.val_loss,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.method.load_state_dict(state["method"])
+        """Continue from ``state`` of a population built the same way (same members, same order)."""
+        saved = list(state["alive"])
+        if saved != self.alive:
+            if not saved:
+                self.alive = []
+            else:
+                self._select(torch.tensor([self.alive.index(m) for m in saved]))
+        if self.alive:
+            self.method.load_state_dict(state["method"])
+            self.order_random.load_state_dict(state["order"])
+        self.diverged = {m: DivergedError(*where) for m, where in state["diverged"].items()}
         self.next_task = state["next_task"]
         self.train_s = state["train_s"]
         self.val, self.test, self.val_loss = state["val"], state["test"], state["val_loss"]
-        self.shuffle_generator.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
+
+
+def run_population(benchmarks, method: str, configs, seeds: Sequence[int], member_data: Sequence[int] | None = None,
+                   device=None, on_task: Callable[[TaskReport], None] | None = None,
+                   dtype: torch.dtype = torch.float32) -> PopulationRun:
+    """Train a population over the whole stream; returns the finished run (``result(m)`` per member)."""
+    population = PopulationRun(benchmarks, method, configs, seeds, member_data, device, dtype)
+    for report in population:
+        if on_task is not None:
+            on_task(report)
+    return population
 
 
 def run(benchmark: Benchmark, method: str, config, seed: int = 0, device=None,
-        on_task: Callable[[TaskReport], None] | None = None) -> RunResult:
-    """Train ``method`` over the whole stream and return its accuracy matrices and metrics."""
+        on_task: Callable[[TaskReport], None] | None = None, dtype: torch.dtype = torch.float32) -> RunResult:
+    """Train ``method`` alone (a population of one) over the whole stream; raises DivergedError if it diverges."""
     start = time.perf_counter()
-    stream = StreamRun(benchmark, method, config, seed, device)
-    for report in stream:
-        if on_task is not None:
-            on_task(report)
-    return stream.result(wall_s=time.perf_counter() - start)
+    population = run_population(benchmark, method, config, [seed], device=device, on_task=on_task, dtype=dtype)
+    if population.diverged:
+        raise population.diverged[0]
+    return population.result(0, wall_s=time.perf_counter() - start)

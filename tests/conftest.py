@@ -50,17 +50,17 @@ def assert_resumes_identically():
 
         import numpy as np
 
-        from raycl.train import StreamRun, run
+        from raycl.train import PopulationRun, run
 
         whole = run(benchmark, method, config, seed=seed)
-        first = StreamRun(benchmark, method, config, seed=seed)
+        first = PopulationRun(benchmark, method, config, [seed])
         for _ in range(after):
             first.run_task()
-        second = StreamRun(benchmark, method, config, seed=seed)
+        second = PopulationRun(benchmark, method, config, [seed])
         second.load_state_dict(copy.deepcopy(first.state_dict()))
         for _ in second:
             pass
         for setting in benchmark.settings:
-            assert np.array_equal(whole.test[setting], second.test[setting], equal_nan=True), setting
+            assert np.array_equal(whole.test[setting], second.result(0).test[setting], equal_nan=True), setting
 
     return check

@@ -46,8 +46,8 @@ def test_within_batch_collisions_keep_the_later_row():
     buffer = make(capacity=2)
     buffer.add(torch.zeros(2, 1), torch.tensor([100, 101]))
     # Positions 2, 3, 4 draw r = floor(u * (pos + 1)): slots 1, 0, 1 (and a 4th row drawing 4: dropped).
-    draws = np.array([0.4, 0.1, 0.3, 0.9])
-    buffer.rng = type("FixedDraws", (), {"random": lambda self, n: draws[:n]})()
+    draws = torch.tensor([0.4, 0.1, 0.3, 0.9], dtype=torch.float64)
+    buffer.random.uniform = lambda *shape, dtype: draws.expand(1, *shape).to(dtype)
     buffer.add(torch.zeros(4, 1), torch.tensor([0, 1, 2, 3]))
     assert buffer.labels.tolist() == [1, 2]  # row 2 overwrote row 0's slot, as sequential insertion would
     assert buffer.seen == 6

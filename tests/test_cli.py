@@ -76,8 +76,9 @@ def test_train_writes_json_with_seeds_and_settings(tmp_path):
             assert entry["mean"] == pytest.approx(sum(entry["per_seed"]) / 2)
             assert 0 <= entry["mean"] <= 100
     assert doc["wall_s"] > 0
-    # A line per task per seed and the summary table.
-    assert proc.stderr.count("task  5/5") == 2
+    # One population: a line per task (with the spread over the seeds), one per seed at the end.
+    assert proc.stderr.count("task  5/5") == 1 and "over 2 seeds" in proc.stderr
+    assert proc.stderr.count(" done: test class_il") == 2
     assert "test ACC" in proc.stdout and "±" in proc.stdout
 
 

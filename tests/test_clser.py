@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from raycl.methods import make_config
-from raycl.train import StreamRun, run
+from raycl.train import PopulationRun, run
 
 # seq-digits has a few hundred steps in all: memories with a shorter horizon than the defaults.
 SHORT = {"buffer_size": 100, "plastic_alpha": 0.95, "stable_alpha": 0.99, "stable_update_freq": 0.7}
@@ -24,10 +24,10 @@ def test_evaluates_the_stable_model_and_the_others_on_request(digits):
     x = digits.to_tensor(digits.tasks[0].test_x[:16])
     outputs = {}
     for which in ("stable", "plastic", "working"):
-        stream = StreamRun(digits, "clser", config(digits, eval_model=which), seed=0)
+        stream = PopulationRun(digits, "clser", config(digits, eval_model=which), [0])
         loss = stream.run_task().loss
         assert np.isfinite(loss)
-        m = stream.method
+        m = stream.method.members[0]
         outputs[which] = m.predict(x, 0)
         expected = {"stable": m.stable.model, "plastic": m.plastic.model, "working": m.net}[which]
         assert torch.equal(outputs[which], expected(x))
@@ -38,10 +38,10 @@ def test_evaluates_the_stable_model_and_the_others_on_request(digits):
 
 
 def test_targets_come_from_the_memory_more_confident_in_the_label(digits):
-    stream = StreamRun(digits, "clser", config(digits), seed=0)
+    stream = PopulationRun(digits, "clser", config(digits), [0])
     stream.run_task()
     stream.run_task()
-    m = stream.method
+    m = stream.method.members[0]
     sample = m.buffer.sample(100)
     targets = m.memory_targets(sample.x, sample.y)
     stable, plastic = m.stable(sample.x), m.plastic(sample.x)
@@ -53,9 +53,9 @@ def test_targets_come_from_the_memory_more_confident_in_the_label(digits):
 
 
 def test_stochastic_updates_follow_their_frequencies(digits):
-    stream = StreamRun(digits, "clser", config(digits, plastic_update_freq=0.9, stable_update_freq=0.2), seed=0)
+    stream = PopulationRun(digits, "clser", config(digits, plastic_update_freq=0.9, stable_update_freq=0.2), [0])
     stream.run_task()
-    m = stream.method
+    m = stream.method.members[0]
     steps = m.global_step
     assert abs(m.plastic.updates / steps - 0.9) < 0.1
     assert abs(m.stable.updates / steps - 0.2) < 0.1

@@ -77,9 +77,11 @@ def test_mnist_streams(mnist_data_root):
     assert sum(len(t.train_y) + len(t.val_y) for t in seq.tasks) == 60000
     perm = load_benchmark("perm-mnist", mnist_data_root)
     assert perm.n_tasks == 20 and perm.settings == ("domain_il",)
-    a, b = perm.tasks[0].test_x, perm.tasks[1].test_x
+    a, b = perm.tasks[0].inputs("test"), perm.tasks[1].inputs("test")
     # Same images, different pixel order: equal pixel sums, different pixels.
     assert np.array_equal(a.sum(1), b.sum(1)) and not np.array_equal(a, b)
+    # Every task is a view of one stored copy of the images through its own pixel map.
+    assert perm.tasks[0].test_x is perm.tasks[1].test_x and perm.tasks[0].train_x is perm.tasks[19].train_x
     assert abs(len(perm.tasks[0].val_y) - 6000) <= 5  # 10% of each class, rounded
 
 

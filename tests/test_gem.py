@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from raycl.methods import make_config
 from raycl.methods.agem import project_agem
 from raycl.methods.gem import project_to_cone
-from raycl.train import StreamRun
+from raycl.train import PopulationRun
 
 
 def test_gem_projection_has_non_negative_dot_product_with_every_memory_gradient():
@@ -54,9 +54,9 @@ def _memory_gradient(method, x, y):
 
 def test_gem_step_does_not_point_against_an_earlier_tasks_memories(digits):
     cfg = make_config("gem", {"lr": 0.1, "buffer_size": 50, "memory_strength": 0.0}, digits.defaults)
-    stream = StreamRun(digits, "gem", cfg, seed=0)
+    stream = PopulationRun(digits, "gem", cfg, [0])
     stream.run_task()
-    gem = stream.method
+    gem = stream.method.members[0]
     gem.begin_task(1)
     task = digits.tasks[1]
     x = digits.to_tensor(task.train_x)
@@ -76,9 +76,9 @@ def test_gem_step_does_not_point_against_an_earlier_tasks_memories(digits):
 
 def test_agem_step_does_not_point_against_the_reference_gradient(digits):
     cfg = make_config("agem", {"lr": 0.1, "buffer_size": 50, "minibatch_size": 10}, digits.defaults)
-    stream = StreamRun(digits, "agem", cfg, seed=0)
+    stream = PopulationRun(digits, "agem", cfg, [0])
     stream.run_task()
-    agem = stream.method
+    agem = stream.method.members[0]
     assert len(agem.buffer) == 50 // digits.n_tasks
     task = digits.tasks[1]
     x = digits.to_tensor(task.train_x)

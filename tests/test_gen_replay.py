@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from raycl.methods import make_config
-from raycl.train import StreamRun, run
+from raycl.train import PopulationRun, run
 
 # A small VAE with many passes: seq-digits has only a few hundred examples per task.
 SMALL = {"gen_hidden": 100, "latent_size": 16, "gen_epochs": 30, "gen_batch_size": 32}
@@ -23,8 +23,8 @@ def test_generated_replay_keeps_the_first_task(digits):
 
 def _replay_sizes(digits, **values):
     """Generated examples appended to one solver step of each of three tasks."""
-    stream = StreamRun(digits, "gen_replay", config(digits, gen_epochs=1, **values), seed=0)
-    m = stream.method
+    stream = PopulationRun(digits, "gen_replay", config(digits, gen_epochs=1, **values), [0])
+    m = stream.method.members[0]
     asked = []
     generate = m.generate
     m.generate = lambda n, vaes: (asked.append(n), generate(n, vaes))[1]

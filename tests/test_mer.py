@@ -61,7 +61,7 @@ def test_first_rotation_is_small_and_last_is_near_half_a_turn(mnist_data_root):
     test = mnist["test_x"][:50]
 
     def best_angle(task):
-        errors = {a: np.abs(rotate(test, a).astype(int) - rot.tasks[task].test_x[:50]).sum() for a in range(0, 180)}
+        errors = {a: np.abs(rotate(test, a).astype(int) - rot.tasks[task].inputs("test")[:50]).sum() for a in range(0, 180)}
         return min(errors, key=errors.get)
 
     assert 0 <= best_angle(0) < 9

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from raycl.methods import make_config
-from raycl.train import StreamRun, run
+from raycl.train import PopulationRun, run
 
 
 def cfg(method, bench, **values):
@@ -30,9 +30,9 @@ def test_independent_never_forgets(digits):
 
 
 def test_task_input_trains_only_the_current_input_layer(digits):
-    stream = StreamRun(digits, "taskinput", cfg("taskinput", digits), seed=0)
+    stream = PopulationRun(digits, "taskinput", cfg("taskinput", digits), [0])
     stream.run_task()
-    net = stream.method.net
+    net = stream.method.members[0].net
     first = copy.deepcopy(net.inputs[0].state_dict())
     shared = net.fc2.weight.detach().clone()
     untouched = net.inputs[2].weight.detach().clone()
@@ -48,9 +48,9 @@ def test_ewc_penalty_holds_weights_near_the_anchor(digits):
 
     moves = {}
     for lam in (0.0, 300.0):
-        stream = StreamRun(digits, "ewc", cfg("ewc", digits, lr=0.05, ewc_lambda=lam), seed=0)
+        stream = PopulationRun(digits, "ewc", cfg("ewc", digits, lr=0.05, ewc_lambda=lam), [0])
         stream.run_task()
-        method = stream.method
+        method = stream.method.members[0]
         assert (method.fisher >= 0).all() and method.fisher.sum() > 0
         assert float(method.penalty().detach()) == 0.0
         anchor, fisher = method.anchor.clone(), method.fisher.clone()
@@ -60,11 +60,11 @@ def test_ewc_penalty_holds_weights_near_the_anchor(digits):
 
 
 def test_ewc_fisher_decays_with_gamma(digits):
-    stream = StreamRun(digits, "ewc", cfg("ewc", digits, gamma=0.5), seed=0)
+    stream = PopulationRun(digits, "ewc", cfg("ewc", digits, gamma=0.5), [0])
     stream.run_task()
-    first = stream.method.fisher.clone()
+    first = stream.method.members[0].fisher.clone()
     stream.run_task()
-    second_only = stream.method.fisher - 0.5 * first
+    second_only = stream.method.members[0].fisher - 0.5 * first
     assert (second_only >= -1e-9).all() and second_only.sum() > 0
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from raycl.methods import METHODS, make_config
 from raycl.models import MLP
 from raycl.optim import FlatSGD
-from raycl.train import DivergedError, StreamRun, run
+from raycl.train import DivergedError, PopulationRun, run
 
 FAST = {"lr": 0.1, "n_epochs": 2}
 
@@ -58,24 +58,24 @@ def test_checkpoint_at_a_task_boundary_resumes_identically(digits, assert_resume
 
 def test_der_stores_logits_from_before_the_step(digits):
     cfg = config_for("der", digits, buffer_size=500)
-    stream = StreamRun(digits, "der", cfg, seed=0)
+    stream = PopulationRun(digits, "der", cfg, [0])
     method = stream.method
-    x = digits.to_tensor(digits.tasks[0].train_x[:8])
-    y = torch.from_numpy(digits.tasks[0].train_y[:8])
+    x = digits.to_tensor(digits.tasks[0].train_x[:8])[None]
+    y = torch.from_numpy(digits.tasks[0].train_y[:8])[None]
     with torch.no_grad():
         before = method.net(x).clone()
     method.observe(x, y, 0)
-    assert torch.allclose(method.buffer.logits[:8], before, atol=1e-6)
+    assert torch.allclose(method.buffer.logits[:, :8], before, atol=1e-6)
     with torch.no_grad():
         assert not torch.allclose(method.net(x), before)
 
 
 def test_batch_and_minibatch_sizes_are_independent(digits):
     cfg = config_for("er", digits, batch_size=4, minibatch_size=16)
-    stream = StreamRun(digits, "er", cfg, seed=0)
+    stream = PopulationRun(digits, "er", cfg, [0])
     seen = []
     original = stream.method.net.forward
-    stream.method.net.forward = lambda x: (seen.append(len(x)), original(x))[1]
+    stream.method.net.forward = lambda x: (seen.append(x.shape[1]), original(x))[1]
     stream.run_task()
     assert seen[0] == 4 and max(seen[:50]) == 20
 
@@ -121,4 +121,4 @@ def test_flat_vector_methods_refuse_other_optimisers(method, digits):
     from raycl.errors import RayclError
 
     with pytest.raises(RayclError, match=f"method '{method}' .*optimizer must be 'sgd', got 'adam'"):
-        StreamRun(digits, method, make_config(method, {"optimizer": "adam"}, digits.defaults), seed=0)
+        PopulationRun(digits, method, make_config(method, {"optimizer": "adam"}, digits.defaults), [0])

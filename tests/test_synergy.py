@@ -4,7 +4,7 @@ import torch
 from raycl.methods import make_config
 from raycl.methods.base import ContinualMethod
 from raycl.methods.synergy import Synergy
-from raycl.train import StreamRun, run
+from raycl.train import PopulationRun, run
 
 
 def config(digits, **values):
@@ -27,10 +27,10 @@ def test_needs_no_task_boundaries():
 def test_fisher_is_estimated_and_the_penalty_pulls_towards_the_ema(digits):
     distances = {}
     for weight in (0.0, 100.0):
-        stream = StreamRun(digits, "synergy", config(digits, penalty_weight=weight, fisher_update_freq=1.0), seed=0)
+        stream = PopulationRun(digits, "synergy", config(digits, penalty_weight=weight, fisher_update_freq=1.0), [0])
         losses = [stream.run_task().loss for _ in range(2)]
         assert np.isfinite(losses).all()
-        m = stream.method
+        m = stream.method.members[0]
         distances[weight] = sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(m.net.parameters(),
                                                                              m.ema.model.parameters()))
         if weight:
@@ -40,9 +40,9 @@ def test_fisher_is_estimated_and_the_penalty_pulls_towards_the_ema(digits):
 
 
 def test_fast_fisher_matches_per_example_gradients(digits):
-    stream = StreamRun(digits, "synergy", config(digits), seed=0)
+    stream = PopulationRun(digits, "synergy", config(digits), [0])
     stream.run_task()
-    m = stream.method
+    m = stream.method.members[0]
     assert m.linear_only
     sample = m.buffer.sample(32)
     fast = m._estimate_fisher(sample.x, sample.y)
@@ -53,15 +53,15 @@ def test_fast_fisher_matches_per_example_gradients(digits):
 
 
 def test_evaluates_the_semantic_memory(digits):
-    stream = StreamRun(digits, "synergy", config(digits), seed=0)
+    stream = PopulationRun(digits, "synergy", config(digits), [0])
     stream.run_task()
-    m = stream.method
+    m = stream.method.members[0]
     x = digits.to_tensor(digits.tasks[0].test_x[:16])
     assert torch.equal(m.predict(x, 0), m.ema.model(x))
     assert not torch.equal(m.predict(x, 0), m.net(x))
-    working = StreamRun(digits, "synergy", config(digits, eval_model="working"), seed=0)
+    working = PopulationRun(digits, "synergy", config(digits, eval_model="working"), [0])
     working.run_task()
-    assert torch.equal(working.method.predict(x, 0), working.method.net(x))
+    assert torch.equal(working.method.members[0].predict(x, 0), working.method.members[0].net(x))
 
 
 def test_resuming_from_a_task_boundary_gives_the_same_numbers(digits, assert_resumes_identically):

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from raycl.methods import make_config
-from raycl.train import StreamRun, run
+from raycl.train import PopulationRun, run
 
 
 def first_task_after_last(digits, **values):
@@ -30,15 +30,15 @@ def test_generative_replay_keeps_the_first_task(digits):
 def test_losses_are_finite_and_the_network_follows_the_benchmark(digits):
     for values in ({"beta_1": 0.5, "beta_2": 1.0}, {"beta_1": -0.1, "beta_2": 0.0},
                    {"replay_mode": "generative", "freeze_encoder": True}):
-        stream = StreamRun(digits, "vib", make_config("vib", values, digits.defaults), seed=1)
-        assert stream.method.net.encoder[0].in_features == math.prod(digits.input_shape) == 64
+        stream = PopulationRun(digits, "vib", make_config("vib", values, digits.defaults), [1])
+        assert stream.method.net.encoder[0].weight.shape[1] == math.prod(digits.input_shape) == 64
         losses = [stream.run_task().loss for _ in range(2)]
         assert all(np.isfinite(losses)), (values, losses)
 
 
 def test_freeze_encoder_stops_the_encoder_after_the_first_task(digits):
     cfg = make_config("vib", {"freeze_encoder": True}, digits.defaults)
-    stream = StreamRun(digits, "vib", cfg, seed=0)
+    stream = PopulationRun(digits, "vib", cfg, [0])
     stream.run_task()
     encoder = [p.detach().clone() for p in stream.method.net.encoder.parameters()]
     classifier = stream.method.net.classifier.weight.detach().clone()
@@ -49,12 +49,12 @@ def test_freeze_encoder_stops_the_encoder_after_the_first_task(digits):
 
 def test_simple_replay_stores_n_replay_per_task_with_soft_targets(digits):
     cfg = make_config("vib", {"n_replay": 30}, digits.defaults)
-    stream = StreamRun(digits, "vib", cfg, seed=0)
+    stream = PopulationRun(digits, "vib", cfg, [0])
     stream.run_task()
     stream.run_task()
     method = stream.method
-    assert method.replay_x.shape == (60, 64)
-    assert torch.allclose(method.replay_targets.sum(1), torch.ones(60))
+    assert method.replay_x.shape == (1, 60, 64)
+    assert torch.allclose(method.replay_targets.sum(-1), torch.ones(1, 60))
 
 
 def test_resuming_from_a_task_boundary_gives_the_same_numbers(digits, assert_resumes_identically):

@@ -21,6 +21,11 @@ class Task:
 
     Arrays rather than tensors so that Ray's object store hands them to trials without a copy.
     ``classes`` are the labels this task uses (Task-IL masks every other logit).
+
+    ``pixel_map`` (optional) makes the task a view: its inputs are ``x[:, pixel_map]`` of the
+    stored arrays padded with one zero pixel (index ``x.shape[1]``). A permutation or a
+    nearest-neighbour rotation is such a map, so the tasks of perm-mnist and rot-mnist share one
+    copy of the images, and :meth:`inputs` materialises a task only when it is used.
     """
 
     train_x: np.ndarray
@@ -30,6 +35,15 @@ class Task:
     test_x: np.ndarray
     test_y: np.ndarray
     classes: tuple[int, ...]
+    pixel_map: np.ndarray | None = None
+
+    def inputs(self, split: str) -> np.ndarray:
+        """The inputs of ``split`` ("train", "val" or "test") as the task presents them."""
+        x = getattr(self, f"{split}_x")
+        if self.pixel_map is None:
+            return x
+        padded = np.concatenate([x, np.zeros((len(x), 1), dtype=x.dtype)], axis=1)
+        return np.take(padded, self.pixel_map, axis=1)
 
 
 @dataclasses.dataclass
@@ -61,11 +75,17 @@ class Benchmark:
             # Arrays from the object store are read-only; nothing writes through this view.
             warnings.simplefilter("ignore", UserWarning)
             raw = torch.from_numpy(x)
-        out = raw.to(device).float().div_(255.0)
+        return self.scale(raw.to(device))
+
+    def scale(self, raw: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 inputs (a tensor, any leading dimensions) as floats in [0, 1], normalised where the
+        benchmark says so."""
+        out = raw.to(dtype).div_(255.0)
+        device = out.device
         if self.mean is not None:
-            shape = (1, -1) + (1,) * (out.dim() - 2)
-            mean = torch.tensor(self.mean, device=device).view(shape)
-            std = torch.tensor(self.std, device=device).view(shape)
+            shape = (-1,) + (1,) * (len(self.input_shape) - 1)
+            mean = torch.tensor(self.mean, device=device, dtype=dtype).view(shape)
+            std = torch.tensor(self.std, device=device, dtype=dtype).view(shape)
             out = out.sub_(mean).div_(std)
         return out
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from raycl.data.base import Benchmark, Task, stratified_split
-from raycl.data.mnist import load_mnist, rotate
+from raycl.data.mnist import load_mnist, permutation_map, rotation_source_index
 from raycl.errors import RayclError
 
 MER_BENCHMARKS = {
@@ -51,17 +51,16 @@ def mer_benchmark(name: str, root: Path, val_fraction: float, seed: int,
     for t in range(n_tasks):
         if kind == "rotation":
             step = _MAX_DEGREES / n_tasks
-            angle = float(rng.uniform(step * t, step * (t + 1)))
-            transform = lambda x, a=angle: rotate(x, a)  # noqa: E731
+            pixel_map = rotation_source_index(float(rng.uniform(step * t, step * (t + 1))))
         else:
-            perm = rng.permutation(784)
-            transform = lambda x, p=perm: np.take(x, p, axis=1)  # noqa: E731
+            pixel_map = permutation_map(rng.permutation(784))
         train_idx = np.sort(rng.choice(kept, size=samples, replace=False))
         val_idx = np.sort(rng.choice(held, size=n_val, replace=False)) if n_val else held[:0]
+        # Every task views the one copy of the test images through its own pixel map.
         tasks.append(Task(
-            train_x=transform(d["train_x"][train_idx]), train_y=labels[train_idx],
-            val_x=transform(d["train_x"][val_idx]), val_y=labels[val_idx],
-            test_x=transform(d["test_x"]), test_y=test_y, classes=tuple(range(10)),
+            train_x=d["train_x"][train_idx], train_y=labels[train_idx],
+            val_x=d["train_x"][val_idx], val_y=labels[val_idx],
+            test_x=d["test_x"], test_y=test_y, classes=tuple(range(10)), pixel_map=pixel_map,
         ))
     return Benchmark(name=name, tasks=tasks, n_classes=10, input_shape=(784,), settings=("domain_il",),
                      model="mlp", defaults=dict(_PROTOCOL_DEFAULTS))

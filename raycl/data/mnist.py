@@ -87,6 +87,11 @@ def rotation_source_index(degrees: float, side: int = 28) -> np.ndarray:
     return np.where(inside, src_y * side + src_x, side * side).ravel()
 
 
+def permutation_map(permutation: np.ndarray) -> np.ndarray:
+    """A permutation of the pixels as a :class:`raycl.data.base.Task` pixel map."""
+    return np.asarray(permutation, dtype=np.int64)
+
+
 def rotate(images: np.ndarray, degrees: float) -> np.ndarray:
     """Rotate flat 28x28 uint8 images about their centre: one gather for the whole batch."""
     padded = np.concatenate([images, np.zeros((len(images), 1), dtype=images.dtype)], axis=1)
@@ -106,24 +111,22 @@ def seq_mnist(root: Path, val_fraction: float, seed: int) -> Benchmark:
                           {"batch_size": 10, "minibatch_size": 10, "n_epochs": 1})
 
 
-def _domain_tasks(d: dict, transforms, val_fraction: float, seed: int) -> list[Task]:
-    """One task per input transform, all over the same images and the same validation split."""
+def _domain_tasks(d: dict, pixel_maps, val_fraction: float, seed: int) -> list[Task]:
+    """One task per pixel map, all views of one copy of the images and the same validation split."""
     kept, held = stratified_split(d["train_y"], val_fraction, seed)
     labels = d["train_y"].astype(np.int64)
-    return [
-        Task(train_x=transform(d["train_x"][kept]), train_y=labels[kept],
-             val_x=transform(d["train_x"][held]), val_y=labels[held],
-             test_x=transform(d["test_x"]), test_y=d["test_y"].astype(np.int64), classes=tuple(range(10)))
-        for transform in transforms
-    ]
+    train_x, val_x = np.ascontiguousarray(d["train_x"][kept]), np.ascontiguousarray(d["train_x"][held])
+    train_y, val_y, test_y = labels[kept], labels[held], d["test_y"].astype(np.int64)
+    return [Task(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=d["test_x"], test_y=test_y,
+                 classes=tuple(range(10)), pixel_map=pixel_map) for pixel_map in pixel_maps]
 
 
 def perm_mnist(root: Path, val_fraction: float, seed: int, n_tasks: int = 20) -> Benchmark:
     """20 tasks, each all of MNIST under its own fixed pixel permutation; Domain-IL."""
     d = load_mnist(root)
     rng = np.random.default_rng(seed)
-    perms = [rng.permutation(784) for _ in range(n_tasks)]
-    tasks = _domain_tasks(d, [lambda x, p=p: np.take(x, p, axis=1) for p in perms], val_fraction, seed)
+    perms = [permutation_map(rng.permutation(784)) for _ in range(n_tasks)]
+    tasks = _domain_tasks(d, perms, val_fraction, seed)
     return _mlp_benchmark("perm-mnist", tasks, ("domain_il",),
                           {"batch_size": 128, "minibatch_size": 128, "n_epochs": 1})
 
@@ -133,6 +136,6 @@ def rot_mnist(root: Path, val_fraction: float, seed: int, n_tasks: int = 20) -> 
     d = load_mnist(root)
     rng = np.random.default_rng(seed)
     angles = [float(rng.uniform(0.0, 180.0)) for _ in range(n_tasks)]
-    tasks = _domain_tasks(d, [lambda x, a=a: rotate(x, a) for a in angles], val_fraction, seed)
+    tasks = _domain_tasks(d, [rotation_source_index(a) for a in angles], val_fraction, seed)
     return _mlp_benchmark("rot-mnist", tasks, ("domain_il",),
                           {"batch_size": 128, "minibatch_size": 128, "n_epochs": 1})

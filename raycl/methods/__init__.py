@@ -35,6 +35,14 @@ def get_method(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def get_population_method(name: str) -> type:
+    """The population form of method ``name``: its vectorised class, or its solo class run
+    member by member (:class:`raycl.methods.base.MemberwiseMethod`)."""
+    from raycl.methods.base import population_class
+
+    return population_class(get_method(name))
+
+
 def make_config(method: str, values: dict | None = None, protocol_defaults: dict | None = None):
     """The method's config: declared defaults, then the benchmark's protocol defaults for the
     names the method declares, then ``values`` (each checked against the declaration)."""

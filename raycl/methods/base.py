@@ -1,4 +1,10 @@
-"""The method interface every continual-learning method implements, and shared configs."""
+"""The method interfaces and shared configs.
+
+A method is written once. Vectorised methods subclass :class:`PopulationMethod`: they train P
+members at once on batches shaped [P, batch, ...], a solo run being a population of one. Methods
+without a vectorised form subclass :class:`ContinualMethod` (one network); the loop runs their
+members one after another through :class:`MemberwiseMethod`, behind the same interface.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +14,28 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from raycl.augment import random_crop_flip
-from raycl.buffer import ReservoirBuffer
+import torch.nn.functional as F
+
+from raycl.augment import crop_flip, random_crop_flip
+from raycl.buffer import BUFFER_STREAM, PopulationReservoir, ReservoirBuffer
 from raycl.data import Benchmark
 from raycl.errors import RayclError
-from raycl.hparams import hp
+from raycl.hparams import check_population, hp, param_specs
+from raycl.models import build_model
 from raycl.optim import make_optimizer
+from raycl.population.nets import select_members, stack_members
+from raycl.population.optim import PopulationOptimizer
+from raycl.population.random import MemberRandom
+
+# Random streams of a member (the loop's data order uses stream 0, the buffer BUFFER_STREAM).
+METHOD_STREAM = 1
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Hyperparameters every method has."""
 
-    lr: float = hp(0.03, "learning rate", low=0.0)
+    lr: float = hp(0.03, "learning rate", low=0.0, per_member=True)
     batch_size: int = hp(10, "examples of the current task per step", low=1)
     n_epochs: int = hp(1, "passes over each task's training data", low=1)
     optimizer: str = hp("sgd", "optimiser: plain SGD (the DER protocol) or Adam", choices=("sgd", "adam"))
@@ -124,3 +139,233 @@ class ReplayMethod(ContinualMethod):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.buffer.load_state_dict(state["buffer"])
+
+
+def member_init(seed: int, build):
+    """``build()`` under the global torch seed ``seed``: a member's initial weights depend on its
+    seed alone, as a solo run's do."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-member mean cross-entropy: logits [P, n, C], targets [P, n] (labels) or [P, n, C]
+    (probabilities) -> [P]."""
+    p, n, c = logits.shape
+    if targets.dim() == 2:
+        return F.cross_entropy(logits.reshape(p * n, c), targets.reshape(p * n), reduction="none").view(p, n).mean(1)
+    return -(targets * F.log_softmax(logits, -1)).sum(-1).mean(1)
+
+
+def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-member mean squared error over everything but the member dimension -> [P]."""
+    return (outputs - targets).pow(2).flatten(1).mean(1)
+
+
+class PopulationMethod:
+    """P members of one method trained in lockstep (the vectorised form of a method).
+
+    Members share the structural hyperparameters of ``configs`` and may differ in those declared
+    ``per_member`` (read them with :meth:`rate`) and in their seeds. Every loss is a [P] vector and
+    the population loss its sum, so each member's gradient is its solo gradient.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = TrainConfig
+    vectorised: ClassVar[bool] = True
+
+    def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
+                 dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
+        check_population(configs, repr(self.name))
+        self.configs = list(configs)
+        self.config = configs[0]  # the structural values, shared by every member
+        self.seeds = list(seeds)
+        self.benchmark = benchmark
+        self.device = device
+        self.dtype = dtype
+        self.n_tasks = benchmark.n_tasks
+        self.random = MemberRandom(seeds, METHOD_STREAM, device)
+        self._rates = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=dtype, device=device)
+                       for name, spec in param_specs(type(self.config)).items()
+                       if spec.per_member and spec.type in (float, int)}
+        self.net = stack_members([member_init(seed, self.build_member_net) for seed in seeds]).to(device, dtype)
+        self.opt = self.make_optimizer(self.net.parameters())
+
+    @property
+    def size(self) -> int:
+        return len(self.seeds)
+
+    def build_member_net(self) -> nn.Module:
+        """One member's network (the loop stacks P of them)."""
+        return build_model(self.benchmark)
+
+    def make_optimizer(self, params) -> PopulationOptimizer:
+        return PopulationOptimizer(self.config.optimizer, params, self.rate("lr"))
+
+    def rate(self, name: str) -> torch.Tensor:
+        """The per-member hyperparameter ``name`` as a [P] tensor."""
+        return self._rates[name]
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-time augmentation of [P, n, C, H, W] inputs (identity where the benchmark has none)."""
+        if not self.benchmark.augment:
+            return x
+        p, n = x.shape[:2]
+        uniforms = self.random.uniform(n, 3, dtype=torch.float32).reshape(p * n, 3)
+        return crop_flip(x.flatten(0, 1), uniforms).view(x.shape)
+
+    def step(self, losses: torch.Tensor) -> None:
+        """One optimiser step for every member on the sum of the members' losses."""
+        self.opt.step(self.opt.backward(losses.sum()))
+
+    def begin_task(self, task: int) -> None:
+        pass
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        """Learn from one batch per member (x [P, n, ...], y [P, n]); returns the detached losses [P]."""
+        raise NotImplementedError
+
+    def end_task(self, task: int, data) -> torch.Tensor | None:
+        """``data`` is the task's training split for every member (:class:`raycl.train.MemberInputs`).
+        Returns a [P] mask of members that diverged here, or None."""
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """Logits [P, n, C] for evaluation on examples [P, n, ...] of ``task`` (in eval mode)."""
+        return self.net(x)
+
+    def train(self, mode: bool = True) -> None:
+        self.net.train(mode)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members at positions ``keep``; the others cost nothing from now on."""
+        positions = keep.tolist()
+        self.configs = [self.configs[i] for i in positions]
+        self.seeds = [self.seeds[i] for i in positions]
+        self.opt.select(keep)
+        select_members(self.net, keep)
+        self.random.select(keep)
+        self._rates = {k: v[keep.to(v.device)] for k, v in self._rates.items()}
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "random": self.random.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.random.load_state_dict(state["random"])
+
+
+class ReplayPopulationMethod(PopulationMethod):
+    """A vectorised method with a reservoir buffer of ``config.buffer_size`` examples per member."""
+
+    Config: ClassVar[type] = ReplayConfig
+    stores_logits: ClassVar[bool] = False
+
+    def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
+                 dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
+        super().__init__(configs, seeds, benchmark, device, dtype)
+        self.buffer = PopulationReservoir(self.config.buffer_size, benchmark.input_shape, benchmark.n_classes,
+                                          MemberRandom(seeds, BUFFER_STREAM, device), device, dtype,
+                                          store_logits=self.stores_logits)
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.buffer.select(keep)
+        self.buffer.random.select(keep)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "buffer": self.buffer.state_dict(),
+                "buffer_random": self.buffer.random.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.buffer.load_state_dict(state["buffer"])
+        self.buffer.random.load_state_dict(state["buffer_random"])
+
+
+class MemberwiseMethod(PopulationMethod):
+    """A population of a method without a vectorised form: one solo method per member, run in turn."""
+
+    solo: ClassVar[type]
+    vectorised: ClassVar[bool] = False
+
+    def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
+                 dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
+        check_population(configs, repr(self.name))
+        self.configs, self.config, self.seeds = list(configs), configs[0], list(seeds)
+        self.benchmark, self.device, self.dtype, self.n_tasks = benchmark, device, dtype, benchmark.n_tasks
+        # Each member sees its own benchmark (its data seed's split, permutations or angles).
+        own = member_benchmarks or [benchmark] * len(seeds)
+        self.members, self.rng_states = [], []
+        for c, s, b in zip(configs, seeds, own):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s)
+                self.members.append(self.solo(c, build_model(b), b, device, s))
+                self.rng_states.append(torch.get_rng_state())
+
+    def _each(self, call) -> list:
+        """``call(position, member)`` for every member, each under its own global torch random
+        state (solo methods that draw from it, as a new task network does, stay independent)."""
+        out = []
+        for p, member in enumerate(self.members):
+            with torch.random.fork_rng(devices=[]):
+                torch.set_rng_state(self.rng_states[p])
+                out.append(call(p, member))
+                self.rng_states[p] = torch.get_rng_state()
+        return out
+
+    def step(self, losses: torch.Tensor) -> None:
+        raise NotImplementedError("each member steps on its own")
+
+    def begin_task(self, task: int) -> None:
+        self._each(lambda p, m: m.begin_task(task))
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        return torch.stack(self._each(lambda p, m: m.observe(x[p].float(), y[p], task)))
+
+    def end_task(self, task: int, data) -> torch.Tensor:
+        """Returns which members diverged in their end-of-task training (joint training has one)."""
+        from raycl.train import DivergedError
+
+        def end(p, member) -> bool:
+            x, y = data.member(p)
+            try:
+                member.end_task(task, x.float(), y)
+            except DivergedError:
+                return True
+            return False
+
+        return torch.tensor(self._each(end), dtype=torch.bool)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return torch.stack(self._each(lambda p, m: m.predict(x[p].float(), task)))
+
+    def train(self, mode: bool = True) -> None:
+        for member in self.members:
+            member.train(mode)
+
+    def select(self, keep: torch.Tensor) -> None:
+        positions = keep.tolist()
+        self.configs = [self.configs[i] for i in positions]
+        self.seeds = [self.seeds[i] for i in positions]
+        self.members = [self.members[i] for i in positions]
+        self.rng_states = [self.rng_states[i] for i in positions]
+
+    def state_dict(self) -> dict:
+        return {"members": [m.state_dict() for m in self.members], "rng_states": list(self.rng_states)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for member, member_state in zip(self.members, state["members"], strict=True):
+            member.load_state_dict(member_state)
+        self.rng_states = list(state["rng_states"])
+
+
+def population_class(method_cls: type) -> type:
+    """The population form of a registered method class."""
+    if issubclass(method_cls, PopulationMethod):
+        return method_cls
+    return type(f"Memberwise{method_cls.__name__}", (MemberwiseMethod,),
+                {"solo": method_cls, "name": method_cls.name, "Config": method_cls.Config})

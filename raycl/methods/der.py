@@ -5,19 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 
 from raycl.buffer import BufferSample
 from raycl.hparams import hp
-from raycl.methods.base import ReplayConfig, ReplayMethod
+from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 
 
 @dataclasses.dataclass
 class DerConfig(ReplayConfig):
-    alpha: float = hp(0.3, "weight of the MSE between replayed and stored logits", low=0.0)
+    alpha: float = hp(0.3, "weight of the MSE between replayed and stored logits", low=0.0, per_member=True)
 
 
-class Der(ReplayMethod):
+class Der(ReplayPopulationMethod):
     name = "der"
     Config = DerConfig
     stores_logits = True
@@ -28,18 +27,18 @@ class Der(ReplayMethod):
 
     def replay_loss(self, outputs: torch.Tensor, draws: list[BufferSample]) -> torch.Tensor:
         (for_logits,) = draws
-        return self.config.alpha * F.mse_loss(outputs, for_logits.logits)
+        return self.rate("alpha") * mse(outputs, for_logits.logits)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        n = x.shape[0]
+        n = x.shape[1]
         draws = [] if self.buffer.is_empty() else self.replay_draws()
         # No batch norm in the MNIST MLP, so one forward pass over current and replayed examples
         # equals the separate passes of the paper's code, at a fraction of the calls.
-        outputs = self.net(torch.cat([self.augment(x), *(self.augment(d.x) for d in draws)]))
-        loss = F.cross_entropy(outputs[:n], y)
+        outputs = self.net(torch.cat([self.augment(x), *(self.augment(d.x) for d in draws)], 1))
+        losses = cross_entropy(outputs[:, :n], y)
         if draws:
-            loss = loss + self.replay_loss(outputs[n:], draws)
-        self.step(loss)
+            losses = losses + self.replay_loss(outputs[:, n:], draws)
+        self.step(losses)
         # The logits stored are those computed before this step's update, as in the paper.
-        self.buffer.add(x, y, logits=outputs[:n], task=task)
-        return loss.detach()
+        self.buffer.add(x, y, logits=outputs[:, :n], task=task)
+        return losses.detach()

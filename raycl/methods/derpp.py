@@ -5,16 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 
 from raycl.buffer import BufferSample
 from raycl.hparams import hp
+from raycl.methods.base import cross_entropy, mse
 from raycl.methods.der import Der, DerConfig
 
 
 @dataclasses.dataclass
 class DerppConfig(DerConfig):
-    beta: float = hp(0.5, "weight of the cross-entropy on replayed labels", low=0.0)
+    beta: float = hp(0.5, "weight of the cross-entropy on replayed labels", low=0.0, per_member=True)
 
 
 class Derpp(Der):
@@ -22,11 +22,10 @@ class Derpp(Der):
     Config = DerppConfig
 
     def replay_draws(self) -> list[BufferSample]:
-        size = self.config.minibatch_size
-        return [self.buffer.sample(size), self.buffer.sample(size)]
+        return self.buffer.sample(self.config.minibatch_size, draws=2)
 
     def replay_loss(self, outputs: torch.Tensor, draws: list[BufferSample]) -> torch.Tensor:
         for_logits, for_labels = draws
-        m = len(for_logits.y)
-        return (self.config.alpha * F.mse_loss(outputs[:m], for_logits.logits)
-                + self.config.beta * F.cross_entropy(outputs[m:], for_labels.y))
+        m = for_logits.y.shape[1]
+        return (self.rate("alpha") * mse(outputs[:, :m], for_logits.logits)
+                + self.rate("beta") * cross_entropy(outputs[:, m:], for_labels.y))

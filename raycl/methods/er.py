@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from raycl.methods.base import ReplayConfig, ReplayMethod
+from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
 
 
-class Er(ReplayMethod):
+class Er(ReplayPopulationMethod):
     name = "er"
     Config = ReplayConfig
 
@@ -16,9 +15,9 @@ class Er(ReplayMethod):
         inputs, labels = self.augment(x), y
         if not self.buffer.is_empty():
             replay = self.buffer.sample(self.config.minibatch_size)
-            inputs = torch.cat([inputs, self.augment(replay.x)])
-            labels = torch.cat([labels, replay.y])
-        loss = F.cross_entropy(self.net(inputs), labels)
-        self.step(loss)
+            inputs = torch.cat([inputs, self.augment(replay.x)], 1)
+            labels = torch.cat([labels, replay.y], 1)
+        losses = cross_entropy(self.net(inputs), labels)
+        self.step(losses)
         self.buffer.add(x, y, task=task)
-        return loss.detach()
+        return losses.detach()

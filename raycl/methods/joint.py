@@ -26,7 +26,7 @@ class Joint(ContinualMethod):
 
     def end_task(self, task: int, train_x: torch.Tensor, train_y: torch.Tensor) -> None:
         seen = self.benchmark.tasks[: task + 1]
-        xs = np.concatenate([t.train_x for t in seen])
+        xs = np.concatenate([t.inputs("train") for t in seen])
         ys = torch.from_numpy(np.concatenate([t.train_y for t in seen])).to(self.device)
         self.net.load_state_dict(self.initial_state)
         self.opt = self.make_optimizer(self.net.parameters())

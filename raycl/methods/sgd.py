@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from raycl.methods.base import ContinualMethod, TrainConfig
+from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
 
 
-class Sgd(ContinualMethod):
+class Sgd(PopulationMethod):
     name = "sgd"
     Config = TrainConfig
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        loss = F.cross_entropy(self.net(self.augment(x)), y)
-        self.step(loss)
-        return loss.detach()
+        losses = cross_entropy(self.net(self.augment(x)), y)
+        self.step(losses)
+        return losses.detach()

@@ -17,6 +17,7 @@ classifier). The replay objective is the same with soft cross-entropy; it is wei
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -25,16 +26,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from raycl.hparams import hp
-from raycl.methods.base import ContinualMethod, TrainConfig
-from raycl.models import frozen_copy
+from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
+from raycl.population.nets import select_frozen
 
 
 @dataclasses.dataclass
 class VibConfig(TrainConfig):
-    lr: float = hp(1e-3, "learning rate", low=0.0)
+    lr: float = hp(1e-3, "learning rate", low=0.0, per_member=True)
     optimizer: str = hp("adam", "optimiser: plain SGD or Adam (the seed uses Adam)", choices=("sgd", "adam"))
-    beta_1: float = hp(-1e-4, "weight of I(Z;X): <= 0 adds -beta_1 x reconstruction BCE, > 0 adds beta_1 x KL")
-    beta_2: float = hp(1e-3, "weight of the KL of the bottleneck to the standard normal prior", low=0.0)
+    beta_1: float = hp(-1e-4, "weight of I(Z;X): <= 0 adds -beta_1 x reconstruction BCE, > 0 adds beta_1 x KL",
+                       per_member=True)
+    beta_2: float = hp(1e-3, "weight of the KL of the bottleneck to the standard normal prior", low=0.0,
+                       per_member=True)
     n_bottleneck: int = hp(100, "units of the Gaussian bottleneck", low=1)
     hidden: int = hp(200, "units of each of the two hidden layers of the encoder and reconstruction decoder",
                      low=1)
@@ -43,16 +46,20 @@ class VibConfig(TrainConfig):
     n_replay: int = hp(1000, "real examples kept per task for simple replay", low=0)
     replay_batch_size: int = hp(0, "replayed examples per step (0: as many as the current batch)", low=0)
     replay_weight: float = hp(0.5, "weight of the replay loss; the current data gets 1 - replay_weight",
-                              low=0.0, high=1.0)
+                              low=0.0, high=1.0, per_member=True)
     freeze_encoder: bool = hp(False, "stop training the encoder after the first task")
 
 
 class VibNet(nn.Module):
-    """Encoder to (mean, log-variance), classification decoder, reconstruction decoder."""
+    """Encoder to (mean, log-variance), classification decoder, reconstruction decoder.
 
-    def __init__(self, in_features: int, n_classes: int, n_bottleneck: int, hidden: int):
+    Works on inputs with any leading dimensions (a population's [P, n, ...] once stacked).
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, n_bottleneck: int, hidden: int):
         super().__init__()
-        self.n_bottleneck = n_bottleneck
+        self.input_dims = len(input_shape)
+        in_features = math.prod(input_shape)
         self.encoder = nn.Sequential(
             nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, 2 * n_bottleneck))
@@ -62,61 +69,62 @@ class VibNet(nn.Module):
             nn.Linear(n_bottleneck, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, in_features))
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, logvar = self.encoder(x.flatten(1)).chunk(2, dim=1)
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(-self.input_dims) if self.input_dims > 1 else x
+
+    def encode(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.encoder(flat).chunk(2, dim=-1)
         # Bounded so that exp(logvar) stays finite under large learning rates.
         return mean, logvar.clamp(-10.0, 10.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits from the bottleneck mean (the deterministic prediction)."""
-        return self.classifier(self.encode(x)[0])
+        return self.classifier(self.encode(self.flat(x))[0])
 
 
-class Vib(ContinualMethod):
+class Vib(PopulationMethod):
     name = "vib"
     Config = VibConfig
 
-    def __init__(self, config: VibConfig, model: nn.Module, benchmark, device: torch.device, seed: int):
-        # The loop's default network is replaced by the bottleneck model, sized from the benchmark.
-        in_features = math.prod(benchmark.input_shape)
-        net = VibNet(in_features, benchmark.n_classes, config.n_bottleneck, config.hidden)
-        super().__init__(config, net, benchmark, device, seed)
-        self.in_features = in_features
-        self.noise = torch.Generator(device=device).manual_seed(seed + 5)
-        self.replay_rng = torch.Generator().manual_seed(seed + 6)
-        self.replay_x = torch.zeros((0, in_features), device=device)
-        self.replay_targets = torch.zeros((0, benchmark.n_classes), device=device)
-        self.previous: VibNet | None = None
+    def __init__(self, configs, seeds, benchmark, device, dtype=torch.float32, member_benchmarks=None):
+        super().__init__(configs, seeds, benchmark, device, dtype)
+        self.in_features = math.prod(benchmark.input_shape)
+        self.replay_x = torch.zeros((self.size, 0, self.in_features), device=device, dtype=dtype)
+        self.replay_targets = torch.zeros((self.size, 0, benchmark.n_classes), device=device, dtype=dtype)
+        self.previous: nn.Module | None = None
         self.tasks_done = 0
 
+    def build_member_net(self) -> nn.Module:
+        # The loop's default network is replaced by the bottleneck model, sized from the benchmark.
+        return VibNet(self.benchmark.input_shape, self.benchmark.n_classes, self.config.n_bottleneck,
+                      self.config.hidden)
+
     # ----- objective ----------------------------------------------------------------------
-    def _recon_loss(self, recon_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _recon_loss(self, recon_logits: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         # BCE needs targets in [0, 1]; benchmarks that normalise their inputs get squared error.
         if self.benchmark.mean is None:
-            per_feature = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
+            per_feature = F.binary_cross_entropy_with_logits(recon_logits, flat, reduction="none")
         else:
-            per_feature = (recon_logits - x) ** 2
-        return per_feature.sum(1).mean()
+            per_feature = (recon_logits - flat) ** 2
+        return per_feature.sum(-1).mean(-1)
 
     def objective(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The bottleneck objective on ``x``; ``targets`` are class indices or probability rows."""
-        flat = x.flatten(1)
+        """The bottleneck objective per member [P] on ``x`` [P, n, ...]; ``targets`` are class
+        indices [P, n] or probability rows [P, n, C]."""
+        flat = self.net.flat(x)
         mean, logvar = self.net.encode(flat)
-        eps = torch.randn(mean.shape, device=self.device, generator=self.noise)
+        eps = self.random.normal(*mean.shape[1:], dtype=self.dtype)
         z = mean + eps * torch.exp(0.5 * logvar)
-        logits = self.net.classifier(z)
-        if targets.dim() == 1:
-            loss = F.cross_entropy(logits, targets)
-        else:
-            loss = -(targets * F.log_softmax(logits, 1)).sum(1).mean()
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean()
-        beta_1, beta_2 = self.config.beta_1, self.config.beta_2
-        if beta_1 <= 0:
-            loss = loss + beta_2 * kl
-            if beta_1 < 0:
-                loss = loss - beta_1 * self._recon_loss(self.net.reconstructor(z), flat)
-        else:
-            loss = loss + (beta_1 + beta_2) * kl
+        loss = cross_entropy(self.net.classifier(z), targets)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean(-1)
+        beta_1, beta_2 = self.rate("beta_1"), self.rate("beta_2")
+        loss = loss + torch.where(beta_1 <= 0, beta_2, beta_1 + beta_2) * kl
+        rewarded = beta_1 < 0
+        # The reconstruction term exists only for members that reward I(Z;X); for the others
+        # it adds an exact zero, so a member's numbers do not depend on its companions.
+        if bool(rewarded.any()):
+            recon = self._recon_loss(self.net.reconstructor(z), flat)
+            loss = loss + torch.where(rewarded, -beta_1 * recon, torch.zeros_like(recon))
         return loss
 
     # ----- replay -------------------------------------------------------------------------
@@ -124,62 +132,65 @@ class Vib(ContinualMethod):
         if self.tasks_done == 0 or n == 0:
             return None
         if self.config.replay_mode == "simple":
-            if len(self.replay_x) == 0:
+            if self.replay_x.shape[1] == 0:
                 return None
-            idx = torch.randint(len(self.replay_x), (n,), generator=self.replay_rng).to(self.device)
-            return self.replay_x[idx], self.replay_targets[idx]
+            idx = self.random.below(self.replay_x.shape[1], n).to(self.device)
+            return (self.replay_x.gather(1, idx[:, :, None].expand(-1, -1, self.replay_x.shape[2])),
+                    self.replay_targets.gather(1, idx[:, :, None].expand(-1, -1, self.replay_targets.shape[2])))
         with torch.no_grad():
-            z = torch.randn((n, self.config.n_bottleneck), device=self.device, generator=self.noise)
+            z = self.random.normal(n, self.config.n_bottleneck, dtype=self.dtype)
             x = torch.sigmoid(self.previous.reconstructor(z))
-            targets = F.softmax(self.previous(x), 1)
+            targets = F.softmax(self.previous(x), -1)
         return x, targets
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         x = self.augment(x)
-        loss = self.objective(x, y)
-        w = self.config.replay_weight
-        size = self.config.replay_batch_size or x.shape[0]
-        replay = self._replay_batch(size) if w > 0 else None
+        losses = self.objective(x, y)
+        weight = self.rate("replay_weight")
+        replay = self._replay_batch(self.config.replay_batch_size or x.shape[1])
         if replay is not None:
-            loss = (1.0 - w) * loss + w * self.objective(*replay)
-        self.step(loss)
-        return loss.detach()
+            mixed = (1.0 - weight) * losses + weight * self.objective(*replay)
+            losses = torch.where(weight > 0, mixed, losses)
+        self.step(losses)
+        return losses.detach()
 
     @torch.no_grad()
     def _soft_targets(self, x: torch.Tensor) -> torch.Tensor:
         was_training = self.net.training
         self.net.eval()
-        targets = F.softmax(self.net(x), 1)
+        targets = F.softmax(self.net(x), -1)
         self.net.train(was_training)
         return targets
 
-    def end_task(self, task: int, train_x: torch.Tensor, train_y: torch.Tensor) -> None:
+    def end_task(self, task: int, data) -> None:
         self.tasks_done += 1
         if self.config.replay_mode == "simple" and self.config.n_replay > 0:
-            keep = torch.randperm(len(train_x), generator=self.replay_rng)[: self.config.n_replay].to(self.device)
-            x = train_x[keep].flatten(1)
-            self.replay_x = torch.cat([self.replay_x, x])
-            self.replay_targets = torch.cat([self.replay_targets, self._soft_targets(x)])
+            keep = self.random.sample_without_replacement(data.n, self.config.n_replay).to(self.device)
+            x = self.net.flat(data.gather(keep)[0])
+            self.replay_x = torch.cat([self.replay_x, x], 1)
+            self.replay_targets = torch.cat([self.replay_targets, self._soft_targets(x)], 1)
         elif self.config.replay_mode == "generative":
-            self.previous = frozen_copy(self.net)
+            self.previous = copy.deepcopy(self.net).eval().requires_grad_(False)
         if self.config.freeze_encoder and task == 0:
-            for p in self.net.encoder.parameters():
-                p.requires_grad_(False)
+            self.opt.freeze(list(self.net.encoder.parameters()))
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        index = keep.to(self.device)
+        self.replay_x, self.replay_targets = self.replay_x[index], self.replay_targets[index]
+        if self.previous is not None:
+            select_frozen(self.previous, keep)
 
     # ----- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "noise": self.noise.get_state(), "replay_rng": self.replay_rng.get_state(),
-                "replay_x": self.replay_x, "replay_targets": self.replay_targets, "tasks_done": self.tasks_done,
+        return {**super().state_dict(), "replay_x": self.replay_x, "replay_targets": self.replay_targets,
+                "tasks_done": self.tasks_done,
                 "previous": None if self.previous is None else self.previous.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.noise.set_state(state["noise"])
-        self.replay_rng.set_state(state["replay_rng"])
         self.replay_x, self.replay_targets = state["replay_x"], state["replay_targets"]
         self.tasks_done = state["tasks_done"]
         if state["previous"] is not None:
-            self.previous = frozen_copy(self.net, state["previous"])
-        if self.config.freeze_encoder and self.tasks_done > 0:
-            for p in self.net.encoder.parameters():
-                p.requires_grad_(False)
+            self.previous = copy.deepcopy(self.net).eval().requires_grad_(False)
+            self.previous.load_state_dict(state["previous"])

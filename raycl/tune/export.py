@@ -91,7 +91,8 @@ def collect_trials(results, final_task: int) -> list[TrialRecord]:
 
 def write_parquet(records: list[TrialRecord], path: Path, context: dict) -> None:
     params = sorted({k for r in records for k in r.config})
-    metric_names = sorted({k for r in records for k in r.last_metrics if k.startswith("val_")})
+    metric_names = sorted({k for r in records for k in r.last_metrics
+                           if k.startswith("val_") or k.startswith(f"{OBJECTIVE}_")})
     settings = sorted({k for r in records if r.test for k in r.test})
     rows = []
     for r in records:
@@ -158,6 +159,8 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
             "raycl_version": raycl.__version__, "trial_id": best.trial_id, "experiment": str(experiment),
             "seed": options.seed, "search_seed": options.search_seed, "val_fraction": options.val_fraction,
             "data_seed": options.data_seed, "samples_per_task": options.samples_per_task,
+            "trial_seeds": options.trial_seeds,
+            "trial_data_seeds": options.trial_data_seeds if options.trial_seeds > 1 else None,
         }
         save_best_args(best_args_path, options.dataset, options.method, plain_config(best.config), provenance)
 
@@ -185,13 +188,16 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark) ->
         out.append("  no trial completed every task: no best-args written")
     else:
         b = report.best
-        out.append(f"best trial {b.trial_id}: objective {b.objective:.2f}")
+        spread = b.last_metrics.get(f"{OBJECTIVE}_std")
+        over = f" ± {spread:.2f} over {options.trial_seeds} seeds" if options.trial_seeds > 1 and spread is not None \
+            else ""
+        out.append(f"best trial {b.trial_id}: objective {b.objective:.2f}{over}")
         out.append("  config: " + ", ".join(f"{k}={_short(v)}" for k, v in sorted(b.config.items())))
         completed = sorted((r for r in report.trials if r.status == "completed"), key=lambda r: -r.objective)
         out.append("top configurations (completed trials, by objective):")
         out.append(_format_table(completed, space.searched, limit=5))
         out.append(f"best args: {report.best_args_path}")
-    if report.final_eval:
+    if report.final_eval and "test" in report.final_eval:
         fe = report.final_eval
         out.append(f"final evaluation of the best config over {len(fe['seeds'])} seeds (test): " + ", ".join(
             f"{s} {v['mean']:.2f} ± {v['std']:.2f}" for s, v in fe["test"].items()))

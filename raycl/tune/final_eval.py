@@ -1,4 +1,5 @@
-"""Retrain the winning configuration on several seeds (as Ray tasks) and report test accuracy."""
+"""Retrain the winning configuration on several seeds, as one population in one Ray task, and
+report test accuracy."""
 
 from __future__ import annotations
 
@@ -6,18 +7,22 @@ import ray
 
 from raycl.methods import make_config
 from raycl.results import aggregate
-from raycl.train import run
+from raycl.train import run_population
 
 
-def _train_seed(benchmark, method: str, config: dict, seed: int, threads: int, data: dict | None = None):
+def _train_seeds(benchmarks, method: str, config: dict, seeds: list[int], threads: int,
+                 data: dict | None = None):
     import torch
 
     torch.set_num_threads(threads)
-    if benchmark is None:
+    if benchmarks is None:
         from raycl.data import load_benchmark
 
-        benchmark = load_benchmark(**data)
-    return run(benchmark, method, make_config(method, config, benchmark.defaults), seed)
+        benchmarks = [load_benchmark(**data, seed=s) for s in seeds]
+    member_data = list(range(len(seeds))) if len(benchmarks) == len(seeds) else [0] * len(seeds)
+    population = run_population(benchmarks, method, make_config(method, config, benchmarks[0].defaults), seeds,
+                                member_data)
+    return [population.result(m) for m in population.alive], [seeds[m] for m in population.diverged]
 
 
 def evaluate_seeds(options, config: dict) -> dict:
@@ -31,19 +36,22 @@ def evaluate_seeds(options, config: dict) -> dict:
     val_fraction = options.val_fraction if options.final_eval_val_fraction is None else options.final_eval_val_fraction
     data = {"name": options.dataset, "data_root": options.data_root, "val_fraction": val_fraction,
             "samples_per_task": options.samples_per_task}
-    remote = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(_train_seed)
+    remote = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(_train_seeds)
     seeds = list(range(options.seed, options.seed + options.final_eval_seeds))
     threads = max(1, int(options.cpus_per_trial))
     if options.final_eval_vary_data:
-        futures = [remote.remote(None, options.method, config, s, threads, {**data, "seed": s}) for s in seeds]
+        future = remote.remote(None, options.method, config, seeds, threads, data)
     else:
         # The final evaluation always covers the whole stream, whatever the search protocol.
-        ref = ray.put(load_benchmark(**data, seed=options.data_seed))
-        futures = [remote.remote(ref, options.method, config, s, threads) for s in seeds]
-    results = ray.get(futures)
-    out = {"seeds": seeds, "test": aggregate(results, "test"),
-           "data_seeds": seeds if options.final_eval_vary_data else [options.data_seed] * len(seeds),
+        future = remote.remote([load_benchmark(**data, seed=options.data_seed)], options.method, config, seeds,
+                               threads)
+    results, diverged = ray.get(future)
+    out = {"seeds": [r.seed for r in results], "diverged_seeds": diverged,
+           "data_seeds": [r.seed for r in results] if options.final_eval_vary_data
+           else [options.data_seed] * len(results),
            "val_fraction": val_fraction}
-    if val_fraction > 0:
-        out["val"] = aggregate(results, "val")
+    if results:
+        out["test"] = aggregate(results, "test")
+        if val_fraction > 0:
+            out["val"] = aggregate(results, "val")
     return out

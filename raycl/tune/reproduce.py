@@ -185,7 +185,7 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
     started = time.perf_counter()
     report = run_search(search)
     wall = time.perf_counter() - started
-    if report.best is None or not report.final_eval:
+    if report.best is None or not report.final_eval or "test" not in report.final_eval:
         raise RayclError(f"row {row.key}: no trial completed every task ({report.counts}); nothing to test")
     test = report.final_eval["test"][row.setting]
     entry = {

@@ -16,6 +16,7 @@ from raycl.tune.trainable import OBJECTIVE, RUNG_SCORE, cl_trainable
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("seen-tasks", "first-task", "end-of-training")
+TRIAL_DATA_SEEDS = ("vary", "same")
 
 
 @dataclasses.dataclass
@@ -35,6 +36,10 @@ class SearchOptions:
     grace_period: int = 1
     reduction_factor: int = 4
     seed: int = 0
+    # Each trial trains its configuration on seeds seed .. seed + trial_seeds - 1 as one population;
+    # with trial_data_seeds "vary" seed i also draws its own data (data seed data_seed + i).
+    trial_seeds: int = 1
+    trial_data_seeds: str = "vary"
     search_seed: int = 0
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -65,10 +70,13 @@ class SearchOptions:
             raise unknown("dataset", self.dataset, BENCHMARK_NAMES)
         if self.protocol not in PROTOCOLS:
             raise unknown("protocol", self.protocol, PROTOCOLS)
+        if self.trial_data_seeds not in TRIAL_DATA_SEEDS:
+            raise unknown("trial data seeds", self.trial_data_seeds, TRIAL_DATA_SEEDS)
         for flag, value, low in (("--samples", self.samples, 1), ("--grace-period", self.grace_period, 1),
                                  ("--reduction-factor", self.reduction_factor, 2),
                                  ("--protocol-tasks", self.protocol_tasks, 1),
-                                 ("--final-eval-seeds", self.final_eval_seeds, 0)):
+                                 ("--final-eval-seeds", self.final_eval_seeds, 0),
+                                 ("--trial-seeds", self.trial_seeds, 1)):
             if value < low:
                 raise RayclError(f"{flag} must be at least {low}, got {value}")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
@@ -109,15 +117,25 @@ def prepare_space(options: SearchOptions) -> SearchSpace:
     return space
 
 
-def prepare_benchmark(options: SearchOptions) -> Benchmark:
-    benchmark = load_benchmark(options.dataset, options.data_root, options.val_fraction, options.data_seed,
-                               samples_per_task=options.samples_per_task)
-    if options.protocol == "first-task":
-        if options.protocol_tasks > benchmark.n_tasks:
-            raise RayclError(f"--protocol-tasks {options.protocol_tasks} exceeds the {benchmark.n_tasks} "
-                             f"tasks of {options.dataset}")
-        benchmark = dataclasses.replace(benchmark, tasks=benchmark.tasks[: options.protocol_tasks])
-    return benchmark
+def trial_seeds(options: SearchOptions) -> list[int]:
+    return list(range(options.seed, options.seed + options.trial_seeds))
+
+
+def prepare_benchmarks(options: SearchOptions) -> list[Benchmark]:
+    """The benchmark of every trial seed (one per seed with ``trial_data_seeds`` "vary", else one)."""
+    count = options.trial_seeds if options.trial_data_seeds == "vary" else 1
+    benchmarks = []
+    for offset in range(count):
+        benchmark = load_benchmark(options.dataset, options.data_root, options.val_fraction,
+                                   options.data_seed + offset, samples_per_task=options.samples_per_task)
+        if options.protocol == "first-task":
+            if options.protocol_tasks > benchmark.n_tasks:
+                raise RayclError(f"--protocol-tasks {options.protocol_tasks} exceeds the {benchmark.n_tasks} "
+                                 f"tasks of {options.dataset}")
+            benchmark = dataclasses.replace(benchmark, tasks=benchmark.tasks[: options.protocol_tasks])
+        benchmarks.append(benchmark)
+    return benchmarks
+
 
 
 def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
@@ -166,7 +184,8 @@ def run_search(options: SearchOptions):
     """Search, then export; returns the :class:`raycl.tune.export.SearchReport`."""
     options.validate()
     space = prepare_space(options)
-    benchmark = prepare_benchmark(options)
+    benchmarks = prepare_benchmarks(options)
+    benchmark = benchmarks[0]
     experiment = options.experiment_dir
     if options.resume:
         from ray import tune
@@ -182,8 +201,8 @@ def run_search(options: SearchOptions):
 
     final_task = benchmark.n_tasks
     trainable = tune.with_resources(
-        tune.with_parameters(cl_trainable, benchmark=benchmark, method=options.method, seed=options.seed,
-                             threads=max(1, int(options.cpus_per_trial))),
+        tune.with_parameters(cl_trainable, benchmarks=benchmarks, method=options.method,
+                             seeds=trial_seeds(options), threads=max(1, int(options.cpus_per_trial))),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     if options.resume:

@@ -1,0 +1,101 @@
+"""Networks of a population: every parameter stacked on a leading member dimension [P, ...].
+
+Networks made only of linear layers and parameter-free modules (the MLPs) become the same module
+tree with each ``nn.Linear`` replaced by a :class:`StackedLinear`: one batched matrix product
+(``baddbmm``) per layer for all members, inputs shaped [P, batch, features]. Other networks (the
+ResNet with its batch norm) run each member's slice of the stacked tensors through the original
+module with ``torch.func.functional_call``: the same stacked state, without the speed-up.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+
+class StackedLinear(nn.Module):
+    """P linear layers applied to [P, batch, in] at once: weight [P, in, out], bias [P, 1, out].
+
+    The weight is stored transposed from ``nn.Linear``'s layout so that its gradient comes out of
+    the batched product contiguous, which keeps the optimiser's update on the fast path.
+    """
+
+    def __init__(self, layers: list[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach().t() for layer in layers]).contiguous())
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach()[None] for layer in layers]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+def _only_linear(module: nn.Module) -> bool:
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            continue
+        if any(True for _ in sub.parameters(recurse=False)) or any(True for _ in sub.buffers(recurse=False)):
+            return False
+    return True
+
+
+def _stack_linears(template: nn.Module, members: list[nn.Module]) -> nn.Module:
+    stacked = copy.deepcopy(template)
+    names = [name for name, sub in template.named_modules() if isinstance(sub, nn.Linear)]
+    for name in names:
+        layers = [m.get_submodule(name) for m in members]
+        parent_name, _, child = name.rpartition(".")
+        parent = stacked.get_submodule(parent_name) if parent_name else stacked
+        setattr(parent, child, StackedLinear(layers))
+    return stacked
+
+
+class MemberLoop(nn.Module):
+    """Any network as a population: stacked parameters and buffers, each member's slice run through
+    the original module in turn. Only ``forward`` is stacked."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.template = copy.deepcopy(members[0])
+        self._param_names = [name for name, _ in members[0].named_parameters()]
+        self._buffer_names = [name for name, _ in members[0].named_buffers()]
+        self.stacked_params = nn.ParameterList(
+            [nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach() for m in members]))
+             for n in self._param_names])
+        for i, name in enumerate(self._buffer_names):
+            self.register_buffer(f"stacked_buffer_{i}", torch.stack([dict(m.named_buffers())[name] for m in members]))
+
+    def _member_state(self, p: int) -> dict[str, torch.Tensor]:
+        state = {n: t[p] for n, t in zip(self._param_names, self.stacked_params)}
+        for i, name in enumerate(self._buffer_names):
+            state[name] = getattr(self, f"stacked_buffer_{i}")[p]
+        return state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.template.train(self.training)
+        return torch.stack([functional_call(self.template, self._member_state(p), (x[p],))
+                            for p in range(x.shape[0])])
+
+
+def stack_members(members: list[nn.Module]) -> nn.Module:
+    """The population network of ``members`` (identical architectures, own initial weights)."""
+    if _only_linear(members[0]):
+        return _stack_linears(members[0], members)
+    return MemberLoop(members)
+
+
+def select_members(net: nn.Module, keep: torch.Tensor) -> None:
+    """Keep only members ``keep`` in every stacked buffer of ``net`` (parameters are the optimiser's)."""
+    for module in net.modules():
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer is not None and buffer.dim() > 0:
+                setattr(module, name, buffer[keep.to(buffer.device)])
+
+
+def select_frozen(net: nn.Module, keep: torch.Tensor) -> None:
+    """Keep only members ``keep`` in every parameter and buffer of a network no optimiser owns."""
+    for tensor in (*net.parameters(), *net.buffers()):
+        if tensor.dim() > 0:
+            tensor.data = tensor.data[keep.to(tensor.device)]

@@ -1,0 +1,98 @@
+"""SGD and Adam over stacked parameters [P, ...], with one learning rate per member.
+
+The step takes the gradients from ``torch.autograd.grad`` (measured here: a third faster than
+``backward()`` accumulating into ``.grad`` for stacked layers) and updates each stacked
+parameter with its members' learning rates broadcast along the member dimension. Dropping
+members is one row selection of every parameter and moment.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PopulationOptimizer:
+    """Plain SGD (``kind='sgd'``) or Adam (``kind='adam'``, torch's defaults) over stacked parameters."""
+
+    def __init__(self, kind: str, params, lr: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.kind = kind
+        self.params: list[nn.Parameter] = [p for p in params if p.requires_grad]
+        self.betas, self.eps = betas, eps
+        self.steps = 0
+        self._set_lr(lr.detach().clone())
+        if kind == "adam":
+            self.exp_avg = [torch.zeros_like(p) for p in self.params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    def _set_lr(self, lr: torch.Tensor) -> None:
+        self.lr = lr
+        # The rates broadcast against each parameter: [P, 1, ..., 1].
+        self._rates = [lr.to(p)[(slice(None),) + (None,) * (p.dim() - 1)] for p in self.params]
+
+    @property
+    def size(self) -> int:
+        return len(self.lr)
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.params if p.requires_grad]
+
+    def backward(self, loss: torch.Tensor) -> list[torch.Tensor | None]:
+        """Gradients of ``loss`` for every parameter (None for frozen ones and for those the loss
+        does not use, such as a decoder whose loss term is off: they are not updated, as in torch.optim)."""
+        trainable = self.trainable()
+        grads = iter(torch.autograd.grad(loss, trainable, allow_unused=True))
+        return [next(grads) if p.requires_grad else None for p in self.params]
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor | None]) -> None:
+        self.steps += 1
+        if self.kind == "sgd":
+            for p, g, rate in zip(self.params, grads, self._rates):
+                if g is not None:
+                    p.addcmul_(g, rate, value=-1.0)
+            return
+        beta1, beta2 = self.betas
+        bias1 = 1.0 - beta1 ** self.steps
+        bias2_sqrt = (1.0 - beta2 ** self.steps) ** 0.5
+        for i, (p, g, rate) in enumerate(zip(self.params, grads, self._rates)):
+            if g is None:
+                continue
+            m, v = self.exp_avg[i], self.exp_avg_sq[i]
+            m.lerp_(g, 1.0 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
+            p.addcdiv_(m * rate, denom, value=-1.0 / bias1)
+
+    def freeze(self, params) -> None:
+        """Stop updating ``params`` (their gradients are no longer computed either)."""
+        for p in params:
+            p.requires_grad_(False)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members at positions ``keep``: parameters and optimiser state follow."""
+        for p in self.params:
+            p.data = p.data[keep.to(p.device)]
+        if self.kind == "adam":
+            self.exp_avg = [m[keep.to(m.device)] for m in self.exp_avg]
+            self.exp_avg_sq = [v[keep.to(v.device)] for v in self.exp_avg_sq]
+        self._set_lr(self.lr[keep.to(self.lr.device)])
+
+    def state_dict(self) -> dict:
+        """Learning rates, step count, frozen parameters and Adam's moments (the parameters
+        themselves are saved with the network)."""
+        state = {"kind": self.kind, "lr": self.lr, "steps": self.steps,
+                 "frozen": [not p.requires_grad for p in self.params]}
+        if self.kind == "adam":
+            state.update(exp_avg=[m.clone() for m in self.exp_avg], exp_avg_sq=[v.clone() for v in self.exp_avg_sq])
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._set_lr(state["lr"].to(self.lr.device))
+        self.steps = state["steps"]
+        for p, frozen in zip(self.params, state["frozen"]):
+            p.requires_grad_(not frozen)
+        if self.kind == "adam":
+            self.exp_avg = [m.to(p) for m, p in zip(state["exp_avg"], self.params)]
+            self.exp_avg_sq = [v.to(p) for v, p in zip(state["exp_avg_sq"], self.params)]

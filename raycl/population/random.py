@@ -1,0 +1,109 @@
+"""Per-member random streams that a whole population draws from in one call.
+
+Each member owns a torch generator seeded from its seed and a stream id. Numbers are produced
+in blocks (one generator call per member per block) and handed out in slices [P, n]. Every member
+draws the same amount at every call (the population is in lockstep), so a member's numbers depend
+only on its own seed, never on who else is in the population. Blocks are drawn on the CPU and
+then moved, so a run gives the same numbers on any device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Numbers pre-drawn per member: amortises one generator call per member over many small draws.
+_BLOCK = 8192
+
+
+class MemberRandom:
+    """Uniform and normal numbers for P members, each from its own stream."""
+
+    def __init__(self, seeds: list[int], stream: int, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.generators = [torch.Generator().manual_seed(int(s) * 1_000_003 + stream) for s in seeds]
+        self._block = torch.zeros((len(seeds), 0), dtype=torch.float64, device=self.device)
+        self._offset = 0
+        self._helpers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.generators)
+
+    def _refill(self, n: int) -> None:
+        rest = self._block[:, self._offset:]
+        fresh = torch.stack([torch.rand(max(n, _BLOCK), generator=g, dtype=torch.float64)
+                             for g in self.generators]) if self.generators else torch.zeros((0, max(n, _BLOCK)),
+                                                                                             dtype=torch.float64)
+        self._block = torch.cat([rest, fresh.to(self.device)], dim=1)
+        self._offset = 0
+
+    def _take(self, n: int) -> torch.Tensor:
+        if self._offset + n > self._block.shape[1]:
+            self._refill(n)
+        out = self._block[:, self._offset:self._offset + n]
+        self._offset += n
+        return out
+
+    def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """[P, *shape] numbers in [0, 1)."""
+        return self._take(math.prod(shape)).view(self.size, *shape).to(dtype)
+
+    def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """[P, *shape] standard normal numbers (Box-Muller over two uniforms)."""
+        u = self._take(2 * math.prod(shape)).view(self.size, 2, *shape)
+        radius = torch.sqrt(-2.0 * torch.log1p(-u[:, 0]))
+        return (radius * torch.cos(2.0 * math.pi * u[:, 1])).to(dtype)
+
+    def below(self, bound: int | torch.Tensor, *shape: int) -> torch.Tensor:
+        """[P, *shape] integers uniform in [0, bound) (``bound`` broadcast against the shape)."""
+        return (self.uniform(*shape, dtype=torch.float64) * bound).long()
+
+    def permutation(self, n: int) -> torch.Tensor:
+        """A random order of range(n) per member: int64 [P, n]."""
+        return self.uniform(n, dtype=torch.float64).argsort(dim=1)
+
+    def sample_without_replacement(self, n: int, k: int, groups: int | None = None) -> torch.Tensor:
+        """``min(k, n)`` distinct integers of range(n) per member, uniformly: int64 [P, k]; with
+        ``groups``, that many independent such samples at once: [P, groups, k].
+
+        For n well above a small k: the first k distinct values of 3k uniform draws (a uniform
+        k-subset, at 3k numbers instead of n); otherwise the k smallest of n uniform keys. Fewer than k distinct values among 3k draws from n > 4k
+        has a probability below 1e-8 even at k = 10; it then repeats a value rather than fail.
+        """
+        k = min(k, n)
+        g = groups or 1
+        if n <= 4 * k or k > 32:
+            picked = self.uniform(g, n, dtype=torch.float64).topk(k, dim=2).indices
+        else:
+            draws = 3 * k
+            candidates = self._take(g * draws).view(self.size, g, draws).mul(n).long()
+            earlier, position = self._dedup_helpers(draws)
+            repeated = (candidates[..., :, None] == candidates[..., None, :]).logical_and_(earlier).any(-1)
+            first = repeated.mul(draws).add_(position).argsort(dim=-1)[..., :k]
+            picked = candidates.gather(2, first)
+        return picked if groups else picked[:, 0]
+
+    def _dedup_helpers(self, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cached = self._helpers.get(draws)
+        if cached is None:
+            earlier = torch.ones(draws, draws, dtype=torch.bool, device=self.device).tril(-1)
+            cached = self._helpers[draws] = (earlier, torch.arange(draws, device=self.device))
+        return cached
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members at positions ``keep`` (their streams continue unchanged)."""
+        positions = keep.tolist()
+        self.generators = [self.generators[i] for i in positions]
+        self._block = self._block[keep.to(self.device)]
+
+    def state_dict(self) -> dict:
+        return {"generators": [g.get_state() for g in self.generators],
+                "block": self._block[:, self._offset:].cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s)
+        self._block = state["block"].to(self.device)
+        self._offset = 0
