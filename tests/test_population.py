@@ -1,0 +1,202 @@
+"""Populations: members trained in lockstep are exactly the runs they would be alone."""
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raycl.errors import RayclError
+from raycl.methods import METHODS, make_config
+from raycl.train import PopulationRun, run_population
+
+F64 = torch.float64
+
+
+def short(benchmark, n_train=60):
+    """The benchmark with few training examples per task: populations of every method stay quick."""
+    tasks = [dataclasses.replace(t, train_x=t.train_x[:n_train], train_y=t.train_y[:n_train]) for t in benchmark.tasks]
+    return dataclasses.replace(benchmark, tasks=tasks)
+
+
+def configs(method, bench, rows):
+    return [make_config(method, {"n_epochs": 1, **row}, bench.defaults) for row in rows]
+
+
+MIXED = {
+    "derpp": [{"lr": 0.05, "alpha": 0.3, "beta": 0.5, "buffer_size": 50},
+              {"lr": 0.1, "alpha": 1.0, "beta": 0.1, "buffer_size": 50},
+              {"lr": 0.02, "alpha": 0.0, "beta": 1.0, "buffer_size": 50},
+              {"lr": 0.07, "alpha": 0.5, "beta": 0.5, "buffer_size": 50}],
+    "vib": [{"lr": 1e-3, "beta_1": -1e-2, "replay_weight": 0.5, "n_replay": 20},
+            {"lr": 3e-3, "beta_1": 1e-3, "replay_weight": 0.0, "n_replay": 20},
+            {"lr": 5e-4, "beta_1": 0.0, "beta_2": 0.1, "replay_weight": 0.8, "n_replay": 20},
+            {"lr": 2e-3, "beta_1": -1e-3, "replay_weight": 0.3, "n_replay": 20}],
+    "agem": [{"lr": 0.05, "buffer_size": 50}, {"lr": 0.1, "buffer_size": 50},
+             {"lr": 0.02, "buffer_size": 50}, {"lr": 0.07, "buffer_size": 50}],
+}
+
+
+@pytest.mark.parametrize("method", sorted(MIXED))
+def test_a_member_alone_equals_that_member_in_a_population_of_four(method, digits):
+    bench = short(digits, 200)
+    rows = configs(method, bench, MIXED[method])
+    seeds = [3, 4, 5, 6]
+    together = run_population(bench, method, rows, seeds, dtype=F64)
+    for i in (0, 2):
+        alone = run_population(bench, method, [rows[i]], [seeds[i]], dtype=F64)
+        for setting in bench.settings:
+            assert np.array_equal(together.test[setting][i], alone.test[setting][0], equal_nan=True), (i, setting)
+            assert np.array_equal(together.val[setting][i], alone.val[setting][0], equal_nan=True), (i, setting)
+        assert np.array_equal(together.val_loss[i], alone.val_loss[0], equal_nan=True)
+    # Different configurations and seeds really train differently.
+    assert not np.array_equal(together.val_loss[0], together.val_loss[1], equal_nan=True)
+
+
+def test_each_member_gets_its_solo_gradient_and_learning_rate(digits):
+    """One DER++ step of a population equals, member by member, the step of an ordinary network
+    with that member's weights, loss weights and learning rate."""
+    rows = configs("derpp", digits, MIXED["derpp"][:3])
+    population = PopulationRun(digits, "derpp", rows, [0, 1, 2], dtype=F64)
+    method = population.method
+    data = population._inputs(0, "train")
+    for start in range(0, 30, 10):  # fill the buffers a little so the step replays
+        method.observe(*data.gather(torch.arange(start, start + 10).expand(3, -1)), 0)
+    nets = []
+    for p in range(3):
+        layers = [method.net.fc1, method.net.fc2, method.net.classifier]
+        net = torch.nn.Sequential(torch.nn.Linear(64, 100), torch.nn.ReLU(), torch.nn.Linear(100, 100), torch.nn.ReLU(),
+                                  torch.nn.Linear(100, 10)).double()
+        for linear, stacked in zip(net[::2], layers):
+            linear.weight.data.copy_(stacked.weight[p].t())
+            linear.bias.data.copy_(stacked.bias[p, 0])
+        nets.append(net)
+    x, y = data.gather(torch.arange(40, 50).expand(3, -1))
+    # The draws the population will make at this step, replayed for the plain networks.
+    buffer_state = copy.deepcopy(method.buffer.state_dict()), copy.deepcopy(method.buffer.random.state_dict())
+    for_logits, for_labels = method.buffer.sample(10, draws=2)
+    method.buffer.load_state_dict(buffer_state[0])
+    method.buffer.random.load_state_dict(buffer_state[1])
+    method.observe(x, y, 0)
+    for p, (net, row) in enumerate(zip(nets, rows)):
+        out = net(torch.cat([x[p], for_logits.x[p], for_labels.x[p]]))
+        loss = (F.cross_entropy(out[:10], y[p]) + row.alpha * F.mse_loss(out[10:20], for_logits.logits[p])
+                + row.beta * F.cross_entropy(out[20:], for_labels.y[p]))
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+        expected = [w.detach() - row.lr * g for w, g in zip(net.parameters(), grads)]
+        assert torch.allclose(method.net.fc1.weight[p].t(), expected[0], atol=1e-12, rtol=0)
+        assert torch.allclose(method.net.classifier.bias[p, 0], expected[5], atol=1e-12, rtol=0)
+
+
+def test_a_diverging_member_is_dropped_and_the_others_are_untouched(digits):
+    bench = short(digits, 200)
+    rows = configs("er", bench, [{"lr": 0.05, "buffer_size": 50}, {"lr": 1e30, "buffer_size": 50},
+                                 {"lr": 0.1, "buffer_size": 50}])
+    population = PopulationRun(bench, "er", rows, [0, 1, 2])
+    reports = list(population)
+    assert population.alive == [0, 2] and list(population.diverged) == [1]
+    assert 1 in reports[0].diverged and "diverged" in reports[0].diverged[1]
+    assert reports[-1].members == [0, 2]
+    assert population.method.size == 2 and population.method.buffer.examples.shape[0] == 2
+    assert np.isnan(population.test["class_il"][1, -1]).all()
+    for i in (0, 2):
+        alone = run_population(bench, "er", [rows[i]], [i])
+        assert np.array_equal(population.test["class_il"][i], alone.test["class_il"][0], equal_nan=True)
+
+
+@pytest.mark.parametrize("method", ["derpp", "vib", "gem"])
+def test_a_population_resumes_mid_stream_with_the_same_numbers(method, digits):
+    bench = short(digits, 100)
+    rows = {"derpp": [{"lr": 0.05, "buffer_size": 30}, {"lr": 1e30, "buffer_size": 30}, {"lr": 0.1, "buffer_size": 30}],
+            "vib": [{"lr": 1e-3, "replay_mode": "generative", "beta_1": -0.1}, {"lr": 1e3, "beta_1": -0.1,
+                                                                                "replay_mode": "generative"},
+                    {"lr": 3e-3, "replay_mode": "generative", "beta_1": -0.1}],
+            "gem": [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.02}]}[method]
+    population_configs = configs(method, bench, rows)
+    whole = run_population(bench, method, population_configs, [0, 1, 2])
+    first = PopulationRun(bench, method, population_configs, [0, 1, 2])
+    first.run_task()
+    first.run_task()
+    second = PopulationRun(bench, method, population_configs, [0, 1, 2])
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    assert second.alive == first.alive
+    for _ in second:
+        pass
+    assert second.alive == whole.alive and set(second.diverged) == set(whole.diverged)
+    for setting in bench.settings:
+        assert np.array_equal(whole.test[setting], second.test[setting], equal_nan=True), setting
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_a_population_of_two(method, digits):
+    bench = short(digits)
+    from raycl.hparams import param_specs
+    from raycl.methods import get_method
+
+    declared = param_specs(get_method(method).Config)
+    values = {"n_epochs": 1, **({"buffer_size": 20} if "buffer_size" in declared else {})}
+    config = make_config(method, values, bench.defaults)
+    population = run_population(bench, method, config, [0, 1])
+    assert population.alive == [0, 1]
+    results = [population.result(m) for m in (0, 1)]
+    assert [r.seed for r in results] == [0, 1]
+    for r in results:
+        assert np.isfinite(r.test["class_il"][-1]).all()
+    assert not np.array_equal(results[0].test["class_il"], results[1].test["class_il"])
+
+
+def test_members_on_different_data_seeds_share_nothing_but_the_benchmark_name(digits):
+    from raycl.data import load_benchmark
+
+    other = load_benchmark("seq-digits", seed=7)
+    config = make_config("sgd", {"n_epochs": 1}, digits.defaults)
+    together = run_population([digits, other], "sgd", config, [0, 1], member_data=[0, 1], dtype=F64)
+    alone = run_population([other], "sgd", config, [1], dtype=F64)
+    assert np.array_equal(together.val["class_il"][1], alone.val["class_il"][0], equal_nan=True)
+
+
+def test_structural_hyperparameters_must_be_shared(digits):
+    rows = [make_config("derpp", {"buffer_size": 50}), make_config("derpp", {"buffer_size": 60})]
+    with pytest.raises(RayclError, match="must share 'buffer_size'.*per-member hyperparameters: lr, alpha, beta"):
+        PopulationRun(digits, "derpp", rows, [0, 1])
+
+
+def test_population_optimiser_matches_torch_adam_per_member():
+    from raycl.models import MLP
+    from raycl.population.nets import stack_members
+    from raycl.population.optim import PopulationOptimizer
+
+    torch.manual_seed(0)
+    solos = [MLP(20, 5, hidden=8).double() for _ in range(2)]
+    stacked = stack_members(copy.deepcopy(solos))
+    rates = torch.tensor([1e-2, 3e-3], dtype=F64)
+    population_opt = PopulationOptimizer("adam", stacked.parameters(), rates)
+    torch_opts = [torch.optim.Adam(s.parameters(), lr=float(r)) for s, r in zip(solos, rates)]
+    for _ in range(5):
+        x, y = torch.randn(2, 6, 20, dtype=F64), torch.randint(0, 5, (2, 6))
+        logits = stacked(x)
+        losses = torch.stack([F.cross_entropy(logits[p], y[p]) for p in range(2)])
+        population_opt.step(population_opt.backward(losses.sum()))
+        for p, (solo, opt) in enumerate(zip(solos, torch_opts)):
+            opt.zero_grad()
+            F.cross_entropy(solo(x[p]), y[p]).backward()
+            opt.step()
+    for p, solo in enumerate(solos):
+        assert torch.allclose(stacked.fc1.weight[p].t(), solo.fc1.weight, atol=1e-10)
+        assert torch.allclose(stacked.classifier.bias[p, 0], solo.classifier.bias, atol=1e-10)
+
+
+@pytest.mark.mnist
+def test_rotations_are_pixel_maps_of_one_stored_copy(mnist_data_root):
+    from raycl.data import load_benchmark
+    from raycl.data.mnist import load_mnist, rotate
+
+    rot = load_benchmark("rot-mnist", mnist_data_root, val_fraction=0.0, seed=3)
+    images = load_mnist(mnist_data_root)["test_x"][:100]
+    rng = np.random.default_rng(3)
+    angles = [float(rng.uniform(0.0, 180.0)) for _ in range(20)]
+    for task in (0, 7, 19):
+        assert np.array_equal(rot.tasks[task].inputs("test")[:100], rotate(images, angles[task]))
+    assert all(t.train_x is rot.tasks[0].train_x for t in rot.tasks)
