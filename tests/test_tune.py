@@ -136,6 +136,30 @@ def test_search_exports_best_args_and_one_parquet_row_per_trial(tmp_path, ray_cl
     assert f"lr={entry['config']['lr']}" in proc.stderr
 
 
+def test_trial_seeds_train_every_configuration_on_several_seeds(tmp_path, ray_cluster):
+    import math
+
+    report = search(tmp_path, method="er", samples=3, buffer_size=50, trial_seeds=2, name="seeds",
+                    protocol="end-of-training")
+    rows = pq.read_table(report.parquet_path).to_pylist()
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+    for r in rows:
+        per_seed = [r["objective_seed0"], r["objective_seed1"]]
+        assert r["objective"] == pytest.approx(sum(per_seed) / 2)
+        assert r["objective_std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)
+        assert per_seed[0] != per_seed[1] and not math.isnan(r["objective_std"])
+    data = yaml.safe_load(Path(tmp_path / "best.yaml").read_text())
+    provenance = data["seq-digits"]["er"][50]["provenance"]
+    assert provenance["trial_seeds"] == 2 and provenance["trial_data_seeds"] == "vary"
+
+    # A seed that diverges makes its configuration's trial diverged; the search goes on.
+    space = space_file(tmp_path, "sgd", {"lr": {"choice": [0.1, 1.0e30]}})
+    report = search(tmp_path, method="sgd", samples=4, space_path=space, trial_seeds=2, name="nan-seeds",
+                    protocol="end-of-training")
+    assert {t.config["lr"] for t in report.trials if t.status == "diverged"} == {1.0e30}
+    assert report.best.config["lr"] == 0.1
+
+
 def test_asha_stops_clear_losers_and_tells_optuna_pruned(tmp_path, ray_cluster):
     import optuna
 
