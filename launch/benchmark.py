@@ -6,11 +6,18 @@ Each run uses one torch thread unless --threads says otherwise.
     python launch/benchmark.py --data-root ../shared/data
     python launch/benchmark.py --runs seq-mnist-derpp-500 --repeat 3
     python launch/benchmark.py --runs --search 64     # only the search figures
+    python launch/benchmark.py --runs --population 1 2 4 8 16
+
+--population P ... runs `train.py --seeds P` for seq-mnist DER++ 500 (DER paper arguments) for each
+P, once as one population and once with --one-at-a-time (the seeds as separate runs in one
+process), and prints whole-process wall time, peak RSS, the cost per member and the mean test
+accuracy, with the ratios to P = 1 measured in the same invocation.
 
 --search N also runs `launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500
---samples N` and prints its wall time, the peak memory of the whole process tree (sum of
-proportional set sizes, so the object store's shared pages count once), how many trials ASHA
-stopped, the fraction of task-trainings run, and the winner's test accuracy over 3 seeds.
+--samples N` (for each --trial-seeds S given, default 1) and prints its wall time, the peak memory
+of the whole process tree (sum of proportional set sizes, so the object store's shared pages count
+once), how many trials ASHA stopped, the fraction of task-trainings run, and the winner's test
+accuracy over seeds 0-4 retrained on all the training data.
 """
 
 from __future__ import annotations
@@ -59,7 +66,26 @@ def measure(name: str, args: list[str], data_root: str | None, threads: int, see
         doc = json.loads(out.read_text())
     setting = next(iter(doc["test"]))
     return {"run": name, "wall_s": wall, "train_s": doc["train_s"][0], "peak_rss_gb": usage.ru_maxrss / 2**20,
-            "setting": setting, "test_acc": doc["test"][setting]["mean"]}
+            "setting": setting, "test_acc": doc["test"][setting]["mean"], "test_std": doc["test"][setting]["std"],
+            "per_seed": doc["test"][setting]["per_seed"]}
+
+
+def measure_population(sizes: list[int], data_root: str | None, threads: int, device: str | None) -> None:
+    """train.py --seeds P for seq-mnist DER++ 500, as one population and one seed at a time."""
+    header = (f"{'P':>4} {'mode':>12} {'wall s':>8} {'per member s':>13} {'x wall P=1':>11} {'peak RSS GB':>12} "
+              f"{'test acc':>15}")
+    print(header)
+    print("-" * len(header))
+    base: dict[str, float] = {}
+    args = RUNS["seq-mnist-derpp-500"] + (["--device", device] if device else [])
+    for size in sizes:
+        for mode, extra in (("population", []), ("one at a time", ["--one-at-a-time"])):
+            if size == 1 and extra:
+                continue  # one seed is one run either way
+            r = measure(f"P={size}", [*args, "--seeds", str(size), *extra], data_root, threads, 0)
+            base.setdefault("wall", r["wall_s"])
+            print(f"{size:>4} {mode:>12} {r['wall_s']:8.2f} {r['wall_s'] / size:13.2f} {r['wall_s'] / base['wall']:11.2f} "
+                  f"{r['peak_rss_gb']:12.3f} {r['test_acc']:7.2f} ± {r['test_std']:.2f}", flush=True)
 
 
 def tree_pss_gb(root_pid: int) -> float:
@@ -86,14 +112,15 @@ def tree_pss_gb(root_pid: int) -> float:
     return total_kb / 2**20
 
 
-def measure_search(samples: int, data_root: str | None) -> None:
+def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, method: str = "derpp",
+                   dataset: str = "seq-mnist", extra: tuple[str, ...] = ()) -> None:
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as folder:
         best = Path(folder) / "best.yaml"
-        cmd = [sys.executable, str(TRAIN.parent / "tune.py"), "--method", "derpp", "--dataset", "seq-mnist",
+        cmd = [sys.executable, str(TRAIN.parent / "tune.py"), "--method", method, "--dataset", dataset,
                "--buffer-size", "500", "--samples", str(samples), "--storage-path", folder, "--name", "bench",
-               "--best-args", str(best), "--verbose", "0"]
+               "--best-args", str(best), "--verbose", "0", "--trial-seeds", str(trial_seeds), *extra]
         if data_root:
             cmd += ["--data-root", data_root]
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
@@ -109,22 +136,28 @@ def measure_search(samples: int, data_root: str | None) -> None:
             raise SystemExit(f"search failed:\n{output[-3000:]}")
         rows = pq.read_table(Path(folder) / "bench" / "trials.parquet").to_pylist()
         stopped = sum(r["status"] == "pruned" for r in rows)
-        fraction = sum(r["tasks_trained"] for r in rows) / (len(rows) * 5)
+        n_tasks = max(r["tasks_trained"] for r in rows)
+        fraction = sum(r["tasks_trained"] for r in rows) / (len(rows) * n_tasks)
+        best_row = max((r for r in rows if r["status"] == "completed"), key=lambda r: r["objective"])
         out = Path(folder) / "final.json"
-        final = subprocess.run([sys.executable, str(TRAIN), "--method", "derpp", "--load-best-args", str(best),
-                                "--seeds", "3", "--threads", "1", "--json", str(out),
+        final = subprocess.run([sys.executable, str(TRAIN), "--method", method, "--dataset", dataset,
+                                "--load-best-args", str(best), "--seeds", "5", "--val-fraction", "0",
+                                "--threads", "1", "--json", str(out),
                                 *(["--data-root", data_root] if data_root else [])],
                                capture_output=True, text=True)
         if final.returncode != 0:
             raise SystemExit(f"final evaluation failed:\n{final.stderr[-3000:]}")
-        test = json.loads(out.read_text())["test"]["class_il"]
-        config = json.loads(out.read_text())["config"]
-    print(f"\nsearch seq-mnist derpp 500, {samples} samples: wall {wall:.1f} s, peak PSS of the process tree "
-          f"{peak:.2f} GB, {stopped}/{len(rows)} trials stopped by ASHA, task-trainings run "
-          f"{fraction:.3f} of samples x tasks")
+        doc = json.loads(out.read_text())
+        setting = next(iter(doc["test"]))
+        test, config = doc["test"][setting], doc["config"]
+    print(f"\nsearch {dataset} {method} 500, {samples} samples, --trial-seeds {trial_seeds}: wall {wall:.1f} s, "
+          f"peak PSS of the process tree {peak:.2f} GB, {stopped}/{len(rows)} trials stopped by ASHA, "
+          f"task-trainings run {fraction:.3f} of samples x tasks")
     print(f"best config {config}")
-    print(f"best config test Class-IL over 3 seeds: {test['mean']:.2f} ± {test['std']:.2f} "
-          f"(per seed {', '.join(f'{v:.2f}' for v in test['per_seed'])})")
+    print(f"winner's validation objective {best_row['objective']:.2f}"
+          + (f" ± {best_row['objective_std']:.2f} over its {trial_seeds} seeds" if trial_seeds > 1 else ""))
+    print(f"best config test {setting} over seeds 0-4, all training data: {test['mean']:.2f} ± {test['std']:.2f} "
+          f"(per seed {', '.join(f'{v:.2f}' for v in test['per_seed'])})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,14 +166,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="which runs (default: all; none with --search)")
     parser.add_argument("--search", type=int, default=0, metavar="N",
                         help="also measure a seq-mnist DER++ 500 search of N samples (default: skip)")
+    parser.add_argument("--trial-seeds", type=int, nargs="+", default=[1], metavar="S",
+                        help="run the --search once for each of these --trial-seeds (default 1)")
     parser.add_argument("--data-root", default=None, help="folder holding MNIST/raw (default $RAYCL_DATA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--repeat", type=int, default=1, help="repeat each run, seeds 0..N-1 (default 1)")
+    parser.add_argument("--population", type=int, nargs="*", default=None, metavar="P",
+                        help="measure seq-mnist DER++ 500 with --seeds P for each P (e.g. 1 2 4 8 16)")
+    parser.add_argument("--device", default=None, help="torch device of the --population runs (default cpu)")
     args = parser.parse_args(argv)
     if args.runs:
         measure_runs(args)
+    if args.population:
+        measure_population(args.population, args.data_root, args.threads, args.device)
     if args.search:
-        measure_search(args.search, args.data_root)
+        for trial_seeds in args.trial_seeds:
+            measure_search(args.search, args.data_root, trial_seeds)
     return 0
 
 
