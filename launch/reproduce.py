@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="configurations each row's search tries (default 8)")
     p.add_argument("--seeds", type=int, default=3,
                    help="seeds the winner is retrained and tested on (default 3)")
+    p.add_argument("--trial-seeds", type=int, default=1, metavar="S",
+                   help="train every configuration of a row's search on S seeds at once and rank by their mean "
+                        "(default 1)")
     p.add_argument("--out", default="reproduction",
                    help="folder for results.json, reproduction.md, best_args/ and experiments/ "
                         "(default ./reproduction)")
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     options = ReproduceOptions(
         out=args.out, rows=args.rows, paper=args.paper, samples=args.samples, seeds=args.seeds,
+        trial_seeds=args.trial_seeds,
         resume=args.resume, paper_start=args.paper_start, search_seed=args.search_seed, data_root=args.data_root,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
         verbose=args.verbose,

@@ -58,7 +58,9 @@ class MemberLoop(nn.Module):
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
-        self.template = copy.deepcopy(members[0])
+        # Not a registered submodule: its own tensors are never used (every call passes a member's
+        # slices), so they stay out of parameters(), state_dict() and the optimiser.
+        self._template = [copy.deepcopy(members[0]).requires_grad_(False)]
         self._param_names = [name for name, _ in members[0].named_parameters()]
         self._buffer_names = [name for name, _ in members[0].named_buffers()]
         self.stacked_params = nn.ParameterList(
@@ -74,9 +76,8 @@ class MemberLoop(nn.Module):
         return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.template.train(self.training)
-        return torch.stack([functional_call(self.template, self._member_state(p), (x[p],))
-                            for p in range(x.shape[0])])
+        template = self._template[0].train(self.training)
+        return torch.stack([functional_call(template, self._member_state(p), (x[p],)) for p in range(x.shape[0])])
 
 
 def stack_members(members: list[nn.Module]) -> nn.Module:

@@ -127,6 +127,7 @@ class ReproduceOptions:
     paper: str | None = None
     samples: int = 8
     seeds: int = 3
+    trial_seeds: int = 1
     resume: bool = False
     paper_start: bool = True
     search_seed: int = 0
@@ -175,6 +176,7 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
         cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial, address=options.address,
         storage_path=str(out / "experiments"), name=experiment_name(row),
         best_args=str(out / "best_args" / f"{row.dataset}.yaml"), final_eval_seeds=options.seeds,
+        trial_seeds=options.trial_seeds,
         final_eval_vary_data=True, final_eval_val_fraction=0.0, data_root=options.data_root,
         verbose=options.verbose,
     )
@@ -212,8 +214,9 @@ def _same_config(config: dict, args: dict) -> bool:
 
 def reproduce(options: ReproduceOptions, progress=print) -> tuple[dict, str]:
     """Run the chosen rows (skipping finished ones with ``resume``); returns (results, Markdown table)."""
-    if options.samples < 1 or options.seeds < 1:
-        raise RayclError(f"--samples and --seeds must be at least 1, got {options.samples} and {options.seeds}")
+    if options.samples < 1 or options.seeds < 1 or options.trial_seeds < 1:
+        raise RayclError(f"--samples, --seeds and --trial-seeds must be at least 1, got {options.samples}, "
+                         f"{options.seeds} and {options.trial_seeds}")
     table = load_paper_table(options.paper)
     rows = table.select(options.rows)
     out = Path(options.out).expanduser().resolve()
