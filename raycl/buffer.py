@@ -146,7 +146,15 @@ class PopulationReservoir:
             self._sample_next += 1
         if draws == 1:
             return self.gather(idx[:, 0])
-        return [self.gather(idx[:, g]) for g in range(draws)]
+        # One gather for every draw, then views of it per draw.
+        k = idx.shape[2]
+        together = self.gather(idx.flatten(1))
+
+        def part(t, g):
+            return None if t is None else t[:, g * k:(g + 1) * k]
+
+        return [BufferSample(x=part(together.x, g), y=part(together.y, g), logits=part(together.logits, g),
+                             task=part(together.task, g)) for g in range(draws)]
 
     def gather(self, idx: torch.Tensor) -> BufferSample:
         """The stored examples at slots ``idx`` [P, k] of each member."""
