@@ -136,10 +136,15 @@ def structural_names(config_cls: type) -> list[str]:
     return [name for name, spec in param_specs(config_cls).items() if not spec.per_member]
 
 
-def check_population(configs: list, owner: str) -> None:
-    """Raise RayclError if the configs of one population differ in a structural hyperparameter."""
+# What every population shares whatever the method: its members step in lockstep.
+SCHEDULE = ("batch_size", "n_epochs")
+
+
+def check_population(configs: list, owner: str, shared: list[str] | None = None) -> None:
+    """Raise RayclError if the configs of one population differ in a hyperparameter they must
+    share: ``shared``, by default every structural one."""
     first = configs[0]
-    for name in structural_names(type(first)):
+    for name in structural_names(type(first)) if shared is None else shared:
         values = {repr(getattr(c, name)) for c in configs}
         if len(values) > 1:
             raise RayclError(f"members of one {owner} population must share {name!r} (it shapes tensors or the "

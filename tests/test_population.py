@@ -161,6 +161,14 @@ def test_structural_hyperparameters_must_be_shared(digits):
     rows = [make_config("derpp", {"buffer_size": 50}), make_config("derpp", {"buffer_size": 60})]
     with pytest.raises(RayclError, match="must share 'buffer_size'.*per-member hyperparameters: lr, alpha, beta"):
         PopulationRun(digits, "derpp", rows, [0, 1])
+    # Methods run member by member only share the step schedule.
+    bench = short(digits)
+    population = run_population(bench, "agem", [make_config("agem", {"buffer_size": 20, "n_epochs": 1}),
+                                                make_config("agem", {"buffer_size": 40, "n_epochs": 1})], [0, 1])
+    assert [m.config.buffer_size for m in population.method.members] == [20, 40]
+    with pytest.raises(RayclError, match="must share 'n_epochs'"):
+        PopulationRun(digits, "agem", [make_config("agem", {"n_epochs": 1}), make_config("agem", {"n_epochs": 2})],
+                      [0, 1])
 
 
 def test_population_optimiser_matches_torch_adam_per_member():

@@ -20,7 +20,7 @@ from raycl.augment import crop_flip, random_crop_flip
 from raycl.buffer import BUFFER_STREAM, PopulationReservoir, ReservoirBuffer
 from raycl.data import Benchmark
 from raycl.errors import RayclError
-from raycl.hparams import check_population, hp, param_specs
+from raycl.hparams import SCHEDULE, check_population, hp, param_specs
 from raycl.models import build_model
 from raycl.optim import make_optimizer
 from raycl.population.nets import select_members, stack_members
@@ -286,14 +286,18 @@ class ReplayPopulationMethod(PopulationMethod):
 
 
 class MemberwiseMethod(PopulationMethod):
-    """A population of a method without a vectorised form: one solo method per member, run in turn."""
+    """A population of a method without a vectorised form: one solo method per member, run in turn.
+
+    Each member has its own network, so members may differ in every hyperparameter but the step
+    schedule (batch size and epochs) that keeps them in lockstep.
+    """
 
     solo: ClassVar[type]
     vectorised: ClassVar[bool] = False
 
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
-        check_population(configs, repr(self.name))
+        check_population(configs, repr(self.name), shared=list(SCHEDULE))
         self.configs, self.config, self.seeds = list(configs), configs[0], list(seeds)
         self.benchmark, self.device, self.dtype, self.n_tasks = benchmark, device, dtype, benchmark.n_tasks
         # Each member sees its own benchmark (its data seed's split, permutations or angles).
