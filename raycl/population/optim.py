@@ -48,22 +48,26 @@ class PopulationOptimizer:
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor | None]) -> None:
         self.steps += 1
+        # Multi-tensor (foreach) calls: a handful of dispatches per step whatever the parameter count.
+        live = [i for i, g in enumerate(grads) if g is not None]
+        params = [self.params[i] for i in live]
+        grads = [grads[i] for i in live]
+        rates = [self._rates[i] for i in live]
         if self.kind == "sgd":
-            for p, g, rate in zip(self.params, grads, self._rates):
-                if g is not None:
-                    p.addcmul_(g, rate, value=-1.0)
+            torch._foreach_addcmul_(params, grads, rates, value=-1.0)
             return
         beta1, beta2 = self.betas
         bias1 = 1.0 - beta1 ** self.steps
         bias2_sqrt = (1.0 - beta2 ** self.steps) ** 0.5
-        for i, (p, g, rate) in enumerate(zip(self.params, grads, self._rates)):
-            if g is None:
-                continue
-            m, v = self.exp_avg[i], self.exp_avg_sq[i]
-            m.lerp_(g, 1.0 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-            denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-            p.addcdiv_(m * rate, denom, value=-1.0 / bias1)
+        exp_avg = [self.exp_avg[i] for i in live]
+        exp_avg_sq = [self.exp_avg_sq[i] for i in live]
+        torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, bias2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, torch._foreach_mul(exp_avg, rates), denom, value=-1.0 / bias1)
 
     def freeze(self, params) -> None:
         """Stop updating ``params`` (their gradients are no longer computed either)."""
