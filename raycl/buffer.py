@@ -245,9 +245,6 @@ class ReservoirBuffer:
         self.reservoir.add(x[None], y[None], None if logits is None else logits[None],
                            task[None] if isinstance(task, torch.Tensor) else task)
 
-    def sample_indices(self, size: int) -> torch.Tensor:
-        return self.random.sample_without_replacement(len(self), size)[0].to(self.reservoir.device)
-
     def sample(self, size: int) -> BufferSample:
         return _first(self.reservoir.sample(size))
 

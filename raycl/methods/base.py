@@ -173,7 +173,6 @@ class PopulationMethod:
 
     name: ClassVar[str]
     Config: ClassVar[type] = TrainConfig
-    vectorised: ClassVar[bool] = True
 
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
@@ -184,7 +183,6 @@ class PopulationMethod:
         self.benchmark = benchmark
         self.device = device
         self.dtype = dtype
-        self.n_tasks = benchmark.n_tasks
         self.random = MemberRandom(seeds, METHOD_STREAM, device)
         self._rates = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=dtype, device=device)
                        for name, spec in param_specs(type(self.config)).items()
@@ -293,13 +291,12 @@ class MemberwiseMethod(PopulationMethod):
     """
 
     solo: ClassVar[type]
-    vectorised: ClassVar[bool] = False
 
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
         check_population(configs, repr(self.name), shared=list(SCHEDULE))
         self.configs, self.config, self.seeds = list(configs), configs[0], list(seeds)
-        self.benchmark, self.device, self.dtype, self.n_tasks = benchmark, device, dtype, benchmark.n_tasks
+        self.benchmark, self.device, self.dtype = benchmark, device, dtype
         # Each member sees its own benchmark (its data seed's split, permutations or angles).
         own = member_benchmarks or [benchmark] * len(seeds)
         self.members, self.rng_states = [], []
