@@ -241,8 +241,8 @@ class PopulationMethod:
         positions = keep.tolist()
         self.configs = [self.configs[i] for i in positions]
         self.seeds = [self.seeds[i] for i in positions]
-        self.opt.select(keep)
         select_members(self.net, keep)
+        self.opt.select(keep)
         self.random.select(keep)
         self._rates = {k: v[keep.to(v.device)] for k, v in self._rates.items()}
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from raycl.hparams import hp
 from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
-from raycl.population.nets import select_frozen
+from raycl.population.nets import select_members
 
 
 @dataclasses.dataclass
@@ -179,7 +179,7 @@ class Vib(PopulationMethod):
         index = keep.to(self.device)
         self.replay_x, self.replay_targets = self.replay_x[index], self.replay_targets[index]
         if self.previous is not None:
-            select_frozen(self.previous, keep)
+            select_members(self.previous, keep)
 
     # ----- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict:

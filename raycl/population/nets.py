@@ -88,15 +88,8 @@ def stack_members(members: list[nn.Module]) -> nn.Module:
 
 
 def select_members(net: nn.Module, keep: torch.Tensor) -> None:
-    """Keep only members ``keep`` in every stacked buffer of ``net`` (parameters are the optimiser's)."""
-    for module in net.modules():
-        for name, buffer in list(module.named_buffers(recurse=False)):
-            if buffer is not None and buffer.dim() > 0:
-                setattr(module, name, buffer[keep.to(buffer.device)])
-
-
-def select_frozen(net: nn.Module, keep: torch.Tensor) -> None:
-    """Keep only members ``keep`` in every parameter and buffer of a network no optimiser owns."""
+    """Keep only members ``keep`` in every stacked parameter and buffer of ``net`` (a population
+    network, trained or frozen; an optimiser selects its own state)."""
     for tensor in (*net.parameters(), *net.buffers()):
         if tensor.dim() > 0:
             tensor.data = tensor.data[keep.to(tensor.device)]

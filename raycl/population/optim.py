@@ -3,7 +3,8 @@
 The step takes the gradients from ``torch.autograd.grad`` (measured here: a third faster than
 ``backward()`` accumulating into ``.grad`` for stacked layers) and updates each stacked
 parameter with its members' learning rates broadcast along the member dimension. Dropping
-members is one row selection of every parameter and moment.
+members is one row selection of the learning rates and moments (the parameters are selected
+with their network).
 """
 
 from __future__ import annotations
@@ -75,9 +76,8 @@ class PopulationOptimizer:
             p.requires_grad_(False)
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only the members at positions ``keep``: parameters and optimiser state follow."""
-        for p in self.params:
-            p.data = p.data[keep.to(p.device)]
+        """Keep only the members at positions ``keep`` in the learning rates and moments (the
+        parameters are selected with their network, :func:`raycl.population.nets.select_members`)."""
         if self.kind == "adam":
             self.exp_avg = [m[keep.to(m.device)] for m in self.exp_avg]
             self.exp_avg_sq = [v[keep.to(v.device)] for v in self.exp_avg_sq]
