@@ -174,7 +174,8 @@ class PopulationReservoir:
                             logits=None if logits is None else logits[:, :n], task=self.tasks[:, :n])
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only the members at positions ``keep`` (the random streams are selected by their owner)."""
+        """Keep only the members at positions ``keep``, with their random streams."""
+        self.random.select(keep)
         keep = keep.to(self.device)
 
         def rows(flat):
@@ -191,7 +192,8 @@ class PopulationReservoir:
     def state_dict(self) -> dict:
         return {"examples": self._examples, "labels": self._labels, "logits": self._logits, "tasks": self._tasks,
                 "seen": self.seen, "slot_plan": (self._slot_plan, self._slot_plan_start, self._slot_next),
-                "sample_plan": (self._sample_plan, self._sample_key, self._sample_next)}
+                "sample_plan": (self._sample_plan, self._sample_key, self._sample_next),
+                "random": self.random.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self._examples.copy_(state["examples"])
@@ -202,6 +204,7 @@ class PopulationReservoir:
         self.seen = state["seen"]
         self._slot_plan, self._slot_plan_start, self._slot_next = state["slot_plan"]
         self._sample_plan, self._sample_key, self._sample_next = state["sample_plan"]
+        self.random.load_state_dict(state["random"])
 
 
 class ReservoirBuffer:
@@ -252,11 +255,10 @@ class ReservoirBuffer:
         return _first(self.reservoir.all())
 
     def state_dict(self) -> dict:
-        return {**self.reservoir.state_dict(), "random": self.random.state_dict()}
+        return self.reservoir.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.reservoir.load_state_dict(state)
-        self.random.load_state_dict(state["random"])
 
 
 def _first(sample: BufferSample) -> BufferSample:

@@ -75,10 +75,9 @@ def test_each_member_gets_its_solo_gradient_and_learning_rate(digits):
         nets.append(net)
     x, y = data.gather(torch.arange(40, 50).expand(3, -1))
     # The draws the population will make at this step, replayed for the plain networks.
-    buffer_state = copy.deepcopy(method.buffer.state_dict()), copy.deepcopy(method.buffer.random.state_dict())
+    buffer_state = copy.deepcopy(method.buffer.state_dict())
     for_logits, for_labels = method.buffer.sample(10, draws=2)
-    method.buffer.load_state_dict(buffer_state[0])
-    method.buffer.random.load_state_dict(buffer_state[1])
+    method.buffer.load_state_dict(buffer_state)
     method.observe(x, y, 0)
     for p, (net, row) in enumerate(zip(nets, rows)):
         out = net(torch.cat([x[p], for_logits.x[p], for_labels.x[p]]))

@@ -271,16 +271,13 @@ class ReplayPopulationMethod(PopulationMethod):
     def select(self, keep: torch.Tensor) -> None:
         super().select(keep)
         self.buffer.select(keep)
-        self.buffer.random.select(keep)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict(),
-                "buffer_random": self.buffer.random.state_dict()}
+        return {**super().state_dict(), "buffer": self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.buffer.load_state_dict(state["buffer"])
-        self.buffer.random.load_state_dict(state["buffer_random"])
 
 
 class MemberwiseMethod(PopulationMethod):
