@@ -141,12 +141,12 @@ class ReplayMethod(ContinualMethod):
         self.buffer.load_state_dict(state["buffer"])
 
 
-def member_init(seed: int, build):
-    """``build()`` under the global torch seed ``seed``: a member's initial weights depend on its
-    seed alone, as a solo run's do."""
+def member_init(seed: int, build) -> tuple[Any, torch.Tensor]:
+    """``build()`` under the global torch seed ``seed``, and the global random state it left: a
+    member's initial weights depend on its seed alone, as a solo run's do."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build()
+        return build(), torch.get_rng_state()
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -187,7 +187,7 @@ class PopulationMethod:
         self._rates = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=dtype, device=device)
                        for name, spec in param_specs(type(self.config)).items()
                        if spec.per_member and spec.type in (float, int)}
-        self.net = stack_members([member_init(seed, self.build_member_net) for seed in seeds]).to(device, dtype)
+        self.net = stack_members([member_init(seed, self.build_member_net)[0] for seed in seeds]).to(device, dtype)
         self.opt = self.make_optimizer(self.net.parameters())
 
     @property
@@ -296,12 +296,10 @@ class MemberwiseMethod(PopulationMethod):
         self.benchmark, self.device, self.dtype = benchmark, device, dtype
         # Each member sees its own benchmark (its data seed's split, permutations or angles).
         own = member_benchmarks or [benchmark] * len(seeds)
-        self.members, self.rng_states = [], []
-        for c, s, b in zip(configs, seeds, own):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(s)
-                self.members.append(self.solo(c, build_model(b), b, device, s))
-                self.rng_states.append(torch.get_rng_state())
+        built = [member_init(s, lambda c=c, s=s, b=b: self.solo(c, build_model(b), b, device, s))
+                 for c, s, b in zip(configs, seeds, own)]
+        self.members = [member for member, _ in built]
+        self.rng_states = [state for _, state in built]
 
     def _each(self, call) -> list:
         """``call(position, member)`` for every member, each under its own global torch random
