@@ -15,6 +15,13 @@ from raycl.errors import RayclError
 SETTINGS = ("class_il", "task_il", "domain_il")
 
 
+def apply_pixel_map(images: np.ndarray, pixel_map: np.ndarray) -> np.ndarray:
+    """Flat images [N, D] read through ``pixel_map`` (indices into each image padded with one zero
+    pixel, index D): one gather for the whole batch."""
+    padded = np.concatenate([images, np.zeros((len(images), 1), dtype=images.dtype)], axis=1)
+    return np.take(padded, pixel_map, axis=1)
+
+
 @dataclasses.dataclass
 class Task:
     """One task of a stream. Inputs are uint8 arrays, labels int64 arrays.
@@ -40,10 +47,7 @@ class Task:
     def inputs(self, split: str) -> np.ndarray:
         """The inputs of ``split`` ("train", "val" or "test") as the task presents them."""
         x = getattr(self, f"{split}_x")
-        if self.pixel_map is None:
-            return x
-        padded = np.concatenate([x, np.zeros((len(x), 1), dtype=x.dtype)], axis=1)
-        return np.take(padded, self.pixel_map, axis=1)
+        return x if self.pixel_map is None else apply_pixel_map(x, self.pixel_map)
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raycl.data.base import Benchmark, Task, class_split_tasks, stratified_split
+from raycl.data.base import Benchmark, Task, apply_pixel_map, class_split_tasks, stratified_split
 from raycl.errors import RayclError
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,7 @@ def permutation_map(permutation: np.ndarray) -> np.ndarray:
 
 def rotate(images: np.ndarray, degrees: float) -> np.ndarray:
     """Rotate flat 28x28 uint8 images about their centre: one gather for the whole batch."""
-    padded = np.concatenate([images, np.zeros((len(images), 1), dtype=images.dtype)], axis=1)
-    return np.take(padded, rotation_source_index(degrees), axis=1)
+    return apply_pixel_map(images, rotation_source_index(degrees))
 
 
 def _mlp_benchmark(name, tasks, settings, defaults) -> Benchmark:
