@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     groups = [seeds] if not args.one_at_a_time else [[s] for s in seeds]
     results, diverged = [], []
     for group in groups:
-        order = list(dict.fromkeys(data_seeds[seeds.index(s)] for s in group))
-        population = PopulationRun([benchmarks[d] for d in order], args.method, config, group,
-                                   [order.index(data_seeds[seeds.index(s)]) for s in group], args.device)
+        group_data = [data_seeds[seeds.index(s)] for s in group]
+        distinct = list(dict.fromkeys(group_data))  # seeds sharing a data seed share its arrays
+        population = PopulationRun([benchmarks[d] for d in distinct], args.method, config, group,
+                                   [distinct.index(d) for d in group_data], args.device)
         run_start = time.perf_counter()
         for report in population:
             for member, reason in report.diverged.items():

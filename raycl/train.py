@@ -153,7 +153,8 @@ class PopulationRun:
     """Members of one method learning a benchmark's tasks in lockstep, one ``run_task`` call per task.
 
     ``configs`` (one per member, or one for all) must share their structural hyperparameters;
-    ``benchmarks[member_data[i]]`` is member i's benchmark (default: all share ``benchmarks[0]``).
+    ``benchmarks[member_data[i]]`` is member i's benchmark (default: all share a single benchmark,
+    or member i trains on ``benchmarks[i]`` when there is one per member).
     """
 
     def __init__(self, benchmarks: Benchmark | Sequence[Benchmark], method: str, configs, seeds: Sequence[int],
@@ -166,7 +167,12 @@ class PopulationRun:
         if size < 1:
             raise RayclError("a population needs at least one member")
         self.configs = list(configs) if isinstance(configs, (list, tuple)) else [configs] * size
-        self.member_data = list(member_data) if member_data is not None else [0] * size
+        if member_data is None:
+            if len(self.benchmarks) not in (1, size):
+                raise RayclError(f"{len(self.benchmarks)} benchmarks for {size} members: say which member trains "
+                                 "on which (member_data)")
+            member_data = range(size) if len(self.benchmarks) == size else [0] * size
+        self.member_data = list(member_data)
         if len(self.configs) != size or len(self.member_data) != size:
             raise RayclError(f"{size} seeds but {len(self.configs)} configs and {len(self.member_data)} data entries")
         for other in self.benchmarks[1:]:

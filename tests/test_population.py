@@ -156,6 +156,9 @@ def test_members_on_different_data_seeds_share_nothing_but_the_benchmark_name(di
     together = run_population([digits, other], "sgd", config, [0, 1], member_data=[0, 1], dtype=F64)
     alone = run_population([other], "sgd", config, [1], dtype=F64)
     assert np.array_equal(together.val["class_il"][1], alone.val["class_il"][0], equal_nan=True)
+    assert PopulationRun([digits, other], "sgd", config, [0, 1]).member_data == [0, 1]  # one per member
+    with pytest.raises(RayclError, match="2 benchmarks for 3 members"):
+        PopulationRun([digits, other], "sgd", config, [0, 1, 2])
 
 
 def test_structural_hyperparameters_must_be_shared(digits):

@@ -19,9 +19,7 @@ def _train_seeds(benchmarks, method: str, config: dict, seeds: list[int], thread
         from raycl.data import load_benchmark
 
         benchmarks = [load_benchmark(**data, seed=s) for s in seeds]
-    member_data = list(range(len(seeds))) if len(benchmarks) == len(seeds) else [0] * len(seeds)
-    population = run_population(benchmarks, method, make_config(method, config, benchmarks[0].defaults), seeds,
-                                member_data)
+    population = run_population(benchmarks, method, make_config(method, config, benchmarks[0].defaults), seeds)
     return [population.result(m) for m in population.alive], [seeds[m] for m in population.diverged]
 
 

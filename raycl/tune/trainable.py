@@ -82,8 +82,7 @@ def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seed
     once; seed i trains on ``benchmarks[i]`` when there is one benchmark per seed, else on the one."""
     torch.set_num_threads(max(1, threads))
     hyperparameters = make_config(method, config, benchmarks[0].defaults)
-    member_data = list(range(len(seeds))) if len(benchmarks) == len(seeds) else [0] * len(seeds)
-    stream = PopulationRun(benchmarks, method, hyperparameters, seeds, member_data, test_every_task=False)
+    stream = PopulationRun(benchmarks, method, hyperparameters, seeds, test_every_task=False)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
