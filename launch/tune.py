@@ -13,6 +13,7 @@ Examples:
     python launch/tune.py --method derpp --dataset seq-digits --samples 16
     python launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500 --samples 64 \
         --trial-seeds 3 --final-eval-seeds 5
+    python launch/tune.py --method vib --dataset seq-mnist --samples 200 --population 25 --final-eval-seeds 3
     python launch/tune.py --method derpp --dataset seq-mnist --name my-search --resume
 """
 
@@ -27,8 +28,24 @@ from raycl.methods import METHODS
 from raycl.tune.search import PROTOCOLS, SearchOptions
 
 
+def cohort_help() -> str:
+    """What each method's cohorts draw once (shared) and per configuration, for --help."""
+    from raycl.hparams import param_specs
+    from raycl.methods import get_method, get_population_method
+
+    lines = ["hyperparameters of a --population cohort (shared = drawn once per cohort, the rest per "
+             "configuration; the search space's choices of shared ones are explored across cohorts):"]
+    for name in METHODS:
+        shared = get_population_method(name).shared_hyperparameters()
+        free = [n for n in param_specs(get_method(name).Config) if n not in shared]
+        lines.append(f"  {name:12s} per configuration: {', '.join(free) or '(none)'}")
+    lines.append("  (every other hyperparameter is shared)")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=cohort_help())
     what = p.add_argument_group("what to search")
     what.add_argument("--method", required=True, help=f"method: {', '.join(METHODS)}")
     what.add_argument("--dataset", default="seq-digits",
@@ -52,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "--data-seed + i: its own permutations, angles and validation split), so a "
                            "configuration cannot win on one lucky draw; same = every seed on one benchmark "
                            "(default vary)")
+    what.add_argument("--population", type=int, default=1, metavar="P",
+                      help="train P configurations per trial as one population (a cohort, asked from Optuna "
+                           "together, with --trial-seeds S: P x S members) and halve it inside the trial at "
+                           "the ASHA rungs, keeping the top 1/--reduction-factor; each configuration is its "
+                           "own Optuna trial and Parquet row; --samples counts configurations. The "
+                           "hyperparameters a population must share are drawn once per cohort (see below). "
+                           "Default 1: one configuration per trial, ASHA across trials")
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
 
     sched = p.add_argument_group("early stopping (ASHA on the task count)")
@@ -123,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         buffer_size=buffer_size, fixed=fixed, space_path=args.space,
         protocol=args.protocol, protocol_tasks=args.protocol_tasks, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, seed=args.seed, search_seed=args.search_seed,
-        trial_seeds=args.trial_seeds, trial_data_seeds=args.trial_data_seeds,
+        trial_seeds=args.trial_seeds, trial_data_seeds=args.trial_data_seeds, population=args.population,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, address=args.address, storage_path=args.storage_path,
         name=args.name, resume=args.resume, optuna_storage=args.optuna_storage, best_args=args.best_args,

@@ -140,13 +140,12 @@ def structural_names(config_cls: type) -> list[str]:
 SCHEDULE = ("batch_size", "n_epochs")
 
 
-def check_population(configs: list, owner: str, shared: list[str] | None = None) -> None:
-    """Raise RayclError if the configs of one population differ in a hyperparameter they must
-    share: ``shared``, by default every structural one."""
-    first = configs[0]
-    for name in structural_names(type(first)) if shared is None else shared:
+def check_population(configs: list, owner: str, shared: list[str]) -> None:
+    """Raise RayclError if the configs of one population differ in a hyperparameter of ``shared``."""
+    for name in shared:
         values = {repr(getattr(c, name)) for c in configs}
         if len(values) > 1:
+            free = [n for n in param_specs(type(configs[0])) if n not in shared]
             raise RayclError(f"members of one {owner} population must share {name!r} (it shapes tensors or the "
                              f"step schedule), got {', '.join(sorted(values))}; per-member hyperparameters: "
-                             f"{', '.join(n for n, s in param_specs(type(first)).items() if s.per_member) or '(none)'}")
+                             f"{', '.join(free) or '(none)'}")

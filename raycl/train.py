@@ -261,6 +261,18 @@ class PopulationRun:
         self.order_random.select(keep)
         self.alive = [self.alive[i] for i in keep.tolist()]
 
+    def drop(self, members) -> None:
+        """Stop training the members ``members`` (ids as built): every stacked tensor is compacted,
+        so they cost nothing from now on. Their accuracy rows so far stay."""
+        gone = set(members)
+        keep = [i for i, m in enumerate(self.alive) if m not in gone]
+        if len(keep) == len(self.alive):
+            return
+        if keep:
+            self._select(torch.tensor(keep))
+        else:
+            self.alive = []
+
     def _drop_diverged(self, failed: torch.Tensor, task: int, step: int) -> torch.Tensor | None:
         """Mark the members flagged in ``failed`` [live] diverged; returns the positions kept, or
         None when every member is still fine."""

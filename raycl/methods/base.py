@@ -20,7 +20,7 @@ from raycl.augment import crop_flip, random_crop_flip
 from raycl.buffer import BUFFER_STREAM, PopulationReservoir, ReservoirBuffer
 from raycl.data import Benchmark
 from raycl.errors import RayclError
-from raycl.hparams import SCHEDULE, check_population, hp, param_specs
+from raycl.hparams import SCHEDULE, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
 from raycl.optim import make_optimizer
 from raycl.population.nets import select_members, stack_members
@@ -176,7 +176,7 @@ class PopulationMethod:
 
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
-        check_population(configs, repr(self.name))
+        check_population(configs, repr(self.name), shared=self.shared_hyperparameters())
         self.configs = list(configs)
         self.config = configs[0]  # the structural values, shared by every member
         self.seeds = list(seeds)
@@ -189,6 +189,11 @@ class PopulationMethod:
                        if spec.per_member and spec.type in (float, int)}
         self.net = stack_members([member_init(seed, self.build_member_net)[0] for seed in seeds]).to(device, dtype)
         self.opt = self.make_optimizer(self.net.parameters())
+
+    @classmethod
+    def shared_hyperparameters(cls) -> list[str]:
+        """The hyperparameters every member of one population must share."""
+        return structural_names(cls.Config)
 
     @property
     def size(self) -> int:
@@ -289,9 +294,13 @@ class MemberwiseMethod(PopulationMethod):
 
     solo: ClassVar[type]
 
+    @classmethod
+    def shared_hyperparameters(cls) -> list[str]:
+        return [name for name in SCHEDULE if name in param_specs(cls.Config)]
+
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
-        check_population(configs, repr(self.name), shared=list(SCHEDULE))
+        check_population(configs, repr(self.name), shared=self.shared_hyperparameters())
         self.configs, self.config, self.seeds = list(configs), configs[0], list(seeds)
         self.benchmark, self.device, self.dtype = benchmark, device, dtype
         # Each member sees its own benchmark (its data seed's split, permutations or angles).

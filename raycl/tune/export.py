@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
 import logging
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import yaml
 import raycl
 from raycl.data import Benchmark
 from raycl.files import atomic_write_bytes, atomic_write_text, save_best_args
-from raycl.tune.trainable import OBJECTIVE, TEST_FILE
+from raycl.tune.trainable import (COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED, RUNNING, ConfigRecord,
+                                   read_records)
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ STATUSES = ("completed", "pruned", "diverged", "errored")
 
 @dataclasses.dataclass
 class TrialRecord:
+    """One configuration of a search (a trial with ``--population 1``, else one of a cohort)."""
+
     trial_id: str
     status: str
     config: dict
@@ -35,6 +37,8 @@ class TrialRecord:
     last_metrics: dict
     test: dict | None
     error: str | None
+    cohort: str = ""
+    cohort_member: int = 0
 
 
 @dataclasses.dataclass
@@ -48,44 +52,40 @@ class SearchReport:
     final_eval: dict | None = None
 
 
-def _read_test(result) -> dict | None:
+def _read_records(result) -> list[ConfigRecord] | None:
     if result.checkpoint is None:
         return None
     try:
         with result.checkpoint.as_directory() as folder:
-            path = Path(folder) / TEST_FILE
-            return json.loads(path.read_text()) if path.is_file() else None
+            return read_records(Path(folder))
     except Exception as exc:  # an unreadable checkpoint must not sink the export of the others
-        log.warning("could not read test accuracies of %s: %s", result.path, exc)
+        log.warning("could not read the configurations' records of %s: %s", result.path, exc)
         return None
 
 
 def collect_trials(results, final_task: int) -> list[TrialRecord]:
+    """One record per configuration of every cohort trial."""
     records = []
     for result in results:
         metrics = dict(result.metrics or {})
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        history = result.metrics_dataframe
-        objective_by_task = []
-        if history is not None and OBJECTIVE in history:
-            objective_by_task = [float(v) for v in history[OBJECTIVE].tolist()]
-        tasks = int(metrics.get("task", 0) or 0)
-        if result.error is not None:
-            status = "errored"
-        elif metrics.get("diverged"):
-            status = "diverged"
-        elif tasks >= final_task:
-            status = "completed"
-        else:
-            status = "pruned"
-        objective = metrics.get(OBJECTIVE)
-        records.append(TrialRecord(
-            trial_id=trial_id, status=status, config=dict(result.config or {}),
-            objective=None if objective is None or status in ("errored", "diverged") else float(objective),
-            tasks_trained=tasks, objective_by_task=objective_by_task, last_metrics=metrics,
-            test=_read_test(result) if status == "completed" else None,
-            error=None if result.error is None else str(result.error).strip().splitlines()[-1][:500],
-        ))
+        cohort = str(metrics.get("trial_id") or Path(result.path).name)
+        configs = list((result.config or {}).get(COHORT) or [])
+        stored = _read_records(result) or [ConfigRecord() for _ in configs]
+        error = None if result.error is None else str(result.error).strip().splitlines()[-1][:500]
+        for index, (config, record) in enumerate(zip(configs, stored)):
+            status = record.status
+            if status == RUNNING:
+                # Still running when its trial ended: an error, or ASHA stopped it before the last task.
+                status = "errored" if error else COMPLETED if record.tasks >= final_task else PRUNED
+            last = {**record.metrics, **{k: metrics[k] for k in ("node_id", "node_ip") if k in metrics}}
+            records.append(TrialRecord(
+                trial_id=cohort if len(configs) == 1 else f"{cohort}-{index}", status=status, config=dict(config),
+                objective=None if status in ("errored", DIVERGED) or OBJECTIVE not in record.metrics
+                else float(record.metrics[OBJECTIVE]),
+                tasks_trained=record.tasks, objective_by_task=list(record.objective_by_task), last_metrics=last,
+                test=record.test if status == COMPLETED else None,
+                error=error if status == "errored" else record.reason, cohort=cohort, cohort_member=index,
+            ))
     return records
 
 
@@ -97,7 +97,9 @@ def write_parquet(records: list[TrialRecord], path: Path, context: dict) -> None
     rows = []
     for r in records:
         row = {"trial_id": r.trial_id, "status": r.status, "objective": r.objective,
-               "tasks_trained": r.tasks_trained, "objective_by_task": r.objective_by_task, "error": r.error}
+               "tasks_trained": r.tasks_trained, "objective_by_task": r.objective_by_task, "error": r.error,
+               "cohort": r.cohort, "cohort_member": r.cohort_member,
+               "node_id": r.last_metrics.get("node_id"), "node_ip": r.last_metrics.get("node_ip")}
         row.update(context)
         for p in params:
             value = r.config.get(p)
@@ -159,7 +161,7 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
             "raycl_version": raycl.__version__, "trial_id": best.trial_id, "experiment": str(experiment),
             "seed": options.seed, "search_seed": options.search_seed, "val_fraction": options.val_fraction,
             "data_seed": options.data_seed, "samples_per_task": options.samples_per_task,
-            "trial_seeds": options.trial_seeds,
+            "trial_seeds": options.trial_seeds, "population": options.population,
             "trial_data_seeds": options.trial_data_seeds if options.trial_seeds > 1 else None,
         }
         save_best_args(best_args_path, options.dataset, options.method, plain_config(best.config), provenance)
@@ -180,10 +182,14 @@ def plain_config(config: dict) -> dict:
 
 
 def print_summary(report: SearchReport, options, space, benchmark: Benchmark) -> None:
+    cohorts = len({r.cohort for r in report.trials})
+    trained = (f"{len(report.trials)} configurations in {cohorts} cohorts of up to {options.population}"
+               if options.population > 1 else f"{len(report.trials)} trials")
+    nodes = {r.last_metrics.get("node_id") for r in report.trials} - {None}
     out = [f"\nsearch {options.experiment_name}: {options.method} on {options.dataset}, protocol "
-           f"{options.protocol}, {len(report.trials)} trials"]
+           f"{options.protocol}, {trained}" + (f", on {len(nodes)} nodes" if len(nodes) > 1 else "")]
     out.append("  " + ", ".join(f"{report.counts[s]} {s}" for s in STATUSES))
-    out.append(f"  tasks trained / (trials x tasks) = {report.task_fraction:.3f}")
+    out.append(f"  tasks trained / (configurations x tasks) = {report.task_fraction:.3f}")
     if report.best is None:
         out.append("  no trial completed every task: no best-args written")
     else:

@@ -1,30 +1,109 @@
-"""Ray's OptunaSearch, telling Optuna the truth about trials that did not finish.
+"""Ray's OptunaSearch, proposing cohorts and telling Optuna the truth about every configuration.
+
+A Tune trial is a cohort of up to ``cohort_size`` configurations (one with ``--population 1``),
+each its own Optuna trial: asked together (TPE's constant liar counts the cohort's running
+members, so a cohort is not P copies of one point), with the hyperparameters a population must
+share (``shared``) drawn once per cohort, by its first member, and fixed for the others.
 
 Ray's OptunaSearch records every trial that stops without an error as COMPLETE with its last
-reported value. Trials ASHA stopped early reported a partial objective (fewer tasks seen, so
-usually a *higher* mean accuracy), which would mislead TPE. Here such trials are told as PRUNED
-(Optuna keeps their intermediate values) and diverged trials as FAIL.
+reported value. Configurations the cohort's halving or ASHA stopped early reported a partial
+objective (fewer tasks seen, so usually a *higher* mean accuracy), which would mislead TPE: here
+they are told PRUNED (Optuna keeps their intermediate values), diverged ones FAIL, and only a
+configuration that trained every task COMPLETE.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from raycl.tune.trainable import COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED
 
-class PruningOptunaSearch(OptunaSearch):
-    def __init__(self, *args, final_task: int, **kwargs):
+log = logging.getLogger(__name__)
+
+
+def config_summaries(result: dict) -> dict[int, dict]:
+    """Each configuration's summary in a cohort's result, nested or as Tune flattens it
+    (``configs/<index>/<key>``)."""
+    out = {int(k): dict(v) for k, v in (result.get("configs") or {}).items()}
+    for key, value in result.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "configs":
+            out.setdefault(int(parts[1]), {})[parts[2]] = value
+    return out
+
+
+class CohortOptunaSearch(OptunaSearch):
+    def __init__(self, *args, final_task: int, samples: int, cohort_size: int = 1, shared: tuple[str, ...] = (),
+                 points_to_evaluate: list[dict] | None = None, **kwargs):
+        # Start points are enqueued here, one before each ask, so that they and the cohorts' fixed
+        # shared values never meet in Optuna's queue of waiting trials.
         super().__init__(*args, **kwargs)
         self.final_task = final_task
+        self.cohort_size = cohort_size
+        self.shared = tuple(shared)
+        self._to_propose = samples
+        self._start_points = list(points_to_evaluate or [])
+        self._cohorts: dict[str, list] = {}  # Tune trial id -> its configurations' Optuna trials
+        self._params: dict[str, list[dict]] = {}
+        self._told: set[tuple[str, int]] = set()
+
+    def _ask(self, fixed: dict) -> tuple[object, dict]:
+        point = next((p for p in self._start_points
+                      if all(p.get(k, v) == v for k, v in fixed.items())), None)
+        if point is not None:
+            self._start_points.remove(point)
+        if point is not None or fixed:
+            self._ot_study.enqueue_trial({**(point or {}), **fixed})
+        trial = self._ot_study.ask()
+        return trial, self._suggest_from_define_by_run_func(self._space, trial)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._cohorts:
+            size = min(self.cohort_size, self._to_propose)
+            if size <= 0:
+                return Searcher.FINISHED
+            first, params = self._ask({})
+            fixed = {k: params[k] for k in self.shared if k in params}
+            asked = [(first, params)] + [self._ask(fixed) for _ in range(size - 1)]
+            self._cohorts[trial_id] = [trial for trial, _ in asked]
+            self._params[trial_id] = [p for _, p in asked]
+            self._to_propose -= size
+        return {COHORT: self._params[trial_id]}
+
+    def _tell(self, trial_id: str, index: int, state: TrialState, value: float | None = None) -> None:
+        self._told.add((trial_id, index))
+        self._ot_study.tell(self._cohorts[trial_id][index], value if state == TrialState.COMPLETE else None,
+                            state=state)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._cohorts:
+            return
+        for index, summary in sorted(config_summaries(result).items()):
+            if (trial_id, index) in self._told:
+                continue
+            value = summary.get(OBJECTIVE)
+            if summary["status"] != DIVERGED and value is not None and summary["task"] == result.get("task"):
+                with warnings.catch_warnings():  # a retried task reports its step again
+                    warnings.simplefilter("ignore")
+                    self._cohorts[trial_id][index].report(value, summary["task"])
+            if summary["status"] == DIVERGED:
+                self._tell(trial_id, index, TrialState.FAIL)
+            elif summary["status"] == PRUNED:
+                self._tell(trial_id, index, TrialState.PRUNED)
+            elif summary["status"] == COMPLETED and summary["task"] >= self.final_task:
+                self._tell(trial_id, index, TrialState.COMPLETE, value)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials or error or not result:
-            return super().on_trial_complete(trial_id, result, error)
-        if result.get("diverged"):
-            state = TrialState.FAIL
-        elif result.get("task", 0) < self.final_task:
-            state = TrialState.PRUNED
-        else:
-            return super().on_trial_complete(trial_id, result, error)
-        self._ot_study.tell(self._ot_trials[trial_id], state=state)
-        self._completed_trials.add(trial_id)
+        if trial_id not in self._cohorts:
+            return
+        if result and not error:
+            self.on_trial_result(trial_id, result)
+        for index in range(len(self._cohorts[trial_id])):
+            if (trial_id, index) not in self._told:
+                # Errored, or stopped by ASHA (with --population 1) before the last task.
+                self._tell(trial_id, index, TrialState.FAIL if error else TrialState.PRUNED)

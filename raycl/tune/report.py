@@ -25,7 +25,7 @@ from matplotlib.ticker import NullFormatter
 
 from raycl.errors import RayclError
 from raycl.files import atomic_write_bytes, atomic_write_text
-from raycl.tune.trainable import MATRICES_FILE, OBJECTIVE, TEST_FILE
+from raycl.tune.trainable import MATRICES_FILE, OBJECTIVE
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,8 @@ def load_experiment(path: str | Path) -> Experiment:
     trials = []
     for index, row in enumerate(rows):
         config = {k[len("config."):]: v for k, v in row.items() if k.startswith("config.") and v is not None}
-        folder, history = folders.get(str(row["trial_id"]), (None, []))
+        # A configuration's Ray folder is its cohort's (the trial that trained it).
+        folder, history = folders.get(str(row.get("cohort") or row["trial_id"]), (None, []))
         objective = row.get("objective")
         objective = None if objective is None or math.isnan(objective) else float(objective)
         # Completion order: the time of the last report, then Tune's trial number, then table order.
@@ -178,15 +179,20 @@ def trial_matrices(experiment: Experiment, trial: Trial) -> dict[str, dict[str, 
     rows are rebuilt from the trial's task reports and the test row from the Parquet table.
     """
     t = experiment.n_tasks
+    member = int(trial.row.get("cohort_member") or 0)
     checkpoint = _last_checkpoint(trial)
     if checkpoint is not None and (checkpoint / MATRICES_FILE).is_file():
         stored = json.loads((checkpoint / MATRICES_FILE).read_text())
+        # One entry per configuration of the cohort (experiments from before cohorts: one trial's).
+        stored = stored if "val" in stored else stored[str(member)]
         return {split: {s: np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
                         for s, rows in by_setting.items()} for split, by_setting in stored.items()}
     out = {"val": {}, "test": {}}
     for setting in experiment.settings:
         val = np.full((t, t), np.nan)
         for report in trial.history:
+            if int(report.get("best_config", 0)) != member:  # the top-level metrics are another's
+                continue
             i = int(report.get("task", 0)) - 1
             for j in range(t):
                 value = report.get(f"val_{setting}_task{j + 1}")
@@ -195,8 +201,6 @@ def trial_matrices(experiment: Experiment, trial: Trial) -> dict[str, dict[str, 
         out["val"][setting] = val
         test = np.full((t, t), np.nan)
         last = trial.row.get(f"test_{setting}_by_task")
-        if last is None and checkpoint is not None and (checkpoint / TEST_FILE).is_file():
-            last = json.loads((checkpoint / TEST_FILE).read_text()).get(setting)
         if last:
             test[t - 1, : len(last)] = last
         out["test"][setting] = test

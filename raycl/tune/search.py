@@ -40,6 +40,8 @@ class SearchOptions:
     # with trial_data_seeds "vary" seed i also draws its own data (data seed data_seed + i).
     trial_seeds: int = 1
     trial_data_seeds: str = "vary"
+    # Each trial trains a cohort of this many configurations as one population, halved at the rungs.
+    population: int = 1
     search_seed: int = 0
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -76,7 +78,7 @@ class SearchOptions:
                                  ("--reduction-factor", self.reduction_factor, 2),
                                  ("--protocol-tasks", self.protocol_tasks, 1),
                                  ("--final-eval-seeds", self.final_eval_seeds, 0),
-                                 ("--trial-seeds", self.trial_seeds, 1)):
+                                 ("--trial-seeds", self.trial_seeds, 1), ("--population", self.population, 1)):
             if value < low:
                 raise RayclError(f"{flag} must be at least {low}, got {value}")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
@@ -117,6 +119,24 @@ def prepare_space(options: SearchOptions) -> SearchSpace:
     return space
 
 
+def shared_hyperparameters(method: str) -> list[str]:
+    """The hyperparameters one cohort draws once for all its configurations."""
+    from raycl.methods import get_population_method
+
+    return get_population_method(method).shared_hyperparameters()
+
+
+def halving_rungs(options: SearchOptions, final_task: int) -> tuple[int, ...]:
+    """The tasks after which ASHA (across trials) or a cohort's halving (inside a trial) compares."""
+    if options.protocol == "end-of-training":
+        return ()
+    rungs, rung = [], options.grace_period
+    while rung < final_task:
+        rungs.append(rung)
+        rung *= options.reduction_factor
+    return tuple(rungs)
+
+
 def trial_seeds(options: SearchOptions) -> list[int]:
     return list(range(options.seed, options.seed + options.trial_seeds))
 
@@ -141,7 +161,7 @@ def prepare_benchmarks(options: SearchOptions) -> list[Benchmark]:
 def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
     import optuna
 
-    from raycl.tune.optuna_search import PruningOptunaSearch
+    from raycl.tune.optuna_search import CohortOptunaSearch
 
     storage = None
     if options.optuna_storage:
@@ -149,15 +169,18 @@ def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
     sampler = optuna.samplers.TPESampler(seed=options.search_seed)
     searched = set(space.searched)
     start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
-    return PruningOptunaSearch(space=DefineByRun(space), metric=OBJECTIVE, mode="max", sampler=sampler,
-                               storage=storage, study_name=options.experiment_name, final_task=final_task,
-                               points_to_evaluate=[p for p in start if p] or None)
+    return CohortOptunaSearch(space=DefineByRun(space), metric=OBJECTIVE, mode="max", sampler=sampler,
+                              storage=storage, study_name=options.experiment_name, final_task=final_task,
+                              samples=options.samples, cohort_size=options.population,
+                              shared=shared_hyperparameters(options.method) if options.population > 1 else (),
+                              points_to_evaluate=[p for p in start if p] or None)
 
 
 def _make_scheduler(options: SearchOptions, final_task: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if options.protocol == "end-of-training" or final_task <= options.grace_period:
+    # Cohorts halve themselves inside the trial; ASHA across them would prune twice.
+    if options.population > 1 or not halving_rungs(options, final_task):
         return FIFOScheduler()
     return ASHAScheduler(time_attr="task", metric=RUNG_SCORE, mode="max", max_t=final_task,
                          grace_period=options.grace_period, reduction_factor=options.reduction_factor)
@@ -202,7 +225,9 @@ def run_search(options: SearchOptions):
     final_task = benchmark.n_tasks
     trainable = tune.with_resources(
         tune.with_parameters(cl_trainable, benchmarks=benchmarks, method=options.method,
-                             seeds=trial_seeds(options), threads=max(1, int(options.cpus_per_trial))),
+                             seeds=trial_seeds(options), threads=max(1, int(options.cpus_per_trial)),
+                             rungs=halving_rungs(options, final_task) if options.population > 1 else (),
+                             reduction_factor=options.reduction_factor),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     if options.resume:
@@ -213,7 +238,8 @@ def run_search(options: SearchOptions):
             # The searcher and the scheduler carry their own metrics (objective and rung_score).
             tune_config=tune.TuneConfig(
                 search_alg=_make_searcher(options, space, final_task),
-                scheduler=_make_scheduler(options, final_task), num_samples=options.samples,
+                scheduler=_make_scheduler(options, final_task),
+                num_samples=-(-options.samples // options.population),
                 max_concurrent_trials=options.max_concurrent, reuse_actors=True,
             ),
             run_config=tune.RunConfig(

@@ -1,27 +1,34 @@
-"""The Tune trainable: the one training loop, reporting after every task.
+"""The Tune trainable: a cohort of configurations trained as one population, reporting after every task.
 
-A trial trains its configuration on ``seeds`` (``--trial-seeds``) as one population. Each report
-carries ``task`` (1..T, ASHA's time attribute), ``objective`` (mean validation accuracy over the
-tasks seen so far, in the benchmark's first setting, averaged over the trial's seeds), each
-seed's objective and their spread, the per-task validation accuracies and every setting's mean,
-and a checkpoint so a retried trial resumes at the last task boundary. Test accuracy is computed
-once, after the last task, and stored only inside the final checkpoint (``test.json``): it never
-reaches the scheduler or the searcher. A seed that diverges makes its trial diverged: a
-configuration that fails on one seed in S is not one to recommend.
+A trial is a **cohort**: the P configurations the searcher proposed together (``--population``),
+each trained on the trial's seeds (``--trial-seeds`` S), so P x S members in one
+:class:`raycl.train.PopulationRun`; member ``c * S + i`` is configuration c on seed i. After
+every task each configuration's objective is its mean validation accuracy over the tasks seen (in
+the benchmark's first setting), averaged over its seeds. At the halving rungs (the ASHA rungs,
+used when P > 1) the cohort keeps the top 1/reduction-factor of its live configurations, as ASHA
+would, and drops the others from the population. A configuration with a diverging seed is
+diverged; the rest of its cohort goes on.
+
+Each report carries ``task`` (ASHA's time attribute), every configuration's status and objective
+under ``configs`` (what the searcher tells Optuna), the best live configuration's full metrics at
+the top level, and a checkpoint (population state + every configuration's record) so a retried
+or resumed trial continues at the last task boundary with the same live members. Test accuracy
+is computed after the last task and stored only in the checkpoint: it never reaches the
+scheduler or the searcher.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from ray import tune
-
-import numpy as np
 
 from raycl.data import Benchmark
 from raycl.methods import make_config
@@ -29,21 +36,40 @@ from raycl.train import PopulationRun
 
 log = logging.getLogger(__name__)
 
+COHORT = "cohort"  # the trial config's key: the list of the cohort's configurations
 STATE_FILE = "stream.pt"
-TEST_FILE = "test.json"
-# Accuracy matrices so far (val: every evaluated cell; test: the final row only), read by the report.
+# Every configuration's record (status, objective after each task, last metrics, test accuracy).
+COHORT_FILE = "cohort.json"
+# Accuracy matrices so far per configuration (val: every evaluated cell; test: the final row only).
 MATRICES_FILE = "matrices.json"
 OBJECTIVE = "objective"
 RUNG_SCORE = "rung_score"
+RUNNING, COMPLETED, PRUNED, DIVERGED = "running", "completed", "pruned", "diverged"
 
 
-def task_metrics(stream: PopulationRun, task: int) -> dict:
-    """The metrics reported after ``task`` (0-based) from the population's validation matrices,
-    each the mean over the trial's seeds (every seed's own objective is reported too)."""
+@dataclasses.dataclass
+class ConfigRecord:
+    """What the cohort knows of one of its configurations."""
+
+    status: str = RUNNING
+    tasks: int = 0
+    objective_by_task: list[float] = dataclasses.field(default_factory=list)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    test: dict | None = None
+    reason: str | None = None
+
+    def summary(self) -> dict:
+        """The part the searcher sees (never test accuracy)."""
+        return {"status": self.status, "task": self.tasks, OBJECTIVE: self.metrics.get(OBJECTIVE),
+                RUNG_SCORE: self.metrics.get(RUNG_SCORE), "reason": self.reason}
+
+
+def task_metrics(stream: PopulationRun, task: int, members: list[int]) -> dict:
+    """The metrics of one configuration after ``task`` (0-based) from its ``members``' (its seeds')
+    validation matrices, each the mean over the seeds (every seed's own objective too)."""
     primary = stream.benchmark.settings[0]
     seen = task + 1
-    members = stream.alive
-    out = {"task": seen, "diverged": False}
+    out = {}
     for setting in stream.benchmark.settings:
         rows = stream.val[setting][members, task, :seen]
         out[f"val_{setting}"] = float(rows.mean())
@@ -60,49 +86,146 @@ def task_metrics(stream: PopulationRun, task: int) -> dict:
         out[f"{OBJECTIVE}_seed{stream.seeds[m]}"] = float(value)
     out[f"{OBJECTIVE}_std"] = float(per_seed.std())
     out["val_loss"] = float(stream.val_loss[members, task, :seen].mean())
-    # ASHA ranks by this: the objective, with ties (common when early tasks are nearly solved, as
-    # seq-mnist's first task is at ~99.8% for most configurations) broken by the lower val loss.
-    # The loss term stays far below one validation example's worth of accuracy.
+    # Halving and ASHA rank by this: the objective, with ties (common when early tasks are nearly
+    # solved, as seq-mnist's first task is at ~99.8% for most configurations) broken by the lower
+    # val loss. The loss term stays far below one validation example's worth of accuracy.
     out[RUNG_SCORE] = out[OBJECTIVE] - 1e-4 * min(out["val_loss"], 100.0)
     return out
 
 
-def matrices(stream: PopulationRun) -> dict:
-    """The val and test accuracy matrices (mean over the trial's seeds) as JSON-ready lists,
-    unevaluated cells None."""
-    def rows(matrix) -> list[list[float | None]]:
-        return [[None if math.isnan(v) else float(v) for v in row] for row in matrix]
-
-    return {split: {s: rows(getattr(stream, split)[s][stream.alive].mean(0)) for s in stream.benchmark.settings}
-            for split in ("val", "test")}
+def keep_top(scores: dict[int, float], reduction_factor: int) -> set[int]:
+    """The keys ASHA would promote: scores at or above the (1 - 1/reduction_factor) quantile."""
+    cutoff = np.percentile(list(scores.values()), 100.0 * (1.0 - 1.0 / reduction_factor))
+    return {k for k, v in scores.items() if v >= cutoff}
 
 
-def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seeds: list[int], threads: int) -> None:
-    """Train ``method`` with hyperparameters ``config`` under Tune, on every seed of ``seeds`` at
-    once; seed i trains on ``benchmarks[i]`` when there is one benchmark per seed, else on the one."""
+class Cohort:
+    """P configurations x S seeds of one method as one population, halved at ``rungs``."""
+
+    def __init__(self, configs: list[dict], benchmarks: list[Benchmark], method: str, seeds: list[int],
+                 rungs: tuple[int, ...] = (), reduction_factor: int = 4, device=None):
+        self.seeds = list(seeds)
+        per_config = len(self.seeds)
+        defaults = benchmarks[0].defaults
+        hyperparameters = [make_config(method, c, defaults) for c in configs]
+        # Seed i of every configuration trains on benchmarks[i] when there is one benchmark per seed.
+        data = [i if len(benchmarks) == per_config else 0 for i in range(per_config)]
+        self.stream = PopulationRun(
+            benchmarks, method, [h for h in hyperparameters for _ in self.seeds], self.seeds * len(configs),
+            member_data=data * len(configs), device=device, test_every_task=False)
+        self.records = [ConfigRecord() for _ in configs]
+        self.rungs = tuple(rungs)
+        self.reduction_factor = reduction_factor
+
+    @property
+    def n_tasks(self) -> int:
+        return self.stream.benchmark.n_tasks
+
+    def members(self, config: int) -> list[int]:
+        size = len(self.seeds)
+        return list(range(config * size, (config + 1) * size))
+
+    @property
+    def live(self) -> list[int]:
+        return [c for c, r in enumerate(self.records) if r.status == RUNNING]
+
+    @property
+    def finished(self) -> bool:
+        return not self.live or self.stream.next_task >= self.n_tasks
+
+    def run_task(self) -> int:
+        """Train every live configuration on the next task, update the records, halve at a rung;
+        returns the task trained (0-based)."""
+        task = self.stream.next_task
+        report = self.stream.run_task()
+        for config in self.live:
+            failed = [m for m in self.members(config) if m in report.diverged]
+            if failed:
+                record = self.records[config]
+                record.status, record.tasks = DIVERGED, task + 1
+                record.reason = "; ".join(f"seed {self.stream.seeds[m]}: {report.diverged[m]}" for m in failed)
+                self.stream.drop(self.members(config))
+        for config in self.live:
+            record = self.records[config]
+            record.metrics = task_metrics(self.stream, task, self.members(config))
+            record.tasks = task + 1
+            record.objective_by_task.append(record.metrics[OBJECTIVE])
+        if task + 1 == self.n_tasks:
+            for config in self.live:
+                record = self.records[config]
+                record.status = COMPLETED
+                record.test = {s: self.stream.test[s][self.members(config), task, :].mean(0).tolist()
+                               for s in self.stream.benchmark.settings}
+        elif task + 1 in self.rungs and len(self.live) > 1:
+            scores = {c: self.records[c].metrics[RUNG_SCORE] for c in self.live}
+            kept = keep_top(scores, self.reduction_factor)
+            for config in self.live:
+                if config not in kept:
+                    self.records[config].status = PRUNED
+                    self.stream.drop(self.members(config))
+        return task
+
+    def report(self, task: int) -> dict:
+        """What Tune sees after ``task``: every configuration's summary, and the best configuration
+        still trained (else the best of all) in full at the top level."""
+        candidates = [c for c in range(len(self.records)) if self.records[c].status in (RUNNING, COMPLETED)
+                      and self.records[c].tasks == task + 1]
+        out = {"task": task + 1, "live": len(self.live),
+               "configs": {str(c): r.summary() for c, r in enumerate(self.records)}}
+        if not candidates:  # every configuration diverged or was dropped
+            out.update({OBJECTIVE: 0.0, RUNG_SCORE: -1.0, "diverged": all(r.status == DIVERGED
+                                                                          for r in self.records)})
+            return out
+        best = max(candidates, key=lambda c: self.records[c].metrics[RUNG_SCORE])
+        out.update(self.records[best].metrics)
+        out.update({"best_config": best, "diverged": False})
+        return out
+
+    def matrices(self) -> dict:
+        """Each configuration's val and test accuracy matrices (mean over its seeds), None where not
+        evaluated."""
+        def rows(matrix) -> list[list[float | None]]:
+            return [[None if math.isnan(v) else float(v) for v in row] for row in matrix]
+
+        out = {}
+        for c in range(len(self.records)):
+            members = self.members(c)
+            out[str(c)] = {split: {s: rows(getattr(self.stream, split)[s][members].mean(0))
+                                   for s in self.stream.benchmark.settings} for split in ("val", "test")}
+        return out
+
+    def state_dict(self) -> dict:
+        return {"stream": self.stream.state_dict(), "records": [dataclasses.asdict(r) for r in self.records]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self.records = [ConfigRecord(**r) for r in state["records"]]
+
+
+def read_records(folder: Path) -> list[ConfigRecord] | None:
+    path = folder / COHORT_FILE
+    return [ConfigRecord(**r) for r in json.loads(path.read_text())] if path.is_file() else None
+
+
+def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seeds: list[int], threads: int,
+                 rungs: tuple[int, ...] = (), reduction_factor: int = 4) -> None:
+    """Train the cohort ``config[COHORT]`` under Tune, every configuration on every seed of ``seeds``."""
+    import ray
+
     torch.set_num_threads(max(1, threads))
-    hyperparameters = make_config(method, config, benchmarks[0].defaults)
-    stream = PopulationRun(benchmarks, method, hyperparameters, seeds, test_every_task=False)
+    cohort = Cohort(config[COHORT], benchmarks, method, seeds, rungs, reduction_factor)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            stream.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False))
-        log.info("resumed at task %d", stream.next_task + 1)
-    while stream.next_task < stream.benchmark.n_tasks:
-        task = stream.next_task
-        report = stream.run_task()
-        if report.diverged:
-            # A diverged trial ends here, marked, with the worst objective; the search goes on.
-            reasons = "; ".join(f"seed {seeds[m]}: {r}" for m, r in report.diverged.items())
-            tune.report({"task": task + 1, OBJECTIVE: 0.0, RUNG_SCORE: -1.0, "diverged": True,
-                         "diverged_reason": reasons})
-            return
-        metrics = task_metrics(stream, task)
-        metrics["loss"] = float(np.mean(report.loss))
+            cohort.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False))
+        log.info("resumed at task %d with %d live configurations", cohort.stream.next_task + 1, len(cohort.live))
+    node = ray.get_runtime_context().get_node_id()
+    while not cohort.finished:
+        task = cohort.run_task()
+        metrics = cohort.report(task)
+        metrics["node_id"] = node
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(stream.state_dict(), Path(folder) / STATE_FILE)
-            if report.test is not None:
-                test = {s: report.test[s].mean(0).tolist() for s in report.test}
-                (Path(folder) / TEST_FILE).write_text(json.dumps(test))
-            (Path(folder) / MATRICES_FILE).write_text(json.dumps(matrices(stream)))
+            torch.save(cohort.state_dict(), Path(folder) / STATE_FILE)
+            (Path(folder) / COHORT_FILE).write_text(json.dumps([dataclasses.asdict(r) for r in cohort.records]))
+            (Path(folder) / MATRICES_FILE).write_text(json.dumps(cohort.matrices()))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
