@@ -6,6 +6,7 @@ Each run uses one torch thread unless --threads says otherwise.
     python launch/benchmark.py --data-root ../shared/data
     python launch/benchmark.py --runs seq-mnist-derpp-500 --repeat 3
     python launch/benchmark.py --runs --search 64     # only the search figures
+    python launch/benchmark.py --runs --search 64 --search-population 1 16
     python launch/benchmark.py --runs --population 1 2 4 8 16
 
 --population P ... runs `train.py --seeds P` for seq-mnist DER++ 500 (DER paper arguments) for each
@@ -14,7 +15,7 @@ process), and prints whole-process wall time, peak RSS, the cost per member and 
 accuracy, with the ratios to P = 1 measured in the same invocation.
 
 --search N also runs `launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500
---samples N` (for each --trial-seeds S given, default 1) and prints its wall time, the peak memory
+--samples N` (for each --trial-seeds S and --search-population P given, default 1) and prints its wall time, the peak memory
 of the whole process tree (sum of proportional set sizes, so the object store's shared pages count
 once), how many trials ASHA stopped, the fraction of task-trainings run, and the winner's test
 accuracy over seeds 0-4 retrained on all the training data.
@@ -112,15 +113,17 @@ def tree_pss_gb(root_pid: int) -> float:
     return total_kb / 2**20
 
 
-def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, method: str = "derpp",
-                   dataset: str = "seq-mnist", extra: tuple[str, ...] = ()) -> None:
+def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, population: int = 1,
+                   method: str = "derpp", dataset: str = "seq-mnist", extra: tuple[str, ...] = ()) -> float:
+    """Run the search and the winner's final evaluation, print their figures; returns the wall time."""
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as folder:
         best = Path(folder) / "best.yaml"
         cmd = [sys.executable, str(TRAIN.parent / "tune.py"), "--method", method, "--dataset", dataset,
                "--buffer-size", "500", "--samples", str(samples), "--storage-path", folder, "--name", "bench",
-               "--best-args", str(best), "--verbose", "0", "--trial-seeds", str(trial_seeds), *extra]
+               "--best-args", str(best), "--verbose", "0", "--trial-seeds", str(trial_seeds),
+               "--population", str(population), *extra]
         if data_root:
             cmd += ["--data-root", data_root]
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
@@ -150,14 +153,17 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, me
         doc = json.loads(out.read_text())
         setting = next(iter(doc["test"]))
         test, config = doc["test"][setting], doc["config"]
-    print(f"\nsearch {dataset} {method} 500, {samples} samples, --trial-seeds {trial_seeds}: wall {wall:.1f} s, "
-          f"peak PSS of the process tree {peak:.2f} GB, {stopped}/{len(rows)} trials stopped by ASHA, "
-          f"task-trainings run {fraction:.3f} of samples x tasks")
+    stopper = "halving inside the cohorts" if population > 1 else "ASHA"
+    print(f"\nsearch {dataset} {method} 500, {samples} samples, --trial-seeds {trial_seeds} --population "
+          f"{population}: wall {wall:.1f} s, peak PSS of the process tree {peak:.2f} GB, {stopped}/{len(rows)} "
+          f"configurations stopped by {stopper}, task-trainings run {fraction:.3f} of samples x tasks "
+          f"({sum(r['tasks_trained'] for r in rows)})")
     print(f"best config {config}")
     print(f"winner's validation objective {best_row['objective']:.2f}"
           + (f" ± {best_row['objective_std']:.2f} over its {trial_seeds} seeds" if trial_seeds > 1 else ""))
     print(f"best config test {setting} over seeds 0-4, all training data: {test['mean']:.2f} ± {test['std']:.2f} "
           f"(per seed {', '.join(f'{v:.2f}' for v in test['per_seed'])})", flush=True)
+    return wall
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure a seq-mnist DER++ 500 search of N samples (default: skip)")
     parser.add_argument("--trial-seeds", type=int, nargs="+", default=[1], metavar="S",
                         help="run the --search once for each of these --trial-seeds (default 1)")
+    parser.add_argument("--search-population", type=int, nargs="+", default=[1], metavar="P",
+                        help="run the --search once for each of these --population P (default 1)")
     parser.add_argument("--data-root", default=None, help="folder holding MNIST/raw (default $RAYCL_DATA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--repeat", type=int, default=1, help="repeat each run, seeds 0..N-1 (default 1)")
@@ -180,8 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.population:
         measure_population(args.population, args.data_root, args.threads, args.device)
     if args.search:
+        walls = {}
         for trial_seeds in args.trial_seeds:
-            measure_search(args.search, args.data_root, trial_seeds)
+            for population in args.search_population:
+                walls[trial_seeds, population] = measure_search(args.search, args.data_root, trial_seeds, population)
+        if len(walls) > 1:
+            (s0, p0), first = next(iter(walls.items()))
+            print(f"\nsearch wall time against --trial-seeds {s0} --population {p0}: " + ", ".join(
+                f"S={s} P={p} {wall / first:.2f}x" for (s, p), wall in walls.items()))
     return 0
 
 

@@ -160,6 +160,57 @@ def test_trial_seeds_train_every_configuration_on_several_seeds(tmp_path, ray_cl
     assert report.best.config["lr"] == 0.1
 
 
+def test_cohort_search_tells_optuna_every_configuration_and_exports_one_row_each(tmp_path, ray_cluster):
+    import optuna
+
+    from raycl.files import load_best_args
+
+    space = space_file(tmp_path, "derpp", {"lr": {"choice": [1.0e30, 0.1, 0.03, 0.003]},
+                                           "minibatch_size": {"choice": [10, 32]},
+                                           "alpha": {"uniform": [0.1, 1.0]}, "beta": {"uniform": [0.1, 1.0]}})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    # The first configuration asked is one that diverges: it must fail alone, its cohort going on.
+    report = search(tmp_path, samples=10, population=4, space_path=space, buffer_size=50, optuna_storage=storage,
+                    name="cohorts", reduction_factor=2, start_points=[{"lr": 1.0e30}], final_eval_seeds=2)
+    rows = pq.read_table(report.parquet_path).to_pylist()
+    assert len(rows) == 10 and len({r["trial_id"] for r in rows}) == 10
+    cohorts = {}
+    for r in rows:
+        cohorts.setdefault(r["cohort"], []).append(r)
+    assert sorted(len(c) for c in cohorts.values()) == [2, 4, 4]  # 10 samples in cohorts of up to 4
+    for members in cohorts.values():
+        assert len({r["config.minibatch_size"] for r in members}) == 1  # shared, drawn once per cohort
+        assert all(r["node_id"] for r in members)
+    by_status = {s: [r for r in rows if r["status"] == s] for s in ("completed", "pruned", "diverged")}
+    assert sum(map(len, by_status.values())) == 10
+    assert by_status["diverged"] and {r["config.lr"] for r in by_status["diverged"]} == {1.0e30}
+    assert all(r["tasks_trained"] == 1 and "diverged" in r["error"] for r in by_status["diverged"])
+    # Halving at the rungs (tasks 1, 2, 4 with reduction factor 2) leaves one configuration of every
+    # cohort that has one that did not diverge; the others stopped at a rung.
+    assert len(by_status["completed"]) == sum(any(r["status"] != "diverged" for r in c) for c in cohorts.values())
+    assert all(r["tasks_trained"] == 5 for r in by_status["completed"])
+    assert by_status["pruned"] and all(r["tasks_trained"] in (1, 2) for r in by_status["pruned"])
+    assert all(len(r["objective_by_task"]) == r["tasks_trained"] for r in by_status["completed"] + by_status["pruned"])
+
+    study = optuna.load_study(study_name="cohorts", storage=storage)
+    state = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+             "diverged": optuna.trial.TrialState.FAIL}
+    assert len(study.trials) == 10
+    for t in study.trials:
+        row = next(r for r in rows if r["config.alpha"] == pytest.approx(t.params["alpha"], abs=1e-12))
+        assert t.state == state[row["status"]] and t.params["lr"] == pytest.approx(row["config.lr"])
+        if t.state != optuna.trial.TrialState.FAIL:
+            assert [t.intermediate_values[k] for k in sorted(t.intermediate_values)] == \
+                pytest.approx(row["objective_by_task"])
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.value == pytest.approx(row["objective"])
+
+    best = load_best_args(tmp_path / "best.yaml", "seq-digits", "derpp", 50)
+    assert best["lr"] == report.best.config["lr"] and best["alpha"] == report.best.config["alpha"]
+    assert report.best.objective == max(r["objective"] for r in by_status["completed"])
+    assert report.final_eval["seeds"] == [0, 1]
+
+
 def test_asha_stops_clear_losers_and_tells_optuna_pruned(tmp_path, ray_cluster):
     import optuna
 
@@ -229,37 +280,42 @@ def test_tune_cli_flags_are_checked():
         assert flag in help_text
 
 
-def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path):
+@pytest.mark.parametrize("population", [1, 4])
+def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, population):
     storage = tmp_path / "exp"
+    samples = 8 if population == 1 else 16
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
-           "--samples", "8", "--max-concurrent", "1", "--storage-path", str(storage), "--name", "stop",
-           "--best-args", str(tmp_path / "best.yaml"), "--protocol", "end-of-training", "--n-epochs", "3",
-           "--verbose", "0"]
+           "--samples", str(samples), "--population", str(population), "--max-concurrent", "1",
+           "--storage-path", str(storage), "--name", "stop", "--best-args", str(tmp_path / "best.yaml"),
+           "--protocol", "end-of-training", "--n-epochs", "3", "--verbose", "0"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
     def finished_trials():
-        done = []
+        done = {}
         for result in storage.glob("stop/*/result.json"):
             lines = result.read_text().splitlines()
             if lines and '"task": 5' in lines[-1]:
-                done.append((result.parent.name, len(lines)))
+                done[result.parent.name] = len(lines)
         return done
 
+    # Tune copies trial folders into the storage path while it runs, so a file read mid-copy can
+    # look unfinished: the snapshot kept is the one that met the condition, never a second read.
     deadline = time.time() + 240
-    while len(finished_trials()) < 2 and time.time() < deadline and proc.poll() is None:
+    before = finished_trials()
+    while len(before) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
-    assert proc.poll() is None, proc.stdout.read()
-    before = dict(finished_trials())
+        before = finished_trials()
+    assert len(before) >= 2, proc.poll() is None or proc.stdout.read()
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
     proc.wait(timeout=120)
-    assert len(before) >= 2
 
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     rows = pq.read_table(storage / "stop" / "trials.parquet").to_pylist()
-    assert len(rows) == 8 and all(r["status"] == "completed" for r in rows)
+    assert len(rows) == samples and all(r["status"] == "completed" for r in rows)
+    assert len({r["cohort"] for r in rows}) == samples // population
     after = {}
     for result in storage.glob("stop/*/result.json"):
         after[result.parent.name] = len(result.read_text().splitlines())

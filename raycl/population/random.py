@@ -79,17 +79,19 @@ class MemberRandom:
         else:
             draws = 3 * k
             candidates = self._take(g * draws).view(self.size, g, draws).mul(n).long()
-            earlier, position = self._dedup_helpers(draws)
-            repeated = (candidates[..., :, None] == candidates[..., None, :]).logical_and_(earlier).any(-1)
-            first = repeated.mul(draws).add_(position).argsort(dim=-1)[..., :k]
+            # A draw repeats an earlier one iff, stably sorted, it equals its predecessor.
+            values, order = candidates.sort(dim=-1, stable=True)
+            repeated_sorted = torch.zeros_like(values, dtype=torch.bool)
+            repeated_sorted[..., 1:] = values[..., 1:] == values[..., :-1]
+            repeated = torch.empty_like(repeated_sorted).scatter_(-1, order, repeated_sorted)
+            first = repeated.mul(draws).add_(self._positions(draws)).argsort(dim=-1)[..., :k]
             picked = candidates.gather(2, first)
         return picked if groups else picked[:, 0]
 
-    def _dedup_helpers(self, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _positions(self, draws: int) -> torch.Tensor:
         cached = self._helpers.get(draws)
         if cached is None:
-            earlier = torch.ones(draws, draws, dtype=torch.bool, device=self.device).tril(-1)
-            cached = self._helpers[draws] = (earlier, torch.arange(draws, device=self.device))
+            cached = self._helpers[draws] = torch.arange(draws, device=self.device)
         return cached
 
     def select(self, keep: torch.Tensor) -> None:

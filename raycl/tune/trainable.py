@@ -103,7 +103,8 @@ class Cohort:
     """P configurations x S seeds of one method as one population, halved at ``rungs``."""
 
     def __init__(self, configs: list[dict], benchmarks: list[Benchmark], method: str, seeds: list[int],
-                 rungs: tuple[int, ...] = (), reduction_factor: int = 4, device=None):
+                 rungs: tuple[int, ...] = (), reduction_factor: int = 4, device=None,
+                 dtype: torch.dtype = torch.float32):
         self.seeds = list(seeds)
         per_config = len(self.seeds)
         defaults = benchmarks[0].defaults
@@ -112,7 +113,7 @@ class Cohort:
         data = [i if len(benchmarks) == per_config else 0 for i in range(per_config)]
         self.stream = PopulationRun(
             benchmarks, method, [h for h in hyperparameters for _ in self.seeds], self.seeds * len(configs),
-            member_data=data * len(configs), device=device, test_every_task=False)
+            member_data=data * len(configs), device=device, dtype=dtype, test_every_task=False)
         self.records = [ConfigRecord() for _ in configs]
         self.rungs = tuple(rungs)
         self.reduction_factor = reduction_factor
