@@ -12,11 +12,12 @@ DERPP = [{"lr": lr, "alpha": alpha, "beta": 0.5, "buffer_size": 50, "minibatch_s
          for lr, alpha in ((0.1, 0.3), (0.003, 1.0), (0.03, 0.1), (0.0003, 0.5))]
 
 
-def test_keep_top_promotes_what_asha_would():
+def test_keep_top_keeps_the_best_fraction():
     assert keep_top({0: 1.0, 1: 4.0, 2: 2.0, 3: 3.0}, 4) == {1}
     assert keep_top({0: 1.0, 1: 4.0, 2: 2.0, 3: 3.0}, 2) == {1, 3}
-    assert keep_top({c: float(c) for c in range(6)}, 4) == {4, 5}
-    assert keep_top({0: 5.0, 1: 5.0, 2: 1.0}, 4) == {0, 1}  # ties are kept together
+    assert keep_top({c: float(c) for c in range(25)}, 4) == {19, 20, 21, 22, 23, 24}
+    assert keep_top({0: 1.0, 1: 2.0}, 4) == {1}  # never none
+    assert keep_top({2: 5.0, 0: 5.0, 1: 1.0}, 2) == {0}  # equal scores: the lower key
 
 
 def test_halving_compacts_the_population_and_leaves_survivors_as_if_alone(digits):

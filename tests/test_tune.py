@@ -205,6 +205,16 @@ def test_cohort_search_tells_optuna_every_configuration_and_exports_one_row_each
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert t.value == pytest.approx(row["objective"])
 
+    # The report sees configurations: each finds its cohort's Ray folder and its own matrices.
+    from raycl.tune.report import load_experiment, trial_matrices, write_report
+
+    experiment = load_experiment(tmp_path / "exp" / "cohorts")
+    assert len(experiment.trials) == 10 and all(t.folder is not None for t in experiment.trials)
+    matrices = trial_matrices(experiment, experiment.best)
+    assert matrices["val"]["class_il"][-1].mean() == pytest.approx(report.best.objective)
+    files = write_report(experiment.path, tmp_path / "report")
+    assert {"asha.png", "matrices.png"} <= {f.name for f in files.figures}
+
     best = load_best_args(tmp_path / "best.yaml", "seq-digits", "derpp", 50)
     assert best["lr"] == report.best.config["lr"] and best["alpha"] == report.best.config["alpha"]
     assert report.best.objective == max(r["objective"] for r in by_status["completed"])

@@ -261,7 +261,7 @@ def plot_asha(experiment: Experiment, path: Path) -> Path:
         left.legend(fontsize=8, loc="lower left")
     left.set_xlabel("tasks trained (ASHA's time attribute)")
     left.set_ylabel("objective (%)")
-    left.set_title("Objective after each task; x = stopped there")
+    left.set_title("Objective after each task; x = stopped there (by ASHA or its cohort's halving)")
     left.set_xticks(range(1, t + 1, max(1, t // 10)))
     left.grid(alpha=0.3)
 
@@ -269,13 +269,13 @@ def plot_asha(experiment: Experiment, path: Path) -> Path:
     stopped = [sum(tr.tasks_trained == k and tr.status != "completed" for tr in experiment.trials)
                for k in range(1, t + 1)]
     ks = np.arange(1, t + 1)
-    right.bar(ks, reached, color="tab:blue", alpha=0.6, label="trials that trained this task")
-    right.bar(ks, stopped, color="tab:red", alpha=0.8, label="trials stopped after this task")
+    right.bar(ks, reached, color="tab:blue", alpha=0.6, label="configurations that trained this task")
+    right.bar(ks, stopped, color="tab:red", alpha=0.8, label="configurations stopped after this task")
     for k, (r, s) in enumerate(zip(reached, stopped), start=1):
         right.text(k, r, str(r), ha="center", va="bottom", fontsize=7)
     right.set_xlabel("task")
-    right.set_ylabel("trials")
-    right.set_title("Trials reaching each task rung")
+    right.set_ylabel("configurations")
+    right.set_title("Configurations reaching each task rung")
     right.set_xticks(range(1, t + 1, max(1, t // 10)))
     right.set_ylim(0, max(reached) * 1.3 if reached else 1)
     right.legend(fontsize=8, loc="upper right")

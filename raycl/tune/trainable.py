@@ -5,9 +5,9 @@ each trained on the trial's seeds (``--trial-seeds`` S), so P x S members in one
 :class:`raycl.train.PopulationRun`; member ``c * S + i`` is configuration c on seed i. After
 every task each configuration's objective is its mean validation accuracy over the tasks seen (in
 the benchmark's first setting), averaged over its seeds. At the halving rungs (the ASHA rungs,
-used when P > 1) the cohort keeps the top 1/reduction-factor of its live configurations, as ASHA
-would, and drops the others from the population. A configuration with a diverging seed is
-diverged; the rest of its cohort goes on.
+used when P > 1) the cohort keeps the best 1/reduction-factor of its live configurations
+(successive halving, as in Hyperband) and drops the others from the population. A configuration
+with a diverging seed is diverged; the rest of its cohort goes on.
 
 Each report carries ``task`` (ASHA's time attribute), every configuration's status and objective
 under ``configs`` (what the searcher tells Optuna), the best live configuration's full metrics at
@@ -94,9 +94,10 @@ def task_metrics(stream: PopulationRun, task: int, members: list[int]) -> dict:
 
 
 def keep_top(scores: dict[int, float], reduction_factor: int) -> set[int]:
-    """The keys ASHA would promote: scores at or above the (1 - 1/reduction_factor) quantile."""
-    cutoff = np.percentile(list(scores.values()), 100.0 * (1.0 - 1.0 / reduction_factor))
-    return {k for k, v in scores.items() if v >= cutoff}
+    """The keys successive halving keeps: the best floor(n / reduction_factor), at least one
+    (equal scores: the lower key first, so a resumed cohort keeps the same ones)."""
+    ranked = sorted(scores, key=lambda k: (-scores[k], k))
+    return set(ranked[: max(1, len(scores) // reduction_factor)])
 
 
 class Cohort:
