@@ -244,7 +244,9 @@ def run_search(options: SearchOptions):
             ),
             run_config=tune.RunConfig(
                 name=options.experiment_name, storage_path=str(experiment.parent),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Two, not one: after a hard kill of the driver, Tune resumes from its last snapshot of
+                # the experiment, which may still name a trial's previous checkpoint.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 failure_config=tune.FailureConfig(max_failures=1),
                 verbose=options.verbose,
             ),
