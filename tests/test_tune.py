@@ -260,6 +260,9 @@ def test_existing_experiment_needs_resume_and_bad_options_are_clear(tmp_path, ra
         run_search(SearchOptions(method="sgd", name="nothing", resume=True, storage_path=str(tmp_path)))
     with pytest.raises(RayclError, match="exceeds the 5 tasks"):
         run_search(SearchOptions(method="sgd", protocol="first-task", protocol_tasks=9, storage_path=str(tmp_path)))
+    with pytest.raises(RayclError, match="--optuna-storage sqlite:////nonexistent/folder/o.db: cannot open"):
+        run_search(SearchOptions(method="sgd", name="db", storage_path=str(tmp_path),
+                                 optuna_storage="sqlite:////nonexistent/folder/o.db"))
     (tmp_path / "taken").mkdir()
     with pytest.raises(RayclError, match="exists already: pass --resume"):
         run_search(SearchOptions(method="sgd", name="taken", storage_path=str(tmp_path)))

@@ -165,7 +165,12 @@ def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
 
     storage = None
     if options.optuna_storage:
-        storage = optuna.storages.RDBStorage(options.optuna_storage)
+        try:
+            storage = optuna.storages.RDBStorage(options.optuna_storage)
+        except Exception as exc:  # SQLAlchemy's errors: a missing folder, a bad URL, no driver
+            reason = str(exc).strip().splitlines()[0]
+            raise RayclError(f"--optuna-storage {options.optuna_storage}: cannot open the database ({reason}); "
+                             "e.g. sqlite:///optuna.db (its folder must exist)") from None
     sampler = optuna.samplers.TPESampler(seed=options.search_seed)
     searched = set(space.searched)
     start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
