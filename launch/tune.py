@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--dashboard", action="store_true",
                      help="start the Ray dashboard on 127.0.0.1 and print its URL")
     res.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3),
-                     help="Tune's output: 0 silent, 1 progress table (default), 2 and 3 more detail")
+                     help="0: only the final summary; 1: one status line (configurations finished, "
+                          "running, pruned, diverged, best so far, time left) and the top configurations "
+                          "when they change (default); 2: Ray Tune's own trial boxes and status tables; "
+                          "3: also every trial's results")
 
     out = p.add_argument_group("outputs")
     out.add_argument("--best-args", metavar="FILE", default=None,
@@ -157,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
     )
     from raycl.tune.search import run_search
+
+    if args.verbose <= 1:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     report = run_search(options)
     return 0 if report.best is not None else 1

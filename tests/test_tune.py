@@ -356,3 +356,60 @@ def test_fixed_values_reach_the_space_as_their_declared_types():
     assert fixed["buffer_size"] == 200
     with pytest.raises(RayclError, match="'lr' must be a float"):
         prepare_space(SearchOptions(method="derpp", fixed={"lr": "fast"}))
+
+
+def test_progress_counts_configurations_and_reports_the_best_completed():
+    import io
+
+    from raycl.tune.progress import SearchProgress
+
+    out = io.StringIO()
+    progress = SearchProgress(samples=6, final_task=5, searched=["lr"], stream=out, interval=0, table_interval=0)
+
+    class Trial:
+        def __init__(self, trial_id, lrs):
+            self.trial_id, self.config = trial_id, {"cohort": [{"lr": lr} for lr in lrs]}
+
+    cohort, solo = Trial("aaaa", [0.1, 0.2, 0.3, 0.4]), Trial("bbbb", [0.5])
+    for trial in (cohort, solo):
+        progress.on_trial_start(0, [], trial)
+    # Tune hands callbacks flattened results: configs/<index>/<key>.
+    progress.on_trial_result(0, [], cohort, {"configs/0/status": "pruned", "configs/0/task": 1,
+                                             "configs/1/status": "diverged", "configs/1/task": 1,
+                                             "configs/2/status": "running", "configs/2/task": 1,
+                                             "configs/2/objective": 80.0,
+                                             "configs/3/status": "completed", "configs/3/task": 5,
+                                             "configs/3/objective": 91.5})
+    progress.on_trial_result(0, [], solo, {"configs/0/status": "running", "configs/0/task": 2,
+                                           "configs/0/objective": 95.0})
+    progress.show()
+    line = out.getvalue().splitlines()[-1]
+    assert "3/6 configurations finished (1 completed, 1 pruned, 1 diverged), 2 running" in line
+    assert "best 91.50 (aaaa-3)" in line and "left" in line
+    assert "aaaa-3" in out.getvalue().splitlines()[1] and "0.4" in out.getvalue()  # the top table
+    progress.on_trial_complete(0, [], solo)  # ASHA stopped it after task 2
+    progress.on_trial_complete(0, [], cohort)
+    assert progress.counts() == {"completed": 1, "running": 0, "pruned": 3, "diverged": 1, "errored": 0}
+
+
+def test_default_output_is_a_few_status_lines_and_the_summary(tmp_path):
+    def run(verbose):
+        cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", "8", "--population",
+               "2", "--storage-path", str(tmp_path / f"v{verbose}"), "--best-args", str(tmp_path / "best.yaml"),
+               "--n-epochs", "1", "--verbose", str(verbose)]
+        proc = subprocess.run(cmd, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    for verbose in (0, 1):
+        out = run(verbose)
+        assert "search sgd-seq-digits: sgd on seq-digits" in out and "best args:" in out
+        for tune_line in ("View detailed results", "Trial status", "started with configuration", "A new study"):
+            assert tune_line not in out
+        status = [line for line in out.splitlines() if "configurations finished" in line]
+        if verbose == 0:
+            assert not status
+        else:
+            assert status and status[-1].startswith("[") and "8/8 configurations finished" in status[-1]
+            assert len(out.splitlines()) < 40

@@ -118,17 +118,21 @@ def write_parquet(records: list[TrialRecord], path: Path, context: dict) -> None
 
 
 def _format_table(records: list[TrialRecord], params: list[str], limit: int = 5) -> str:
-    header = ["trial", "objective", "tasks", *params]
-    rows = [[r.trial_id, f"{r.objective:.2f}", str(r.tasks_trained),
-             *[_short(r.config.get(p)) for p in params]] for r in records[:limit]]
+    rows = [[r.trial_id, f"{r.objective:.2f}", str(r.tasks_trained), *[short_value(r.config.get(p)) for p in params]]
+            for r in records[:limit]]
+    return format_table(["trial", "objective", "tasks", *params], rows)
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Plain text columns, left-aligned, two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows])
 
 
-def _short(value) -> str:
+def short_value(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return "" if value is None else str(value)
 
 
 def export_search(results, options, space, benchmark: Benchmark) -> SearchReport:
@@ -198,7 +202,7 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark) ->
         over = f" ± {spread:.2f} over {options.trial_seeds} seeds" if options.trial_seeds > 1 and spread is not None \
             else ""
         out.append(f"best trial {b.trial_id}: objective {b.objective:.2f}{over}")
-        out.append("  config: " + ", ".join(f"{k}={_short(v)}" for k, v in sorted(b.config.items())))
+        out.append("  config: " + ", ".join(f"{k}={short_value(v)}" for k, v in sorted(b.config.items())))
         completed = sorted((r for r in report.trials if r.status == "completed"), key=lambda r: -r.objective)
         out.append("top configurations (completed trials, by objective):")
         out.append(_format_table(completed, space.searched, limit=5))

@@ -235,6 +235,12 @@ def run_search(options: SearchOptions):
                              reduction_factor=options.reduction_factor),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
+    # --verbose 0 and 1: Tune says nothing (its older output engine is the one silent at 0) and 1
+    # shows raycl's compact progress; 2 and 3 are Tune's own trial boxes and tables (its 1 and 2).
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
+    from raycl.tune.progress import SearchProgress
+
+    callbacks = [SearchProgress(options.samples, final_task, space.searched)] if options.verbose == 1 else []
     if options.resume:
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
     else:
@@ -253,7 +259,7 @@ def run_search(options: SearchOptions):
                 # the experiment, which may still name a trial's previous checkpoint.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 failure_config=tune.FailureConfig(max_failures=1),
-                verbose=options.verbose,
+                verbose=0 if options.verbose <= 1 else options.verbose - 1, callbacks=callbacks,
             ),
         )
     results = tuner.fit()

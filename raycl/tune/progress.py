@@ -1,0 +1,161 @@
+"""Compact progress of a running search: one status line and, now and then, the top configurations.
+
+A Tune callback that counts configurations (a trial is a cohort of them) as finished, running,
+pruned and diverged out of the samples, with the best completed objective so far, the elapsed
+time and an estimate of what is left. On a terminal the status is one line tqdm redraws; in a
+log file or CI it is a plain line every ``interval`` seconds. The table of the best completed
+configurations is printed when it changes, at most every ``table_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ray.tune import Callback
+from tqdm import tqdm
+
+from raycl.tune.export import format_table, short_value
+from raycl.tune.optuna_search import config_summaries
+from raycl.tune.trainable import COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED, RUNNING
+
+TOP = 5
+
+
+def _terminal_width(stream) -> int:
+    """Columns of the terminal ``stream`` writes to; 0 when it is not one (or one without a size,
+    where a redrawn line would show nothing)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class SearchProgress(Callback):
+    def __init__(self, samples: int, final_task: int, searched: list[str], stream=None, interval: float = 30.0,
+                 table_interval: float = 60.0):
+        self.samples = samples
+        self.final_task = final_task
+        self.searched = searched
+        self.stream = stream or sys.stdout
+        self.interval = interval
+        self.table_interval = table_interval
+        self.start = time.monotonic()
+        self._printed = self._table_printed = float("-inf")
+        # trial id -> configuration index -> (status, tasks, objective, config)
+        self.configs: dict[str, dict[int, tuple[str, int, float | None, dict]]] = {}
+        self._table_shown: list = []
+        self._bar = None
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment; the terminal stays with this process.
+        return {k: v for k, v in self.__dict__.items() if k not in ("stream", "_bar")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, stream=sys.stdout, _bar=None)
+
+    @property
+    def bar(self) -> tqdm | None:
+        """The redrawn status line, on a terminal only."""
+        if self._bar is None and _terminal_width(self.stream) > 0:
+            self._bar = tqdm(total=self.samples, file=self.stream, dynamic_ncols=True, leave=False,
+                             bar_format="{desc}")
+        return self._bar
+
+    # ----- Tune's hooks -----------------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        configs = (trial.config or {}).get(COHORT) or []
+        self.configs.setdefault(trial.trial_id, {i: (RUNNING, 0, None, c) for i, c in enumerate(configs)})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        known = self.configs.setdefault(trial.trial_id, {})
+        configs = (trial.config or {}).get(COHORT) or []
+        for index, summary in config_summaries(result).items():
+            config = configs[index] if index < len(configs) else {}
+            known[index] = (summary.get("status", RUNNING), int(summary.get("task") or 0), summary.get(OBJECTIVE),
+                            config)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._end(trial, PRUNED)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, "errored")
+
+    def on_step_end(self, iteration, trials, **info):
+        self.show()
+
+    def on_experiment_end(self, trials, **info):
+        self.show(force=True)
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._write(self.status_line())  # the redrawn line is cleared: leave its last state
+
+    # ----- state ------------------------------------------------------------------------------------
+    def _end(self, trial, unfinished: str) -> None:
+        # A configuration still running when its trial ends was stopped by ASHA or failed with it.
+        known = self.configs.get(trial.trial_id, {})
+        for index, (status, tasks, objective, config) in known.items():
+            if status == RUNNING:
+                status = COMPLETED if tasks >= self.final_task and unfinished == PRUNED else unfinished
+                known[index] = (status, tasks, objective, config)
+
+    def counts(self) -> dict[str, int]:
+        out = {COMPLETED: 0, RUNNING: 0, PRUNED: 0, DIVERGED: 0, "errored": 0}
+        for known in self.configs.values():
+            for status, *_ in known.values():
+                out[status] = out.get(status, 0) + 1
+        return out
+
+    def completed(self) -> list[tuple[float, str, dict]]:
+        done = [(objective, f"{trial_id}" if len(known) == 1 else f"{trial_id}-{index}", config)
+                for trial_id, known in self.configs.items()
+                for index, (status, tasks, objective, config) in known.items()
+                if status == COMPLETED and objective is not None]
+        return sorted(done, key=lambda item: -item[0])
+
+    def status_line(self) -> str:
+        counts = self.counts()
+        finished = sum(v for k, v in counts.items() if k != RUNNING)
+        elapsed = time.monotonic() - self.start
+        line = (f"[{_duration(elapsed)}] {finished}/{self.samples} configurations finished "
+                f"({counts[COMPLETED]} completed, {counts[PRUNED]} pruned, {counts[DIVERGED]} diverged"
+                + (f", {counts['errored']} errored" if counts["errored"] else "") + f"), {counts[RUNNING]} running")
+        best = self.completed()
+        if best:
+            line += f"; best {best[0][0]:.2f} ({best[0][1]})"
+        if 0 < finished < self.samples:
+            line += f"; about {_duration(elapsed * (self.samples - finished) / finished)} left"
+        return line
+
+    def table(self) -> str:
+        rows = [[name, f"{objective:.2f}", *[short_value(config.get(p)) for p in self.searched]]
+                for objective, name, config in self.completed()[:TOP]]
+        return format_table(["top configurations", "objective", *self.searched], rows)
+
+    # ----- output -----------------------------------------------------------------------------------
+    def show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        top = [name for _, name, _ in self.completed()[:TOP]]
+        if top and top != self._table_shown and (force or now - self._table_printed >= self.table_interval):
+            self._write(self.table())
+            self._table_shown, self._table_printed = top, now
+        if self.bar is not None:
+            self.bar.set_description_str(self.status_line())
+        elif force or now - self._printed >= self.interval:
+            self._write(self.status_line())
+            self._printed = now
+
+    def _write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
