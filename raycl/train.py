@@ -280,22 +280,20 @@ class PopulationRun:
 
     # ----- training ---------------------------------------------------------------------------
     def _select(self, keep: torch.Tensor) -> None:
-        """Keep only the live members at positions ``keep``."""
-        self.method.select(keep)
-        self.order_random.select(keep)
+        """Keep only the live members at positions ``keep`` (none: the population is finished and
+        its stacked state is left as it was)."""
+        if len(keep) == len(self.alive):
+            return
+        if len(keep):
+            self.method.select(keep)
+            self.order_random.select(keep)
         self.alive = [self.alive[i] for i in keep.tolist()]
 
     def drop(self, members) -> None:
         """Stop training the members ``members`` (ids as built): every stacked tensor is compacted,
         so they cost nothing from now on. Their accuracy rows so far stay."""
         gone = set(members)
-        keep = [i for i, m in enumerate(self.alive) if m not in gone]
-        if len(keep) == len(self.alive):
-            return
-        if keep:
-            self._select(torch.tensor(keep))
-        else:
-            self.alive = []
+        self._select(torch.tensor([i for i, m in enumerate(self.alive) if m not in gone], dtype=torch.long))
 
     def _drop_diverged(self, failed: torch.Tensor, task: int, step: int) -> torch.Tensor | None:
         """Mark the members flagged in ``failed`` [live] diverged; returns the positions kept, or
@@ -307,10 +305,7 @@ class PopulationRun:
             self.diverged[member] = DivergedError(task, step)
             log.info("member %d (seed %d) %s", member, self.seeds[member], self.diverged[member])
         keep = torch.nonzero(~failed.cpu()).flatten()
-        if len(keep):
-            self._select(keep)
-        else:
-            self.alive = []
+        self._select(keep)
         return keep
 
     def _train_task(self, task: int) -> np.ndarray:
@@ -413,12 +408,7 @@ class PopulationRun:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` of a population built the same way (same members, same order)."""
-        saved = list(state["alive"])
-        if saved != self.alive:
-            if not saved:
-                self.alive = []
-            else:
-                self._select(torch.tensor([self.alive.index(m) for m in saved]))
+        self._select(torch.tensor([self.alive.index(m) for m in state["alive"]], dtype=torch.long))
         if self.alive:
             self.method.load_state_dict(state["method"])
             self.order_random.load_state_dict(state["order"])

@@ -15,7 +15,7 @@ import yaml
 import raycl
 from raycl.data import Benchmark
 from raycl.files import atomic_write_bytes, atomic_write_text, save_best_args
-from raycl.tune.trainable import (COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED, RUNNING, ConfigRecord,
+from raycl.tune.trainable import (COHORT, COMPLETED, DIVERGED, OBJECTIVE, ConfigRecord, config_id, ended_status,
                                    read_records)
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,10 @@ def collect_trials(results, final_task: int) -> list[TrialRecord]:
         stored = _read_records(result) or [ConfigRecord() for _ in configs]
         error = None if result.error is None else str(result.error).strip().splitlines()[-1][:500]
         for index, (config, record) in enumerate(zip(configs, stored)):
-            status = record.status
-            if status == RUNNING:
-                # Still running when its trial ended: an error, or ASHA stopped it before the last task.
-                status = "errored" if error else COMPLETED if record.tasks >= final_task else PRUNED
+            status = ended_status(record.status, record.tasks, final_task, errored=error is not None)
             last = {**record.metrics, **{k: metrics[k] for k in ("node_id", "node_ip") if k in metrics}}
             records.append(TrialRecord(
-                trial_id=cohort if len(configs) == 1 else f"{cohort}-{index}", status=status, config=dict(config),
+                trial_id=config_id(cohort, index, len(configs)), status=status, config=dict(config),
                 objective=None if status in ("errored", DIVERGED) or OBJECTIVE not in record.metrics
                 else float(record.metrics[OBJECTIVE]),
                 tasks_trained=record.tasks, objective_by_task=list(record.objective_by_task), last_metrics=last,

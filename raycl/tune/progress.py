@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from raycl.tune.export import format_table, short_value
 from raycl.tune.optuna_search import config_summaries
-from raycl.tune.trainable import COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED, RUNNING
+from raycl.tune.trainable import COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED, RUNNING, config_id, ended_status
 
 TOP = 5
 
@@ -83,10 +83,10 @@ class SearchProgress(Callback):
                             config)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._end(trial, PRUNED)
+        self._end(trial, errored=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._end(trial, "errored")
+        self._end(trial, errored=True)
 
     def on_step_end(self, iteration, trials, **info):
         self.show()
@@ -99,13 +99,10 @@ class SearchProgress(Callback):
             self._write(self.status_line())  # the redrawn line is cleared: leave its last state
 
     # ----- state ------------------------------------------------------------------------------------
-    def _end(self, trial, unfinished: str) -> None:
-        # A configuration still running when its trial ends was stopped by ASHA or failed with it.
+    def _end(self, trial, errored: bool) -> None:
         known = self.configs.get(trial.trial_id, {})
         for index, (status, tasks, objective, config) in known.items():
-            if status == RUNNING:
-                status = COMPLETED if tasks >= self.final_task and unfinished == PRUNED else unfinished
-                known[index] = (status, tasks, objective, config)
+            known[index] = (ended_status(status, tasks, self.final_task, errored), tasks, objective, config)
 
     def counts(self) -> dict[str, int]:
         out = {COMPLETED: 0, RUNNING: 0, PRUNED: 0, DIVERGED: 0, "errored": 0}
@@ -115,7 +112,7 @@ class SearchProgress(Callback):
         return out
 
     def completed(self) -> list[tuple[float, str, dict]]:
-        done = [(objective, f"{trial_id}" if len(known) == 1 else f"{trial_id}-{index}", config)
+        done = [(objective, config_id(trial_id, index, len(known)), config)
                 for trial_id, known in self.configs.items()
                 for index, (status, tasks, objective, config) in known.items()
                 if status == COMPLETED and objective is not None]

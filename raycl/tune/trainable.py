@@ -64,6 +64,19 @@ class ConfigRecord:
                 RUNG_SCORE: self.metrics.get(RUNG_SCORE), "reason": self.reason}
 
 
+def config_id(cohort: str, index: int, size: int) -> str:
+    """The name of configuration ``index`` of a cohort trial of ``size``: the trial's id when alone."""
+    return cohort if size == 1 else f"{cohort}-{index}"
+
+
+def ended_status(status: str, tasks: int, final_task: int, errored: bool) -> str:
+    """A configuration's status once its trial has ended: one still running then failed with its
+    trial, or was stopped (by ASHA) before the last task, or trained them all."""
+    if status != RUNNING:
+        return status
+    return "errored" if errored else COMPLETED if tasks >= final_task else PRUNED
+
+
 def task_metrics(stream: PopulationRun, task: int, members: list[int]) -> dict:
     """The metrics of one configuration after ``task`` (0-based) from its ``members``' (its seeds')
     validation matrices, each the mean over the seeds (every seed's own objective too)."""
