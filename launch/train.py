@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     benchmarks = {s: load_benchmark(dataset, args.data_root, args.val_fraction, s, samples_per_task=args.samples_per_task)
                   for s in dict.fromkeys(data_seeds)}
     reference = benchmarks[data_seeds[0]]
-    config = make_config(args.method, values, reference.defaults)
+    config = make_config(args.method, values, reference.defaults_for(args.method))
     primary = reference.settings[0]
     log.info("%s on %s (%d tasks), config %s", args.method, dataset, reference.n_tasks, config)
     groups = [seeds] if not args.one_at_a_time else [[s] for s in seeds]

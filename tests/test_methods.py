@@ -43,6 +43,29 @@ def test_replay_beats_fine_tuning(digits):
         assert replay > sgd + 20, (method, replay, sgd)
 
 
+REPLAY_METHODS = ("er", "der", "derpp", "mer", "gem", "agem", "clser", "synergy", "gen_replay", "vib")
+
+
+@pytest.fixture(scope="module")
+def sgd_with_defaults(digits):
+    return run(digits, "sgd", make_config("sgd", {}, digits.defaults_for("sgd")), seed=0).test_metrics["class_il"]["acc"]
+
+
+@pytest.mark.parametrize("method", REPLAY_METHODS)
+def test_every_replay_method_with_its_defaults_beats_sgd_on_the_offline_default(method, digits, sgd_with_defaults):
+    """What a first `launch/train.py --method M` prints: the defaults, with seq-digits' own
+    (``Benchmark.method_defaults``), at least 20 points Class-IL above fine-tuning."""
+    config = make_config(method, {}, digits.defaults_for(method))
+    acc = run(digits, method, config, seed=0).test_metrics["class_il"]["acc"]
+    assert acc > sgd_with_defaults + 20, (method, acc, sgd_with_defaults)
+
+
+def test_method_defaults_of_a_benchmark_yield_to_given_values(digits):
+    assert make_config("clser", {}, digits.defaults_for("clser")).stable_alpha == digits.method_defaults["clser"]["stable_alpha"]
+    assert make_config("clser", {"stable_alpha": 0.5}, digits.defaults_for("clser")).stable_alpha == 0.5
+    assert make_config("der", {}, digits.defaults_for("clser")).minibatch_size == digits.defaults["minibatch_size"]
+
+
 def test_same_seed_same_numbers(digits):
     a = run(digits, "derpp", config_for("derpp", digits), seed=5)
     b = run(digits, "derpp", config_for("derpp", digits), seed=5)

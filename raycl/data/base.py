@@ -55,7 +55,8 @@ class Benchmark:
     """A stream of tasks and what a run needs to know about it.
 
     ``settings`` lists the evaluation scenarios this benchmark is reported in; ``defaults`` holds
-    the protocol's customary hyperparameters (batch size, epochs) applied before user values.
+    the protocol's customary hyperparameters (batch size, epochs) applied before user values, and
+    ``method_defaults`` a method's own where its paper defaults assume a longer stream.
     """
 
     name: str
@@ -68,6 +69,11 @@ class Benchmark:
     std: tuple[float, ...] | None = None
     augment: bool = False
     defaults: dict = dataclasses.field(default_factory=dict)
+    method_defaults: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+    def defaults_for(self, method: str) -> dict:
+        """The protocol defaults, then ``method``'s own on this benchmark."""
+        return {**self.defaults, **self.method_defaults.get(method, {})}
 
     @property
     def n_tasks(self) -> int:

@@ -19,7 +19,7 @@ def _train_seeds(benchmarks, method: str, config: dict, seeds: list[int], thread
         from raycl.data import load_benchmark
 
         benchmarks = [load_benchmark(**data, seed=s) for s in seeds]
-    population = run_population(benchmarks, method, make_config(method, config, benchmarks[0].defaults), seeds)
+    population = run_population(benchmarks, method, make_config(method, config, benchmarks[0].defaults_for(method)), seeds)
     return [population.result(m) for m in population.alive], [seeds[m] for m in population.diverged]
 
 
