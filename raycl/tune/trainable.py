@@ -121,7 +121,7 @@ class Cohort:
                  dtype: torch.dtype = torch.float32):
         self.seeds = list(seeds)
         per_config = len(self.seeds)
-        defaults = benchmarks[0].defaults
+        defaults = benchmarks[0].defaults_for(method)
         hyperparameters = [make_config(method, c, defaults) for c in configs]
         # Seed i of every configuration trains on benchmarks[i] when there is one benchmark per seed.
         data = [i if len(benchmarks) == per_config else 0 for i in range(per_config)]
@@ -235,6 +235,9 @@ def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seed
             cohort.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False))
         log.info("resumed at task %d with %d live configurations", cohort.stream.next_task + 1, len(cohort.live))
     node = ray.get_runtime_context().get_node_id()
+    # The actor's log (the Ray dashboard shows it) says which trials it ran.
+    print(f"trial {tune.get_context().get_trial_id()}: {len(cohort.records)} configuration(s) x {len(seeds)} seed(s), "
+          f"from task {cohort.stream.next_task + 1}", flush=True)
     while not cohort.finished:
         task = cohort.run_task()
         metrics = cohort.report(task)
@@ -244,3 +247,20 @@ def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seed
             (Path(folder) / COHORT_FILE).write_text(json.dumps([dataclasses.asdict(r) for r in cohort.records]))
             (Path(folder) / MATRICES_FILE).write_text(json.dumps(cohort.matrices()))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def named_trainable(trainable, search: str, per_trial: bool):
+    """``trainable`` as the Tune actor class ``CohortTrial``, whose repr (the name the Ray dashboard
+    shows for the actor and its tasks) is ``search``, and the trial id when ``per_trial``.
+
+    Ray records an actor's repr once, when it starts, so only an actor that is not reused for later
+    trials can carry its trial's id; a reused one says which trials it ran in its log.
+    """
+    from ray.tune.trainable import wrap_function
+
+    class CohortTrial(wrap_function(trainable)):
+        def __repr__(self) -> str:
+            return f"{search} trial {self.trial_id}" if per_trial else search
+
+    CohortTrial.__qualname__ = CohortTrial.__name__  # the class name the dashboard lists
+    return CohortTrial
