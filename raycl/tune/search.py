@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 
+from raycl import storage
 from raycl.data import BENCHMARK_NAMES, Benchmark, load_benchmark
 from raycl.errors import RayclError, unknown
 from raycl.methods import METHODS, get_method
@@ -102,8 +102,9 @@ class SearchOptions:
         return f"raycl {self.experiment_name}: {self.method} on {self.dataset}, {self.samples} samples{cohorts}"
 
     @property
-    def experiment_dir(self) -> Path:
-        return Path(self.storage_path).expanduser().resolve() / self.experiment_name
+    def experiment_dir(self) -> str:
+        """The experiment's folder: a local absolute path, or a URI such as s3://bucket/prefix/name."""
+        return storage.join(storage.resolve(self.storage_path), self.experiment_name)
 
 
 def prepare_space(options: SearchOptions) -> SearchSpace:
@@ -212,12 +213,39 @@ def init_ray(options: SearchOptions) -> None:
     from ray.job_config import JobConfig
 
     kwargs["job_config"] = JobConfig(metadata={"job_name": options.job_name})
-    context = ray.init(address=options.address, **kwargs)
+    explicit_address = options.address not in (None, "auto")
+    # Ray only looks for a token by itself for a local cluster; a token handed over in the
+    # environment is meant for the cluster at --address.
+    if explicit_address and "RAY_AUTH_MODE" not in os.environ and (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        from ray._raylet import Config
+
+        Config.initialize("")  # Ray read the mode when it was imported
+    try:
+        context = ray.init(address=options.address, **kwargs)
+    except (ConnectionError, RuntimeError) as exc:
+        if not _is_authentication_error(exc):
+            raise
+        raise RayclError(
+            f"the Ray cluster at {options.address} wants its authentication token: set RAY_AUTH_TOKEN to it, or "
+            "RAY_AUTH_TOKEN_PATH to a file holding it (`ray get-auth-token` on the head node prints it)") from None
     if options.dashboard and context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
         if token_auth_enabled():
             print("  the cluster uses token authentication: the page asks for its token, which "
                   "`ray get-auth-token` prints", flush=True)
+
+
+def _is_authentication_error(exc: BaseException | None) -> bool:
+    from ray.exceptions import AuthenticationError
+
+    while exc is not None:
+        # Ray's GCS client error carries the authentication failure only in its message.
+        if isinstance(exc, AuthenticationError) or "InvalidAuthToken" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def token_auth_enabled() -> bool:
@@ -239,9 +267,9 @@ def run_search(options: SearchOptions):
     if options.resume:
         from ray import tune
 
-        if not tune.Tuner.can_restore(str(experiment)):
+        if not tune.Tuner.can_restore(experiment):
             raise RayclError(f"no experiment to resume at {experiment}")
-    elif experiment.exists():
+    elif storage.exists(experiment):
         raise RayclError(f"experiment {experiment} exists already: pass --resume to continue it, or a new "
                          "--name")
 
@@ -266,7 +294,7 @@ def run_search(options: SearchOptions):
 
     callbacks = [SearchProgress(options.samples, final_task, space.searched)] if options.verbose == 1 else []
     if options.resume:
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -278,7 +306,7 @@ def run_search(options: SearchOptions):
                 max_concurrent_trials=options.max_concurrent, reuse_actors=reuse_actors,
             ),
             run_config=tune.RunConfig(
-                name=options.experiment_name, storage_path=str(experiment.parent),
+                name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
                 # Two, not one: after a hard kill of the driver, Tune resumes from its last snapshot of
                 # the experiment, which may still name a trial's previous checkpoint.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
