@@ -14,7 +14,8 @@ import yaml
 
 import raycl
 from raycl.data import Benchmark
-from raycl.files import atomic_write_bytes, atomic_write_text, save_best_args
+from raycl import storage
+from raycl.files import save_best_args
 from raycl.tune.trainable import (COHORT, COMPLETED, DIVERGED, OBJECTIVE, ConfigRecord, config_id, ended_status,
                                    read_records)
 
@@ -48,7 +49,7 @@ class SearchReport:
     counts: dict[str, int]
     task_fraction: float
     best_args_path: Path | None
-    parquet_path: Path
+    parquet_path: str
     final_eval: dict | None = None
 
 
@@ -86,7 +87,7 @@ def collect_trials(results, final_task: int) -> list[TrialRecord]:
     return records
 
 
-def write_parquet(records: list[TrialRecord], path: Path, context: dict) -> None:
+def write_parquet(records: list[TrialRecord], path: str, context: dict) -> None:
     params = sorted({k for r in records for k in r.config})
     metric_names = sorted({k for r in records for k in r.last_metrics
                            if k.startswith("val_") or k.startswith(f"{OBJECTIVE}_")})
@@ -111,7 +112,7 @@ def write_parquet(records: list[TrialRecord], path: Path, context: dict) -> None
     table = pa.Table.from_pylist(rows)
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue())
+    storage.write_bytes(str(path), sink.getvalue())
 
 
 def _format_table(records: list[TrialRecord], params: list[str], limit: int = 5) -> str:
@@ -144,11 +145,11 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
     context = {"method": options.method, "dataset": options.dataset, "protocol": options.protocol,
                "protocol_tasks": options.protocol_tasks if options.protocol == "first-task" else None,
                "experiment": options.experiment_name}
-    parquet_path = Path(options.parquet) if options.parquet else experiment / "trials.parquet"
+    parquet_path = options.parquet or storage.join(experiment, "trials.parquet")
     write_parquet(records, parquet_path, context)
     # The space goes with the experiment, so a report made elsewhere knows each parameter's scale.
-    atomic_write_text(experiment / SPACE_FILE, yaml.safe_dump(
-        {"method": options.method, "params": space.to_dict()}, sort_keys=False))
+    storage.write_bytes(storage.join(experiment, SPACE_FILE), yaml.safe_dump(
+        {"method": options.method, "params": space.to_dict()}, sort_keys=False).encode())
 
     best_args_path = None
     if best is not None:

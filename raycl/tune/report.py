@@ -23,6 +23,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from raycl import storage
 from raycl.errors import RayclError
 from raycl.files import atomic_write_bytes, atomic_write_text
 from raycl.tune.trainable import MATRICES_FILE, OBJECTIVE
@@ -126,6 +127,9 @@ def _trial_folders(path: Path) -> dict[str, tuple[Path, list[dict]]]:
 def _trial_number(folder: Path | None) -> int:
     match = re.search(r"_[0-9a-f]{8}_(\d+)", folder.name) if folder else None
     return int(match.group(1)) if match else 0
+
+
+REPORT_INPUTS = ("trials.parquet", "search_space.yaml", "result.json", MATRICES_FILE)
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -556,7 +560,14 @@ def _page(experiment: Experiment, sections: list[tuple[str, str, Path | None]], 
 
 def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
                  optuna_storage: str | None = None) -> ReportFiles:
-    """Write the figures and ``index.html`` to ``out_dir`` (default ``<experiment>/report``)."""
+    """Write the figures and ``index.html`` to ``out_dir`` (default ``<experiment>/report``, or
+    ``./<experiment name>-report`` for an experiment in object storage such as ``s3://...``)."""
+    if storage.is_uri(experiment_dir):
+        location = storage.resolve(experiment_dir)
+        # Only the files a report reads, not the models in the checkpoints.
+        local = storage.download(location, keep=lambda relative: relative.endswith(REPORT_INPUTS))
+        out_dir = out_dir or Path.cwd() / f"{storage.name(location)}-report"
+        experiment_dir = local
     experiment = load_experiment(experiment_dir)
     out = Path(out_dir) if out_dir else experiment.path / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -180,8 +180,9 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
         final_eval_vary_data=True, final_eval_val_fraction=0.0, data_root=options.data_root,
         verbose=options.verbose,
     )
-    search.resume = search.experiment_dir.exists() and tune.Tuner.can_restore(str(search.experiment_dir))
-    if search.experiment_dir.exists() and not search.resume:
+    experiment = Path(search.experiment_dir)
+    search.resume = experiment.exists() and tune.Tuner.can_restore(str(experiment))
+    if experiment.exists() and not search.resume:
         raise RayclError(f"{search.experiment_dir} exists but holds no search to resume; remove it or use "
                          "another --out")
     started = time.perf_counter()
