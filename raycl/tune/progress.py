@@ -38,36 +38,15 @@ def _duration(seconds: float) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-class SearchProgress(Callback):
-    def __init__(self, samples: int, final_task: int, searched: list[str], stream=None, interval: float = 30.0,
-                 table_interval: float = 60.0):
+class SearchTally(Callback):
+    """Counts a running search's configurations (a trial is a cohort of them) from Tune's hooks."""
+
+    def __init__(self, samples: int, final_task: int):
         self.samples = samples
         self.final_task = final_task
-        self.searched = searched
-        self.stream = stream or sys.stdout
-        self.interval = interval
-        self.table_interval = table_interval
         self.start = time.monotonic()
-        self._printed = self._table_printed = float("-inf")
         # trial id -> configuration index -> (status, tasks, objective, config)
         self.configs: dict[str, dict[int, tuple[str, int, float | None, dict]]] = {}
-        self._table_shown: list = []
-        self._bar = None
-
-    def __getstate__(self) -> dict:
-        # Tune pickles its callbacks with the experiment; the terminal stays with this process.
-        return {k: v for k, v in self.__dict__.items() if k not in ("stream", "_bar")}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, stream=sys.stdout, _bar=None)
-
-    @property
-    def bar(self) -> tqdm | None:
-        """The redrawn status line, on a terminal only."""
-        if self._bar is None and _terminal_width(self.stream) > 0:
-            self._bar = tqdm(total=self.samples, file=self.stream, dynamic_ncols=True, leave=False,
-                             bar_format="{desc}")
-        return self._bar
 
     # ----- Tune's hooks -----------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -88,22 +67,12 @@ class SearchProgress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trial, errored=True)
 
-    def on_step_end(self, iteration, trials, **info):
-        self.show()
-
-    def on_experiment_end(self, trials, **info):
-        self.show(force=True)
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-            self._write(self.status_line())  # the redrawn line is cleared: leave its last state
-
-    # ----- state ------------------------------------------------------------------------------------
     def _end(self, trial, errored: bool) -> None:
         known = self.configs.get(trial.trial_id, {})
         for index, (status, tasks, objective, config) in known.items():
             known[index] = (ended_status(status, tasks, self.final_task, errored), tasks, objective, config)
 
+    # ----- state ------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         out = {COMPLETED: 0, RUNNING: 0, PRUNED: 0, DIVERGED: 0, "errored": 0}
         for known in self.configs.values():
@@ -118,6 +87,90 @@ class SearchProgress(Callback):
                 if status == COMPLETED and objective is not None]
         return sorted(done, key=lambda item: -item[0])
 
+
+class SearchMetrics(SearchTally):
+    """The search's progress as Ray metrics (``ray_raycl_configurations`` by status and
+    ``ray_raycl_best_objective``, tagged with the experiment), which every Ray node exports on its
+    metrics endpoint for Prometheus; set at most every ``interval`` seconds."""
+
+    def __init__(self, samples: int, final_task: int, experiment: str, interval: float = 5.0):
+        super().__init__(samples, final_task)
+        self.experiment = experiment
+        self.interval = interval
+        self._set = float("-inf")
+        self._gauges = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_gauges"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _gauges=None)
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self._set >= self.interval:
+            self.record()
+
+    def on_experiment_end(self, trials, **info):
+        self.record()
+
+    def record(self) -> None:
+        from ray.util.metrics import Gauge
+
+        if self._gauges is None:
+            self._gauges = (
+                Gauge("raycl_configurations", "configurations of a raycl search by status", ("experiment", "status")),
+                Gauge("raycl_best_objective", "best completed objective of a raycl search", ("experiment",)),
+            )
+        configurations, best = self._gauges
+        counts = self.counts()
+        counts["pending"] = max(0, self.samples - sum(counts.values()))
+        for status, count in counts.items():
+            configurations.set(count, tags={"experiment": self.experiment, "status": status})
+        top = self.completed()
+        if top:
+            best.set(top[0][0], tags={"experiment": self.experiment})
+        self._set = time.monotonic()
+
+
+class SearchProgress(SearchTally):
+    def __init__(self, samples: int, final_task: int, searched: list[str], stream=None, interval: float = 30.0,
+                 table_interval: float = 60.0):
+        super().__init__(samples, final_task)
+        self.searched = searched
+        self.stream = stream or sys.stdout
+        self.interval = interval
+        self.table_interval = table_interval
+        self._printed = self._table_printed = float("-inf")
+        self._table_shown: list = []
+        self._bar = None
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment; the terminal stays with this process.
+        return {k: v for k, v in self.__dict__.items() if k not in ("stream", "_bar")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, stream=sys.stdout, _bar=None)
+
+    @property
+    def bar(self) -> tqdm | None:
+        """The redrawn status line, on a terminal only."""
+        if self._bar is None and _terminal_width(self.stream) > 0:
+            self._bar = tqdm(total=self.samples, file=self.stream, dynamic_ncols=True, leave=False,
+                             bar_format="{desc}")
+        return self._bar
+
+    # ----- Tune's hooks -----------------------------------------------------------------------------
+    def on_step_end(self, iteration, trials, **info):
+        self.show()
+
+    def on_experiment_end(self, trials, **info):
+        self.show(force=True)
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._write(self.status_line())  # the redrawn line is cleared: leave its last state
+
+    # ----- output -----------------------------------------------------------------------------------
     def status_line(self) -> str:
         counts = self.counts()
         finished = sum(v for k, v in counts.items() if k != RUNNING)
@@ -137,7 +190,6 @@ class SearchProgress(Callback):
                 for objective, name, config in self.completed()[:TOP]]
         return format_table(["top configurations", "objective", *self.searched], rows)
 
-    # ----- output -----------------------------------------------------------------------------------
     def show(self, force: bool = False) -> None:
         now = time.monotonic()
         top = [name for _, name, _ in self.completed()[:TOP]]

@@ -290,9 +290,11 @@ def run_search(options: SearchOptions):
     # --verbose 0 and 1: Tune says nothing (its older output engine is the one silent at 0) and 1
     # shows raycl's compact progress; 2 and 3 are Tune's own trial boxes and tables (its 1 and 2).
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
-    from raycl.tune.progress import SearchProgress
+    from raycl.tune.progress import SearchMetrics, SearchProgress
 
-    callbacks = [SearchProgress(options.samples, final_task, space.searched)] if options.verbose == 1 else []
+    callbacks = [SearchMetrics(options.samples, final_task, options.experiment_name)]
+    if options.verbose == 1:
+        callbacks.append(SearchProgress(options.samples, final_task, space.searched))
     if options.resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
