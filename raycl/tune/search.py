@@ -277,9 +277,10 @@ def run_search(options: SearchOptions):
     from ray import tune
 
     final_task = benchmark.n_tasks
-    # A fresh actor per trial costs seconds (32 one-configuration trials of seq-digits: 34 s with
-    # reused actors, 148 s without) but lets the dashboard name every trial; cohorts are few and long.
-    reuse_actors = options.population == 1 and not options.dashboard
+    # A fresh actor per trial lets the dashboard name every trial but costs seconds (32
+    # one-configuration trials of seq-digits: 34 s with reused actors, 148 s without): cohorts,
+    # which are few and long, get one each; one-configuration trials share them.
+    reuse_actors = options.population == 1
     trainable = named_trainable(tune.with_resources(
         tune.with_parameters(cl_trainable, benchmarks=benchmarks, method=options.method,
                              seeds=trial_seeds(options), threads=max(1, int(options.cpus_per_trial)),
