@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -141,14 +140,12 @@ TOKEN = "raycltesttoken0123456789abcdef01"
 
 
 @pytest.fixture
-def token_cluster(tmp_path):
+def token_cluster(tmp_path, free_port):
     """A one-node cluster started by ``ray start`` with token authentication, its processes stopped
     by id (``ray stop`` would stop every Ray cluster on the host)."""
     # Unix socket paths are short: the session folder lives directly under /tmp.
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "HOME": str(tmp_path)}
     subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                     f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env, check=True, capture_output=True,

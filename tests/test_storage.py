@@ -5,7 +5,6 @@ interrupted search resumes from there; the report reads it back."""
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,11 @@ BUCKET = "raycl-test"
 
 
 @pytest.fixture
-def s3_env():
+def s3_env(free_port):
     """Environment variables that point S3 clients (pyarrow's, boto3's) at a local server."""
     moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[dev]')")
     boto3 = pytest.importorskip("boto3")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     try:
         server.start()

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import yaml
 
 import raycl
-from raycl.data import Benchmark
 from raycl import storage
+from raycl.data import Benchmark
 from raycl.files import save_best_args
 from raycl.tune.trainable import (COHORT, COMPLETED, DIVERGED, OBJECTIVE, ConfigRecord, config_id, ended_status,
                                    read_records)
@@ -112,7 +112,7 @@ def write_parquet(records: list[TrialRecord], path: str, context: dict) -> None:
     table = pa.Table.from_pylist(rows)
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    storage.write_bytes(str(path), sink.getvalue())
+    storage.write_bytes(path, sink.getvalue())
 
 
 def _format_table(records: list[TrialRecord], params: list[str], limit: int = 5) -> str:

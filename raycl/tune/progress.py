@@ -44,7 +44,6 @@ class SearchTally(Callback):
     def __init__(self, samples: int, final_task: int):
         self.samples = samples
         self.final_task = final_task
-        self.start = time.monotonic()
         # trial id -> configuration index -> (status, tasks, objective, config)
         self.configs: dict[str, dict[int, tuple[str, int, float | None, dict]]] = {}
 
@@ -137,6 +136,7 @@ class SearchProgress(SearchTally):
                  table_interval: float = 60.0):
         super().__init__(samples, final_task)
         self.searched = searched
+        self.start = time.monotonic()
         self.stream = stream or sys.stdout
         self.interval = interval
         self.table_interval = table_interval

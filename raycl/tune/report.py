@@ -26,6 +26,7 @@ from matplotlib.ticker import NullFormatter
 from raycl import storage
 from raycl.errors import RayclError
 from raycl.files import atomic_write_bytes, atomic_write_text
+from raycl.tune.export import SPACE_FILE
 from raycl.tune.trainable import MATRICES_FILE, OBJECTIVE
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def _trial_number(folder: Path | None) -> int:
     return int(match.group(1)) if match else 0
 
 
-REPORT_INPUTS = ("trials.parquet", "search_space.yaml", "result.json", MATRICES_FILE)
+REPORT_INPUTS = ("trials.parquet", SPACE_FILE, "result.json", MATRICES_FILE)
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -317,7 +318,6 @@ def _distributions(experiment: Experiment) -> dict:
 
 
 def _declared_space(experiment: Experiment) -> dict:
-    from raycl.tune.export import SPACE_FILE
     from raycl.tune.space import parse_space
 
     path = experiment.path / SPACE_FILE

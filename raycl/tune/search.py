@@ -96,10 +96,14 @@ class SearchOptions:
         return f"{self.method}-{self.dataset}" + ("" if buffer is None else f"-b{buffer}")
 
     @property
+    def ray_name(self) -> str:
+        """The search as the Ray dashboard names it: its trials' actors, and its job before a colon."""
+        return f"raycl {self.experiment_name}"
+
+    @property
     def job_name(self) -> str:
-        """What the Ray dashboard calls the search's job and prefixes to its trials' actors."""
         cohorts = f", cohorts of {self.population}" if self.population > 1 else ""
-        return f"raycl {self.experiment_name}: {self.method} on {self.dataset}, {self.samples} samples{cohorts}"
+        return f"{self.ray_name}: {self.method} on {self.dataset}, {self.samples} samples{cohorts}"
 
     @property
     def experiment_dir(self) -> str:
@@ -287,7 +291,7 @@ def run_search(options: SearchOptions):
                              rungs=halving_rungs(options, final_task) if options.population > 1 else (),
                              reduction_factor=options.reduction_factor),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
-    ), f"raycl {options.experiment_name}", per_trial=not reuse_actors)
+    ), options.ray_name, per_trial=not reuse_actors)
     # --verbose 0 and 1: Tune says nothing (its older output engine is the one silent at 0) and 1
     # shows raycl's compact progress; 2 and 3 are Tune's own trial boxes and tables (its 1 and 2).
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
