@@ -15,10 +15,15 @@ process), and prints whole-process wall time, peak RSS, the cost per member and 
 accuracy, with the ratios to P = 1 measured in the same invocation.
 
 --search N also runs `launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500
---samples N` (for each --trial-seeds S and --search-population P given, default 1) and prints its wall time, the peak memory
-of the whole process tree (sum of proportional set sizes, so the object store's shared pages count
-once), how many trials ASHA stopped, the fraction of task-trainings run, and the winner's test
-accuracy over seeds 0-4 retrained on all the training data.
+--samples N` (another with --search-method / --search-dataset; for each --trial-seeds S,
+--search-population P and --search-grace G given) and prints its wall time, the peak memory of the
+whole process tree (sum of proportional set sizes, so the object store's shared pages count once),
+how many configurations the rungs stopped, the task-trainings run, each rung's signal (how many it
+stopped, the rank correlation of its scores with the final objective), the edge-of-space warnings,
+and the winner's test accuracy over seeds 0-4 retrained on all the training data.
+
+    python launch/benchmark.py --runs --search 32 --search-population 1 8
+    python launch/benchmark.py --runs --search 64 --search-grace 1 auto --search-audit 0.25
 """
 
 from __future__ import annotations
@@ -113,8 +118,9 @@ def tree_pss_gb(root_pid: int) -> float:
     return total_kb / 2**20
 
 
-def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, population: int = 1,
-                   method: str = "derpp", dataset: str = "seq-mnist", extra: tuple[str, ...] = ()) -> float:
+def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, population: str = "1",
+                   method: str = "derpp", dataset: str = "seq-mnist", grace: str = "auto", audit: float = 0.0,
+                   extra: tuple[str, ...] = ()) -> float:
     """Run the search and the winner's final evaluation, print their figures; returns the wall time."""
     import pyarrow.parquet as pq
 
@@ -123,7 +129,8 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
         cmd = [sys.executable, str(TRAIN.parent / "tune.py"), "--method", method, "--dataset", dataset,
                "--buffer-size", "500", "--samples", str(samples), "--storage-path", folder, "--name", "bench",
                "--best-args", str(best), "--verbose", "0", "--trial-seeds", str(trial_seeds),
-               "--population", str(population), *extra]
+               "--population", str(population), "--grace-period", str(grace), "--audit-fraction", str(audit),
+               *extra]
         if data_root:
             cmd += ["--data-root", data_root]
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
@@ -138,6 +145,9 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
         if proc.returncode != 0:
             raise SystemExit(f"search failed:\n{output[-3000:]}")
         rows = pq.read_table(Path(folder) / "bench" / "trials.parquet").to_pylist()
+        signal = json.loads((Path(folder) / "bench" / "rung_signal.json").read_text())
+        summary = [line for line in output.splitlines() if line.startswith("    after task")
+                   or "edge of the space" in line or "weak evidence" in line or "cohorts of" in line]
         stopped = sum(r["status"] == "pruned" for r in rows)
         n_tasks = max(r["tasks_trained"] for r in rows)
         fraction = sum(r["tasks_trained"] for r in rows) / (len(rows) * n_tasks)
@@ -153,11 +163,13 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
         doc = json.loads(out.read_text())
         setting = next(iter(doc["test"]))
         test, config = doc["test"][setting], doc["config"]
-    stopper = "halving inside the cohorts" if population > 1 else "ASHA"
     print(f"\nsearch {dataset} {method} 500, {samples} samples, --trial-seeds {trial_seeds} --population "
-          f"{population}: wall {wall:.1f} s, peak PSS of the process tree {peak:.2f} GB, {stopped}/{len(rows)} "
-          f"configurations stopped by {stopper}, task-trainings run {fraction:.3f} of samples x tasks "
-          f"({sum(r['tasks_trained'] for r in rows)})")
+          f"{population} --grace-period {grace} --audit-fraction {audit}: wall {wall:.1f} s, peak PSS of the process "
+          f"tree {peak:.2f} GB, {stopped}/{len(rows)} configurations stopped at the rungs, task-trainings run "
+          f"{fraction:.3f} of samples x tasks ({sum(r['tasks_trained'] for r in rows)})")
+    print(f"{signal['rungs_described']}")
+    for line in summary:
+        print(line.strip())
     print(f"best config {config}")
     print(f"winner's validation objective {best_row['objective']:.2f}"
           + (f" ± {best_row['objective_std']:.2f} over its {trial_seeds} seeds" if trial_seeds > 1 else ""))
@@ -174,8 +186,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure a seq-mnist DER++ 500 search of N samples (default: skip)")
     parser.add_argument("--trial-seeds", type=int, nargs="+", default=[1], metavar="S",
                         help="run the --search once for each of these --trial-seeds (default 1)")
-    parser.add_argument("--search-population", type=int, nargs="+", default=[1], metavar="P",
-                        help="run the --search once for each of these --population P (default 1)")
+    parser.add_argument("--search-population", nargs="+", default=["1"], metavar="P",
+                        help="run the --search once for each of these --population P or auto (default 1)")
+    parser.add_argument("--search-grace", nargs="+", default=["auto"], metavar="G",
+                        help="run the --search once for each of these --grace-period G (default auto)")
+    parser.add_argument("--search-audit", type=float, default=0.0, metavar="F",
+                        help="--audit-fraction of every --search (default 0)")
+    parser.add_argument("--search-method", default="derpp", help="method of the --search (default derpp)")
+    parser.add_argument("--search-dataset", default="seq-mnist", help="dataset of the --search (default seq-mnist)")
     parser.add_argument("--data-root", default=None, help="folder holding MNIST/raw (default $RAYCL_DATA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--repeat", type=int, default=1, help="repeat each run, seeds 0..N-1 (default 1)")
@@ -191,11 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         walls = {}
         for trial_seeds in args.trial_seeds:
             for population in args.search_population:
-                walls[trial_seeds, population] = measure_search(args.search, args.data_root, trial_seeds, population)
+                for grace in args.search_grace:
+                    walls[trial_seeds, population, grace] = measure_search(
+                        args.search, args.data_root, trial_seeds, population, args.search_method,
+                        args.search_dataset, grace, args.search_audit)
         if len(walls) > 1:
-            (s0, p0), first = next(iter(walls.items()))
-            print(f"\nsearch wall time against --trial-seeds {s0} --population {p0}: " + ", ".join(
-                f"S={s} P={p} {wall / first:.2f}x" for (s, p), wall in walls.items()))
+            (s0, p0, g0), first = next(iter(walls.items()))
+            print(f"\nsearch wall time against --trial-seeds {s0} --population {p0} --grace-period {g0}: " + ", ".join(
+                f"S={s} P={p} G={g} {wall / first:.2f}x" for (s, p, g), wall in walls.items()))
     return 0
 
 

@@ -2,8 +2,8 @@ r"""Search the hyperparameters of a continual-learning method with Ray Tune, Opt
 
 Optuna's seeded TPE proposes configurations from search_spaces/<method>.yaml; every trial runs
 the method over the benchmark's tasks and reports the mean validation accuracy over the tasks
-seen so far after each task; ASHA stops weak trials at task rungs. Test data never chooses
-anything. At the end the best configuration is merged into a best-args YAML file that
+seen so far after each task; at the rungs every configuration is judged against every other
+recorded there (ASHA's rule) and the weak ones stop. Test data never chooses anything. At the end the best configuration is merged into a best-args YAML file that
 launch/train.py --load-best-args replays, every trial goes to a Parquet table, and a summary
 is printed.
 
@@ -25,7 +25,20 @@ import sys
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
 from raycl.data import BENCHMARK_NAMES
 from raycl.methods import METHODS
-from raycl.tune.search import PROTOCOLS, SearchOptions
+from raycl.tune.search import AUTO, PROTOCOLS, SearchOptions
+
+
+def whole_or_auto(flag: str):
+    """An argparse type: a whole number, or the word auto."""
+    def parse(text: str):
+        if text == AUTO:
+            return AUTO
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number or {AUTO}, got {text!r}") from None
+
+    return parse
 
 
 def cohort_help() -> str:
@@ -69,20 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
                            "--data-seed + i: its own permutations, angles and validation split), so a "
                            "configuration cannot win on one lucky draw; same = every seed on one benchmark "
                            "(default vary)")
-    what.add_argument("--population", type=int, default=1, metavar="P",
+    what.add_argument("--population", type=whole_or_auto("--population"), default=1, metavar="P",
                       help="train P configurations per trial as one population (a cohort, asked from Optuna "
-                           "together, with --trial-seeds S: P x S members) and halve it inside the trial at "
-                           "the ASHA rungs, keeping the top 1/--reduction-factor; each configuration is its "
-                           "own Optuna trial and Parquet row; --samples counts configurations. The "
-                           "hyperparameters a population must share are drawn once per cohort (see below). "
-                           "Default 1: one configuration per trial, ASHA across trials")
+                           "together, with --trial-seeds S: P x S members); at each rung every configuration "
+                           "is judged against the whole search and those stopped leave the population; each "
+                           "configuration is its own Optuna trial and Parquet row; --samples counts "
+                           "configurations. The hyperparameters a population must share are drawn once per "
+                           "cohort (see below). auto: at least two cohorts per trial slot (samples / (2 x "
+                           "slots)), capped per device. Default 1: one configuration per trial")
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
 
-    sched = p.add_argument_group("early stopping (ASHA on the task count)")
-    sched.add_argument("--grace-period", type=int, default=1,
-                       help="tasks every trial trains before ASHA may stop it (default 1)")
+    sched = p.add_argument_group("early stopping (ASHA's rule per configuration, on the task count)")
+    sched.add_argument("--grace-period", type=whole_or_auto("--grace-period"), default=AUTO,
+                       help="tasks every configuration trains before the first rung; auto: the method's first "
+                            "task that trains with its stability mechanism (task 2 for replay, penalties, "
+                            "distillation; 1 for methods without one), so the rung sees what is tuned act "
+                            "(default auto)")
     sched.add_argument("--reduction-factor", type=int, default=4,
-                       help="ASHA keeps the top 1/factor of trials at each rung (default 4)")
+                       help="a configuration goes on past a rung when it is in the top 1/factor of the "
+                            "configurations recorded there; rungs sit at grace period x factor^k (default 4)")
+    sched.add_argument("--audit-fraction", type=float, default=0.0, metavar="F",
+                       help="a random share F of the configurations is never stopped early, so the summary "
+                            "can measure how well each rung predicts the final objective on an unselected "
+                            "sample (default 0)")
 
     res = p.add_argument_group("resources and cluster")
     res.add_argument("--cpus-per-trial", type=float, default=1.0,
@@ -149,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         method=args.method, dataset=args.dataset, samples=args.samples,
         buffer_size=buffer_size, fixed=fixed, space_path=args.space,
         protocol=args.protocol, protocol_tasks=args.protocol_tasks, grace_period=args.grace_period,
-        reduction_factor=args.reduction_factor, seed=args.seed, search_seed=args.search_seed,
+        reduction_factor=args.reduction_factor, audit_fraction=args.audit_fraction, seed=args.seed, search_seed=args.search_seed,
         trial_seeds=args.trial_seeds, trial_data_seeds=args.trial_data_seeds, population=args.population,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, address=args.address, storage_path=args.storage_path,
@@ -159,14 +181,18 @@ def main(argv: list[str] | None = None) -> int:
         samples_per_task=args.samples_per_task,
         verbose=args.verbose,
     )
-    from raycl.tune.search import run_search
+    from raycl.tune.search import SearchInterrupted, run_search
 
     if args.verbose <= 1:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    report = run_search(options)
+    try:
+        report = run_search(options)
+    except SearchInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130
     return 0 if report.best is not None else 1
 
 

@@ -59,6 +59,20 @@ def write_bytes(location: str, data: bytes) -> None:
         stream.write(data)
 
 
+def read_bytes(location: str) -> bytes | None:
+    """The content of the file or object at ``location``, None if there is none."""
+    if not is_uri(location):
+        path = Path(location)
+        return path.read_bytes() if path.is_file() else None
+    import pyarrow.fs
+
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
 def download(location: str, keep=lambda relative: True) -> Path:
     """The files under the URI ``location`` that ``keep`` accepts (by path relative to it), copied
     into a new local temporary folder, which is returned."""

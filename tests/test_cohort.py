@@ -1,4 +1,4 @@
-"""Cohorts (``--population P``): several configurations in one population, halved inside the trial."""
+"""Cohorts (``--population P``): several configurations in one population, judged at the rungs."""
 
 import copy
 
@@ -6,26 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from raycl.tune.trainable import COMPLETED, DIVERGED, PRUNED, Cohort, keep_top
+from raycl.tune.rungs import RungBoard, cohort_judge
+from raycl.tune.trainable import COMPLETED, DIVERGED, PRUNED, Cohort
 
 DERPP = [{"lr": lr, "alpha": alpha, "beta": 0.5, "buffer_size": 50, "minibatch_size": 10, "n_epochs": 1}
          for lr, alpha in ((0.1, 0.3), (0.003, 1.0), (0.03, 0.1), (0.0003, 0.5))]
 
 
-def test_keep_top_keeps_the_best_fraction():
-    assert keep_top({0: 1.0, 1: 4.0, 2: 2.0, 3: 3.0}, 4) == {1}
-    assert keep_top({0: 1.0, 1: 4.0, 2: 2.0, 3: 3.0}, 2) == {1, 3}
-    assert keep_top({c: float(c) for c in range(25)}, 4) == {19, 20, 21, 22, 23, 24}
-    assert keep_top({0: 1.0, 1: 2.0}, 4) == {1}  # never none
-    assert keep_top({2: 5.0, 0: 5.0, 1: 1.0}, 2) == {0}  # equal scores: the lower key
+def judged(rungs, reduction_factor, final_task=5, size=len(DERPP)):
+    """A judge for one cohort from a board of its own."""
+    return cohort_judge(RungBoard(rungs, reduction_factor, final_task).judge, [str(c) for c in range(size)])
 
 
-def test_halving_compacts_the_population_and_leaves_survivors_as_if_alone(digits):
+def test_stopping_at_a_rung_compacts_the_population_and_leaves_survivors_as_if_alone(digits):
     from raycl.methods import make_config
     from raycl.train import PopulationRun
 
     seeds = [0, 1]
-    cohort = Cohort(DERPP, [digits], "derpp", seeds, rungs=(1, 2), reduction_factor=2, dtype=torch.float64)
+    # Alone at the rungs with reduction factor 2: two of four go past task 1, one of those two past task 2.
+    cohort = Cohort(DERPP, [digits], "derpp", seeds, rungs=(1, 2), judge=judged((1, 2), 2), dtype=torch.float64)
     cohort.run_task()
     survivors = cohort.live
     assert len(survivors) == 2 and len(cohort.stream.alive) == 2 * len(seeds)  # dropped members are gone
@@ -63,7 +62,7 @@ def test_a_diverging_configuration_fails_alone_and_the_cohort_goes_on(digits):
 
 def test_a_cohort_resumes_from_its_task_checkpoint_with_the_same_live_members(digits):
     def build():
-        return Cohort(DERPP, [digits], "derpp", [0], rungs=(1,), reduction_factor=4)
+        return Cohort(DERPP, [digits], "derpp", [0], rungs=(1,), judge=judged((1,), 4))
 
     whole = build()
     while not whole.finished:

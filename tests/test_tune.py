@@ -96,6 +96,33 @@ def search(tmp_path, **kwargs):
     return run_search(SearchOptions(**defaults))
 
 
+def assert_rung_decisions_hold(experiment_dir, rows):
+    """The experiment's rungs.jsonl against its trials table: every configuration stopped at a rung was
+    judged there and not kept, every completed one was kept at every rung it passed, none was judged
+    twice at a rung, and judging the recorded scores again, cohort by cohort in the recorded order,
+    gives the recorded decisions (so they followed ASHA's rule across the whole search)."""
+    from raycl.tune.rungs import RungBoard, read_board
+
+    board = read_board(str(Path(experiment_dir) / "rungs.jsonl"))
+    events = {(e.rung, e.config): e for e in board.events}
+    assert len(events) == len(board.events)
+    for row in rows:
+        judged = [e for (rung, config), e in events.items() if config == row["trial_id"]]
+        passed = [r for r in board.rungs if r < row["tasks_trained"]]
+        assert sorted(e.rung for e in judged if e.kept) == passed, row
+        if row["status"] == "pruned":
+            assert [e.rung for e in judged if not e.kept] == [row["tasks_trained"]], row
+        else:
+            assert all(e.kept for e in judged), row
+        assert all(e.audit == bool(row["audit"]) for e in judged)
+    again = RungBoard(board.rungs, board.reduction_factor, board.final_task)
+    for call in sorted({e.call for e in board.events}):
+        batch = [e for e in board.events if e.call == call]
+        decided = again.judge(batch[0].rung, {e.config: e.score for e in batch}, [e.config for e in batch if e.audit])
+        assert decided == {e.config: e.kept for e in batch}
+    return board
+
+
 def space_file(tmp_path, method, params):
     path = tmp_path / f"{method}-space.yaml"
     path.write_text(yaml.safe_dump({"method": method, "params": params}))
@@ -171,7 +198,8 @@ def test_cohort_search_tells_optuna_every_configuration_and_exports_one_row_each
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     # The first configuration asked is one that diverges: it must fail alone, its cohort going on.
     report = search(tmp_path, samples=10, population=4, space_path=space, buffer_size=50, optuna_storage=storage,
-                    name="cohorts", reduction_factor=2, start_points=[{"lr": 1.0e30}], final_eval_seeds=2)
+                    name="cohorts", grace_period=1, reduction_factor=2, start_points=[{"lr": 1.0e30}],
+                    final_eval_seeds=2, audit_fraction=0.2)
     rows = pq.read_table(report.parquet_path).to_pylist()
     assert len(rows) == 10 and len({r["trial_id"] for r in rows}) == 10
     cohorts = {}
@@ -185,11 +213,13 @@ def test_cohort_search_tells_optuna_every_configuration_and_exports_one_row_each
     assert sum(map(len, by_status.values())) == 10
     assert by_status["diverged"] and {r["config.lr"] for r in by_status["diverged"]} == {1.0e30}
     assert all(r["tasks_trained"] == 1 and "diverged" in r["error"] for r in by_status["diverged"])
-    # Halving at the rungs (tasks 1, 2, 4 with reduction factor 2) leaves one configuration of every
-    # cohort that has one that did not diverge; the others stopped at a rung.
-    assert len(by_status["completed"]) == sum(any(r["status"] != "diverged" for r in c) for c in cohorts.values())
+    # The rungs (tasks 1, 2, 4 with reduction factor 2) judged every configuration against the whole
+    # search: those stopped are pruned after the rung's task, the rest completed.
+    board = assert_rung_decisions_hold(tmp_path / "exp" / "cohorts", rows)
+    assert board.rungs == (1, 2, 4) and {e.config.split("-")[0] for e in board.events} == set(cohorts)
     assert all(r["tasks_trained"] == 5 for r in by_status["completed"])
-    assert by_status["pruned"] and all(r["tasks_trained"] in (1, 2) for r in by_status["pruned"])
+    assert by_status["pruned"] and all(r["tasks_trained"] in (1, 2, 4) for r in by_status["pruned"])
+    assert [t.audit for t in report.trials] == [r["audit"] for r in rows] and any(r["audit"] for r in rows)
     assert all(len(r["objective_by_task"]) == r["tasks_trained"] for r in by_status["completed"] + by_status["pruned"])
 
     study = optuna.load_study(study_name="cohorts", storage=storage)
@@ -226,16 +256,46 @@ def test_asha_stops_clear_losers_and_tells_optuna_pruned(tmp_path, ray_cluster):
 
     space = space_file(tmp_path, "sgd", {"lr": {"choice": [1e-6, 0.1]}})
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    report = search(tmp_path, method="sgd", samples=10, space_path=space, grace_period=1, reduction_factor=2,
-                    max_concurrent=1, optuna_storage=storage, name="asha")
+    # One trial at a time, so every configuration reaches a rung after the ones before it.
+    report = search(tmp_path, method="sgd", samples=10, space_path=space, reduction_factor=2, max_concurrent=1,
+                    optuna_storage=storage, name="asha")
+    rows = pq.read_table(report.parquet_path).to_pylist()
+    board = assert_rung_decisions_hold(tmp_path / "exp" / "asha", rows)
+    assert board.rungs == (1, 2, 4)  # --grace-period auto: SGD has no stability mechanism to wait for
     pruned = [t for t in report.trials if t.status == "pruned"]
-    assert pruned, [(t.config, t.tasks_trained) for t in report.trials]
-    assert all(t.tasks_trained < 5 for t in pruned)
+    assert pruned and all(t.config["lr"] == 1e-6 for t in pruned)  # the stopped ones are the losers
+    assert all(t.status == "completed" for t in report.trials if t.config["lr"] == 0.1)
+    # A starved configuration goes on only where no good one was recorded at the rung before it.
+    first_good = min((e.call for e in board.events if e.rung == 1 and e.score > 50), default=None)
+    for trial in report.trials:
+        if trial.config["lr"] == 1e-6:
+            call = next(e.call for e in board.events if e.config == trial.trial_id and e.rung == 1)
+            assert (trial.status == "pruned") == (first_good is not None and call > first_good)
     assert report.task_fraction < 1.0
     study = optuna.load_study(study_name="asha", storage=storage)
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.PRUNED) == len(pruned)
     assert states.count(optuna.trial.TrialState.COMPLETE) == report.counts["completed"]
+
+
+def test_a_cohort_whose_configurations_all_fall_below_the_cut_ends_at_the_rung(tmp_path, ray_cluster):
+    # Two cohorts of two, one after the other: the first good, the second starved (start points are
+    # asked in order, so they fill the cohorts as listed).
+    lrs = (0.1, 0.05, 1e-6, 2e-6)
+    space = space_file(tmp_path, "sgd", {"lr": {"choice": list(lrs)}})
+    report = search(tmp_path, method="sgd", samples=4, population=2, space_path=space, max_concurrent=1,
+                    name="starved", start_points=[{"lr": lr} for lr in lrs])
+    rows = pq.read_table(report.parquet_path).to_pylist()
+    assert_rung_decisions_hold(tmp_path / "exp" / "starved", rows)
+    good = [r for r in rows if r["config.lr"] >= 0.05]
+    starved = [r for r in rows if r["config.lr"] < 0.05]
+    assert len({r["cohort"] for r in good}) == len({r["cohort"] for r in starved}) == 1
+    assert [r["status"] for r in good].count("completed") == 1  # the better of the first cohort goes on
+    assert all(r["status"] == "pruned" and r["tasks_trained"] == 1 for r in starved)
+    # The starved cohort's trial ended at the rung: it reported once.
+    folder = next(p for p in (tmp_path / "exp" / "starved").glob("*/result.json")
+                  if starved[0]["cohort"] in p.parent.name)
+    assert len(folder.read_text().splitlines()) == 1
 
 
 def test_diverging_trial_is_marked_and_the_search_goes_on(tmp_path, ray_cluster):
@@ -336,6 +396,43 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
         assert after[name] == lines  # a finished trial was not run again
 
 
+def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path):
+    from raycl.tune.rungs import read_board
+
+    storage = tmp_path / "exp"
+    cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
+           "--samples", "12", "--population", "2", "--max-concurrent", "1", "--grace-period", "1",
+           "--reduction-factor", "2", "--storage-path", str(storage), "--name", "rungs",
+           "--best-args", str(tmp_path / "best.yaml"), "--n-epochs", "3", "--verbose", "0"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    rungs_file = storage / "rungs" / "rungs.jsonl"
+    deadline = time.time() + 240
+    before = None
+    while time.time() < deadline and proc.poll() is None:
+        board = read_board(str(rungs_file)) if rungs_file.is_file() else None
+        if board is not None and len({e.call for e in board.events}) >= 3:
+            before = board.events
+            break
+        time.sleep(0.2)
+    assert before is not None and proc.poll() is None, proc.poll() is None or proc.stdout.read()
+    os.killpg(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    # Interrupted before it ended: it says so and exports nothing.
+    assert proc.returncode == 130 and "interrupted" in output and "--resume" in output, output[-3000:]
+    assert not (storage / "rungs" / "trials.parquet").exists() and not (tmp_path / "best.yaml").exists()
+
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows = pq.read_table(storage / "rungs" / "trials.parquet").to_pylist()
+    assert len(rows) == 12
+    board = assert_rung_decisions_hold(storage / "rungs", rows)
+    # The resumed board started from the file: what was decided before the interruption stands, first.
+    assert board.events[:len(before)] == before and len(board.events) > len(before)
+    assert "early stopping: rungs after tasks 1, 2, 4" in resumed.stdout
+
+
 def test_default_experiment_names_carry_the_buffer_size_only_where_there_is_a_buffer():
     from raycl.tune.search import SearchOptions
 
@@ -413,3 +510,41 @@ def test_default_output_is_a_few_status_lines_and_the_summary(tmp_path):
         else:
             assert status and status[-1].startswith("[") and "8/8 configurations finished" in status[-1]
             assert len(out.splitlines()) < 40
+
+
+def test_rungs_start_where_the_method_s_stability_mechanism_acts():
+    from raycl.tune.search import SearchOptions, describe_rungs, search_rungs
+
+    assert search_rungs(SearchOptions(method="derpp"), 5) == (2,)  # replay acts from task 2
+    assert search_rungs(SearchOptions(method="derpp", dataset="rot-mnist"), 20) == (2, 8)
+    assert search_rungs(SearchOptions(method="ewc"), 5) == (2,)
+    assert search_rungs(SearchOptions(method="sgd"), 5) == (1, 4)  # nothing to wait for
+    assert search_rungs(SearchOptions(method="derpp", grace_period=1), 5) == (1, 4)
+    assert search_rungs(SearchOptions(method="derpp", grace_period=3, reduction_factor=2), 20) == (3, 6, 12)
+    assert search_rungs(SearchOptions(method="derpp", protocol="end-of-training"), 5) == ()
+    assert "rungs after task 2 (--grace-period auto: task 2 is the first" in describe_rungs(SearchOptions(method="der"), 5)
+
+
+def test_population_auto_gives_every_trial_slot_two_cohorts_within_the_member_limit():
+    from raycl.tune.search import MEMBER_LIMIT, SearchOptions, cohort_size
+
+    assert cohort_size(SearchOptions(method="derpp", samples=32), slots=2)[0] == 8
+    assert cohort_size(SearchOptions(method="derpp", samples=64), slots=2)[0] == 16
+    size, why = cohort_size(SearchOptions(method="vib", samples=200), slots=2)
+    assert size == MEMBER_LIMIT["cpu"] and "200 samples / (2 x 2 trial slots) = 50, capped" in why
+    assert cohort_size(SearchOptions(method="vib", samples=200, trial_seeds=2), slots=2)[0] == MEMBER_LIMIT["cpu"] // 2
+    assert cohort_size(SearchOptions(method="vib", samples=2000, gpus_per_trial=1), slots=4)[0] == 250
+    assert cohort_size(SearchOptions(method="vib", samples=6), slots=8)[0] == 1
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"grace_period": "soon"}, "--grace-period must be a whole number or auto, got 'soon'"),
+    ({"grace_period": 0}, "--grace-period must be at least 1"),
+    ({"population": "many"}, "--population must be a whole number or auto"),
+    ({"audit_fraction": 1.5}, "--audit-fraction must be between 0 and 1, got 1.5"),
+])
+def test_bad_early_stopping_options_are_one_clear_error(options, message):
+    from raycl.tune.search import SearchOptions
+
+    with pytest.raises(RayclError, match=message):
+        SearchOptions(method="derpp", **options).validate()

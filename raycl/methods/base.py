@@ -61,6 +61,10 @@ class ContinualMethod:
     # Methods that work on FlatSGD's flat parameter and gradient vectors (projections, Reptile
     # steps) say why here; they then accept only the plain SGD optimiser.
     flat_sgd_reason: ClassVar[str | None] = None
+    # The first task whose training uses the method's stability mechanism (replay, a penalty,
+    # distillation, a projection): where its stability hyperparameters start to act, so where the
+    # first rung of --grace-period auto sits. Methods without one say 1.
+    stability_task: ClassVar[int] = 2
 
     def __init__(self, config: Any, model: nn.Module, benchmark: Benchmark, device: torch.device, seed: int):
         self.config = config
@@ -173,6 +177,10 @@ class PopulationMethod:
 
     name: ClassVar[str]
     Config: ClassVar[type] = TrainConfig
+    # The first task whose training uses the method's stability mechanism (replay, a penalty,
+    # distillation, a projection): where its stability hyperparameters start to act, so where the
+    # first rung of --grace-period auto sits. Methods without one say 1.
+    stability_task: ClassVar[int] = 2
 
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):

@@ -28,6 +28,7 @@ class IndependentConfig(TrainConfig):
 
 class Independent(ContinualMethod):
     name = "independent"
+    stability_task = 1  # a network per task: no stability mechanism
     Config = IndependentConfig
 
     def __init__(self, config, model, benchmark, device, seed):

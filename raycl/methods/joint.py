@@ -13,6 +13,7 @@ from raycl.methods.base import ContinualMethod, TrainConfig
 
 class Joint(ContinualMethod):
     name = "joint"
+    stability_task = 1  # retrains on every task seen: no stability mechanism
     Config = TrainConfig
 
     def __init__(self, *args, **kwargs):

@@ -9,6 +9,7 @@ from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
 
 class Sgd(PopulationMethod):
     name = "sgd"
+    stability_task = 1  # fine-tuning: nothing acts for stability
     Config = TrainConfig
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:

@@ -41,6 +41,7 @@ class TaskInputMLP(nn.Module):
 
 class TaskInput(ContinualMethod):
     name = "taskinput"
+    stability_task = 1  # a task input layer per task: no stability mechanism
     Config = TrainConfig
 
     def __init__(self, config, model, benchmark, device, seed):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import raycl
 from raycl import storage
 from raycl.data import Benchmark
 from raycl.files import save_best_args
+from raycl.tune import rung_signal
+from raycl.tune.space import edge_warnings
 from raycl.tune.trainable import (COHORT, COMPLETED, DIVERGED, OBJECTIVE, ConfigRecord, config_id, ended_status,
                                    read_records)
 
@@ -40,6 +43,7 @@ class TrialRecord:
     error: str | None
     cohort: str = ""
     cohort_member: int = 0
+    audit: bool = False  # exempt from early stopping (--audit-fraction)
 
 
 @dataclasses.dataclass
@@ -51,6 +55,9 @@ class SearchReport:
     best_args_path: Path | None
     parquet_path: str
     final_eval: dict | None = None
+    rungs: tuple[int, ...] = ()
+    signal: list[rung_signal.RungSignal] = dataclasses.field(default_factory=list)
+    edge: list[str] = dataclasses.field(default_factory=list)
 
 
 def _read_records(result) -> list[ConfigRecord] | None:
@@ -83,6 +90,7 @@ def collect_trials(results, final_task: int) -> list[TrialRecord]:
                 tasks_trained=record.tasks, objective_by_task=list(record.objective_by_task), last_metrics=last,
                 test=record.test if status == COMPLETED else None,
                 error=error if status == "errored" else record.reason, cohort=cohort, cohort_member=index,
+                audit=record.audit,
             ))
     return records
 
@@ -96,7 +104,7 @@ def write_parquet(records: list[TrialRecord], path: str, context: dict) -> None:
     for r in records:
         row = {"trial_id": r.trial_id, "status": r.status, "objective": r.objective,
                "tasks_trained": r.tasks_trained, "objective_by_task": r.objective_by_task, "error": r.error,
-               "cohort": r.cohort, "cohort_member": r.cohort_member,
+               "cohort": r.cohort, "cohort_member": r.cohort_member, "audit": r.audit,
                "node_id": r.last_metrics.get("node_id"), "node_ip": r.last_metrics.get("node_ip")}
         row.update(context)
         for p in params:
@@ -133,7 +141,9 @@ def short_value(value) -> str:
     return "" if value is None else str(value)
 
 
-def export_search(results, options, space, benchmark: Benchmark) -> SearchReport:
+def export_search(results, options, space, benchmark: Benchmark, population_reason: str | None = None) -> SearchReport:
+    from raycl.tune.search import describe_rungs, search_rungs
+
     final_task = benchmark.n_tasks
     records = collect_trials(results, final_task)
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
@@ -150,6 +160,12 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
     # The space goes with the experiment, so a report made elsewhere knows each parameter's scale.
     storage.write_bytes(storage.join(experiment, SPACE_FILE), yaml.safe_dump(
         {"method": options.method, "params": space.to_dict()}, sort_keys=False).encode())
+    rungs = search_rungs(options, final_task)
+    signal = rung_signal.rung_signal(records, rungs)
+    storage.write_bytes(storage.join(experiment, rung_signal.SIGNAL_FILE), json.dumps(
+        {"rungs": list(rungs), "rungs_described": describe_rungs(options, final_task),
+         "reduction_factor": options.reduction_factor, "audit_fraction": options.audit_fraction,
+         "signal": [s.to_dict() for s in signal]}, indent=1).encode())
 
     best_args_path = None
     if best is not None:
@@ -169,12 +185,13 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
         save_best_args(best_args_path, options.dataset, options.method, plain_config(best.config), provenance)
 
     report = SearchReport(trials=records, best=best, counts=counts, task_fraction=task_fraction,
-                          best_args_path=best_args_path, parquet_path=parquet_path)
+                          best_args_path=best_args_path, parquet_path=parquet_path, rungs=rungs, signal=signal,
+                          edge=edge_warnings(space, best.config) if best is not None else [])
     if best is not None and options.final_eval_seeds:
         from raycl.tune.final_eval import evaluate_seeds
 
         report.final_eval = evaluate_seeds(options, best.config)
-    print_summary(report, options, space, benchmark)
+    print_summary(report, options, space, benchmark, population_reason)
     return report
 
 
@@ -183,15 +200,28 @@ def plain_config(config: dict) -> dict:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
 
 
-def print_summary(report: SearchReport, options, space, benchmark: Benchmark) -> None:
+def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
+                  population_reason: str | None = None) -> None:
+    from raycl.tune.search import describe_rungs
+
     cohorts = len({r.cohort for r in report.trials})
     trained = (f"{len(report.trials)} configurations in {cohorts} cohorts of up to {options.population}"
                if options.population > 1 else f"{len(report.trials)} trials")
     nodes = {r.last_metrics.get("node_id") for r in report.trials} - {None}
     out = [f"\nsearch {options.experiment_name}: {options.method} on {options.dataset}, protocol "
            f"{options.protocol}, {trained}" + (f", on {len(nodes)} nodes" if len(nodes) > 1 else "")]
-    out.append("  " + ", ".join(f"{report.counts[s]} {s}" for s in STATUSES))
+    if population_reason:
+        out.append(f"  cohorts of {options.population} ({population_reason})")
+    out.append("  " + ", ".join(f"{report.counts[s]} {s}" for s in STATUSES)
+               + (f"; {sum(r.audit for r in report.trials)} audited (never stopped early)"
+                  if options.audit_fraction else ""))
     out.append(f"  tasks trained / (configurations x tasks) = {report.task_fraction:.3f}")
+    out.append(f"  early stopping: {describe_rungs(options, benchmark.n_tasks)}")
+    for signal in report.signal:
+        out.append(f"    {rung_signal.describe(signal)}")
+    for signal in report.signal:
+        if signal.weak:
+            out.append(f"  {rung_signal.weak_warning(signal, options.audit_fraction)}")
     if report.best is None:
         out.append("  no trial completed every task: no best-args written")
     else:
@@ -205,6 +235,8 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark) ->
         out.append("top configurations (completed trials, by objective):")
         out.append(_format_table(completed, space.searched, limit=5))
         out.append(f"best args: {report.best_args_path}")
+        for line in report.edge:
+            out.append(f"  edge of the space: {line}")
     if report.final_eval and "test" in report.final_eval:
         fe = report.final_eval
         out.append(f"final evaluation of the best config over {len(fe['seeds'])} seeds (test): " + ", ".join(

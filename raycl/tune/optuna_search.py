@@ -6,10 +6,14 @@ members, so a cohort is not P copies of one point), with the hyperparameters a p
 share (``shared``) drawn once per cohort, by its first member, and fixed for the others.
 
 Ray's OptunaSearch records every trial that stops without an error as COMPLETE with its last
-reported value. Configurations the cohort's halving or ASHA stopped early reported a partial
-objective (fewer tasks seen, so usually a *higher* mean accuracy), which would mislead TPE: here
-they are told PRUNED (Optuna keeps their intermediate values), diverged ones FAIL, and only a
-configuration that trained every task COMPLETE.
+reported value. Configurations stopped early at a rung reported a partial objective (fewer tasks
+seen, so usually a *higher* mean accuracy), which would mislead TPE: here they are told PRUNED
+(Optuna keeps their intermediate values), diverged ones FAIL, and only a configuration that
+trained every task COMPLETE.
+
+With ``audit_fraction`` a random share of the configurations is marked audited (exempt from early
+stopping, the rung diagnostic's unselected sample); the mark travels in the trial's config and is
+kept as the Optuna trial's user attribute ``audit``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from __future__ import annotations
 import logging
 import warnings
 
+import numpy as np
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from raycl.tune.trainable import COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED
+from raycl.tune.trainable import AUDIT, COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED
+
+# The search's own random stream (which configurations are audited), apart from the sampler's.
+AUDIT_STREAM = 1
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,8 @@ def config_summaries(result: dict) -> dict[int, dict]:
 
 class CohortOptunaSearch(OptunaSearch):
     def __init__(self, *args, final_task: int, samples: int, cohort_size: int = 1, shared: tuple[str, ...] = (),
-                 points_to_evaluate: list[dict] | None = None, **kwargs):
+                 points_to_evaluate: list[dict] | None = None, audit_fraction: float = 0.0, audit_seed: int = 0,
+                 **kwargs):
         # Start points are enqueued here, one before each ask, so that they and the cohorts' fixed
         # shared values never meet in Optuna's queue of waiting trials.
         super().__init__(*args, **kwargs)
@@ -50,7 +59,10 @@ class CohortOptunaSearch(OptunaSearch):
         self._start_points = list(points_to_evaluate or [])
         self._cohorts: dict[str, list] = {}  # Tune trial id -> its configurations' Optuna trials
         self._params: dict[str, list[dict]] = {}
+        self._audit: dict[str, list[bool]] = {}
         self._told: set[tuple[str, int]] = set()
+        self.audit_fraction = audit_fraction
+        self._audit_random = np.random.default_rng([audit_seed, AUDIT_STREAM])
 
     def _ask(self, fixed: dict) -> tuple[object, dict]:
         point = next((p for p in self._start_points
@@ -72,8 +84,11 @@ class CohortOptunaSearch(OptunaSearch):
             asked = [(first, params)] + [self._ask(fixed) for _ in range(size - 1)]
             self._cohorts[trial_id] = [trial for trial, _ in asked]
             self._params[trial_id] = [p for _, p in asked]
+            self._audit[trial_id] = [bool(u < self.audit_fraction) for u in self._audit_random.random(size)]
+            for (trial, _), audited in zip(asked, self._audit[trial_id]):
+                trial.set_user_attr(AUDIT, audited)
             self._to_propose -= size
-        return {COHORT: self._params[trial_id]}
+        return {COHORT: self._params[trial_id], AUDIT: self._audit[trial_id]}
 
     def _tell(self, trial_id: str, index: int, state: TrialState, value: float | None = None) -> None:
         self._told.add((trial_id, index))

@@ -23,9 +23,12 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from raycl.tune.space import edge_warnings
+
 from raycl import storage
 from raycl.errors import RayclError
 from raycl.files import atomic_write_bytes, atomic_write_text
+from raycl.tune import rung_signal
 from raycl.tune.export import SPACE_FILE
 from raycl.tune.trainable import MATRICES_FILE, OBJECTIVE
 
@@ -69,6 +72,8 @@ class Experiment:
     dataset: str
     settings: tuple[str, ...]
     n_tasks: int
+    rungs: tuple[int, ...] = ()
+    rungs_described: str = ""
 
     @property
     def completed(self) -> list[Trial]:
@@ -130,7 +135,7 @@ def _trial_number(folder: Path | None) -> int:
     return int(match.group(1)) if match else 0
 
 
-REPORT_INPUTS = ("trials.parquet", SPACE_FILE, "result.json", MATRICES_FILE)
+REPORT_INPUTS = ("trials.parquet", SPACE_FILE, "result.json", MATRICES_FILE, rung_signal.SIGNAL_FILE)
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -166,8 +171,17 @@ def load_experiment(path: str | Path) -> Experiment:
     task_columns = [re.fullmatch(r"val_.+_task(\d+)", m) for r in rows for m in r]
     n_tasks = max([int(r.get("tasks_trained") or 0) for r in rows]
                   + [int(m.group(1)) for m in task_columns if m])
+    signal_path = path / rung_signal.SIGNAL_FILE
+    recorded = json.loads(signal_path.read_text()) if signal_path.is_file() else {}
+    rungs = tuple(recorded.get("rungs", rung_signal.inferred_rungs(rows)))
     return Experiment(path=path, trials=trials, method=str(rows[0].get("method", "?")),
-                      dataset=str(rows[0].get("dataset", "?")), settings=settings, n_tasks=n_tasks)
+                      dataset=str(rows[0].get("dataset", "?")), settings=settings, n_tasks=n_tasks, rungs=rungs,
+                      rungs_described=recorded.get("rungs_described", ""))
+
+
+def experiment_signal(experiment: Experiment) -> list[rung_signal.RungSignal]:
+    """The rung diagnostic of ``experiment``, from its trials table."""
+    return rung_signal.rung_signal([t.row for t in experiment.trials], experiment.rungs)
 
 
 def _last_checkpoint(trial: Trial) -> Path | None:
@@ -264,9 +278,9 @@ def plot_asha(experiment: Experiment, path: Path) -> Path:
         curve = best.objective_by_task
         left.plot(range(1, len(curve) + 1), curve, color="tab:orange", lw=2.5, label=f"best ({best.trial_id})")
         left.legend(fontsize=8, loc="lower left")
-    left.set_xlabel("tasks trained (ASHA's time attribute)")
+    left.set_xlabel("tasks trained (the rungs' time)")
     left.set_ylabel("objective (%)")
-    left.set_title("Objective after each task; x = stopped there (by ASHA or its cohort's halving)")
+    left.set_title("Objective after each task; x = stopped there (at a rung) or diverged")
     left.set_xticks(range(1, t + 1, max(1, t // 10)))
     left.grid(alpha=0.3)
 
@@ -285,6 +299,38 @@ def plot_asha(experiment: Experiment, path: Path) -> Path:
     right.set_ylim(0, max(reached) * 1.3 if reached else 1)
     right.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
+
+
+def plot_rungs(experiment: Experiment, signal: list[rung_signal.RungSignal], path: Path) -> Path:
+    """Per rung: each completed configuration's objective at the rung against its final objective."""
+    fig = Figure(figsize=(4.2 * len(signal), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(signal), squeeze=False)[0])
+    for ax, rung in zip(axes, signal):
+        for sample, color, marker in (("survivors", "tab:blue", "o"), ("audited", "tab:green", "D")):
+            points = [(t.objective_by_task[rung.rung - 1], t.objective) for t in experiment.completed
+                      if bool(t.row.get("audit")) == (sample == "audited") and len(t.objective_by_task) >= rung.rung]
+            if points:
+                label = {"survivors": "completed, survived the rungs", "audited": "completed, audited"}[sample]
+                ax.scatter(*zip(*points), color=color, marker=marker, alpha=0.7, label=label)
+        lines = [f"{c.sample}: rho {'n/a' if c.rho is None else f'{c.rho:+.2f}'} (n={c.n})"
+                 for c in (rung.survivors, rung.audited) if c.n]
+        ax.set_title(f"after task {rung.rung}: stopped {rung.stopped} of {rung.judged}\n" + "; ".join(lines),
+                     fontsize=9, color="tab:red" if rung.weak else "black")
+        ax.set_xlabel(f"objective after task {rung.rung} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("final objective (%)")
+    fig.suptitle("Does a rung's score predict the final objective? (Spearman's rank correlation; red: weak)")
+    return _save(fig, path)
+
+
+def signal_table(signal: list[rung_signal.RungSignal]) -> tuple[list[str], list[list[str]]]:
+    header = ["rung (after task)", "judged", "stopped", "rho survivors", "n", "rho audited", "n", "verdict"]
+    rows = [[str(r.rung), str(r.judged), str(r.stopped), _fmt(r.survivors.rho), str(r.survivors.n),
+             _fmt(r.audited.rho), str(r.audited.n),
+             "weak" if r.weak else "too few completed" if r.evidence.n < rung_signal.MIN_COMPLETED else "informative"]
+            for r in signal]
+    return header, rows
 
 
 def _distributions(experiment: Experiment) -> dict:
@@ -317,16 +363,23 @@ def _distributions(experiment: Experiment) -> dict:
     return out
 
 
-def _declared_space(experiment: Experiment) -> dict:
+def _declared_space_object(experiment: Experiment):
+    """The experiment's search space from its search_space.yaml, None when it has none."""
     from raycl.tune.space import parse_space
 
     path = experiment.path / SPACE_FILE
     if not path.is_file():
-        return {}
+        return None
     try:
-        space = parse_space(yaml.safe_load(path.read_text()), experiment.method, experiment.dataset, str(path))
+        return parse_space(yaml.safe_load(path.read_text()), experiment.method, experiment.dataset, str(path))
     except (RayclError, yaml.YAMLError) as exc:
         log.warning("ignoring %s: %s", path, exc)
+        return None
+
+
+def _declared_space(experiment: Experiment) -> dict:
+    space = _declared_space_object(experiment)
+    if space is None:
         return {}
     return {dim.name: dim.distribution() for dim in space.dimensions if dim.kind != "fixed"}
 
@@ -524,7 +577,8 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _page(experiment: Experiment, sections: list[tuple[str, str, Path | None]], notes: list[str]) -> str:
+def _page(experiment: Experiment, sections: list[tuple[str, str, Path | None]], notes: list[str],
+          tables: dict[str, str] | None = None) -> str:
     counts = {s: sum(t.status == s for t in experiment.trials) for s in STATUS_COLORS}
     best = experiment.best
     parts = [
@@ -549,6 +603,8 @@ def _page(experiment: Experiment, sections: list[tuple[str, str, Path | None]], 
         parts.append(f"<h2>{html.escape(title)}</h2><p>{text}</p>")
         if figure is not None:
             parts.append(f"<img src='{html.escape(figure.name)}' alt='{html.escape(title)}'>")
+        if tables and title in tables:
+            parts.append(tables[title])
     header, rows = top_table(experiment)
     parts.append(f"<h2>Top {len(rows)} configurations</h2><p>Completed trials by objective; per-task "
                  f"columns are the final validation {html.escape(experiment.settings[0])} accuracy on each "
@@ -577,9 +633,27 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
                      "line is the best completed trial so far. Trials ASHA stopped early show the objective "
                      "over the fewer tasks they saw, which is not comparable with a full stream.",
                      plot_history(experiment, out / "history.png")))
-    sections.append(("Early stopping (ASHA on tasks)", "Left: each trial's objective after every task it "
-                     "trained. Right: how many trials trained each task and how many were stopped there.",
-                     plot_asha(experiment, out / "asha.png")))
+    rungs_text = f" {html.escape(experiment.rungs_described)}." if experiment.rungs_described else ""
+    sections.append(("Early stopping (ASHA's rule on tasks)", "Left: each configuration's objective after every "
+                     "task it trained. Right: how many configurations trained each task and how many were "
+                     f"stopped there.{rungs_text}", plot_asha(experiment, out / "asha.png")))
+    tables = {}
+    signal = experiment_signal(experiment)
+    if signal:
+        title = "Rung signal"
+        tables[title] = _html_table(*signal_table(signal))
+        sections.append((title, "For every rung, Spearman's rank correlation between a configuration's objective "
+                         "at the rung and its final objective, over the configurations that completed: near 1 "
+                         "the rung ranks them as the end does, near 0 stopping there is close to random. "
+                         "Survivors passed every rung, a narrow selected sample that biases the correlation "
+                         "low; audited configurations (--audit-fraction) were never stopped.",
+                         plot_rungs(experiment, signal, out / "rungs.png")))
+        for r in signal:
+            if r.weak:
+                notes.append(f"weak rung after task {r.rung}: {r.evidence.describe()}; move it with --grace-period")
+    declared = _declared_space_object(experiment)
+    if declared is not None and experiment.best is not None:
+        notes.extend(edge_warnings(declared, experiment.best.config))
     completed = experiment.completed
     try:
         importances = param_importances(experiment, optuna_storage)
@@ -610,7 +684,7 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
                          "trained) and the mean over seen tasks, which is the objective.",
                          plot_stream(experiment, matrices, best, out / "stream.png")))
     page = out / PAGE
-    atomic_write_text(page, _page(experiment, sections, notes))
+    atomic_write_text(page, _page(experiment, sections, notes, tables))
     figures = [f for _, _, f in sections if f is not None]
     log.info("report of %s: %s (%d figures)", experiment.path, page, len(figures))
     return ReportFiles(page=page, figures=figures, notes=notes)

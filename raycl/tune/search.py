@@ -10,13 +10,22 @@ from raycl import storage
 from raycl.data import BENCHMARK_NAMES, Benchmark, load_benchmark
 from raycl.errors import RayclError, unknown
 from raycl.methods import METHODS, get_method
+from raycl.tune.rungs import RUNGS_FILE, rung_schedule
 from raycl.tune.space import DefineByRun, SearchSpace, load_space
-from raycl.tune.trainable import OBJECTIVE, RUNG_SCORE, cl_trainable, named_trainable
+from raycl.tune.trainable import OBJECTIVE, cl_trainable, named_trainable
 
 log = logging.getLogger(__name__)
 
+class SearchInterrupted(Exception):
+    """The search stopped before every configuration ended (Ctrl-C): nothing is exported; its state
+    is saved for ``--resume``."""
+
+
 PROTOCOLS = ("seen-tasks", "first-task", "end-of-training")
 TRIAL_DATA_SEEDS = ("vary", "same")
+AUTO = "auto"
+# The most members --population auto puts in one cohort, per kind of device a trial trains on.
+MEMBER_LIMIT = {"cpu": 16, "cuda": 256}
 
 
 @dataclasses.dataclass
@@ -33,15 +42,21 @@ class SearchOptions:
     space_path: str | None = None
     protocol: str = "seen-tasks"
     protocol_tasks: int = 2
-    grace_period: int = 1
+    # Tasks trained before the first rung; "auto": the method's first task that uses its stability
+    # mechanism (task 2 for replay, penalties, distillation), so the rung sees what is tuned act.
+    grace_period: int | str = AUTO
     reduction_factor: int = 4
+    # A random share of configurations never stopped early: the unselected sample that measures how
+    # well each rung's scores predict the final objective.
+    audit_fraction: float = 0.0
     seed: int = 0
     # Each trial trains its configuration on seeds seed .. seed + trial_seeds - 1 as one population;
     # with trial_data_seeds "vary" seed i also draws its own data (data seed data_seed + i).
     trial_seeds: int = 1
     trial_data_seeds: str = "vary"
-    # Each trial trains a cohort of this many configurations as one population, halved at the rungs.
-    population: int = 1
+    # Each trial trains a cohort of this many configurations as one population ("auto": enough
+    # cohorts for two per trial slot, see cohort_size).
+    population: int | str = 1
     search_seed: int = 0
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -74,13 +89,18 @@ class SearchOptions:
             raise unknown("protocol", self.protocol, PROTOCOLS)
         if self.trial_data_seeds not in TRIAL_DATA_SEEDS:
             raise unknown("trial data seeds", self.trial_data_seeds, TRIAL_DATA_SEEDS)
+        for flag, value in (("--grace-period", self.grace_period), ("--population", self.population)):
+            if value != AUTO and (isinstance(value, bool) or not isinstance(value, int)):
+                raise RayclError(f"{flag} must be a whole number or {AUTO}, got {value!r}")
         for flag, value, low in (("--samples", self.samples, 1), ("--grace-period", self.grace_period, 1),
                                  ("--reduction-factor", self.reduction_factor, 2),
                                  ("--protocol-tasks", self.protocol_tasks, 1),
                                  ("--final-eval-seeds", self.final_eval_seeds, 0),
                                  ("--trial-seeds", self.trial_seeds, 1), ("--population", self.population, 1)):
-            if value < low:
+            if value != AUTO and value < low:
                 raise RayclError(f"{flag} must be at least {low}, got {value}")
+        if not 0.0 <= self.audit_fraction <= 1.0:
+            raise RayclError(f"--audit-fraction must be between 0 and 1, got {self.audit_fraction}")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise RayclError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
         if self.resume and not self.name:
@@ -102,7 +122,8 @@ class SearchOptions:
 
     @property
     def job_name(self) -> str:
-        cohorts = f", cohorts of {self.population}" if self.population > 1 else ""
+        cohorts = ", cohorts of automatic size" if self.population == AUTO else \
+            f", cohorts of {self.population}" if self.population > 1 else ""
         return f"{self.ray_name}: {self.method} on {self.dataset}, {self.samples} samples{cohorts}"
 
     @property
@@ -137,15 +158,61 @@ def shared_hyperparameters(method: str) -> list[str]:
     return get_population_method(method).shared_hyperparameters()
 
 
-def halving_rungs(options: SearchOptions, final_task: int) -> tuple[int, ...]:
-    """The tasks after which ASHA (across trials) or a cohort's halving (inside a trial) compares."""
+def first_rung(options: SearchOptions) -> int:
+    """The grace period in tasks: as given, or for "auto" the method's first task that uses its
+    stability mechanism (``stability_task`` in its declaration)."""
+    if options.grace_period == AUTO:
+        return get_method(options.method).stability_task
+    return int(options.grace_period)
+
+
+def search_rungs(options: SearchOptions, final_task: int) -> tuple[int, ...]:
+    """The tasks after which every live configuration is judged against the search's records."""
     if options.protocol == "end-of-training":
         return ()
-    rungs, rung = [], options.grace_period
-    while rung < final_task:
-        rungs.append(rung)
-        rung *= options.reduction_factor
-    return tuple(rungs)
+    return rung_schedule(first_rung(options), options.reduction_factor, final_task)
+
+
+def describe_rungs(options: SearchOptions, final_task: int) -> str:
+    """The rungs in words, for the summary."""
+    rungs = search_rungs(options, final_task)
+    if options.protocol == "end-of-training":
+        return "no early stopping (--protocol end-of-training)"
+    why = ""
+    if options.grace_period == AUTO:
+        first = first_rung(options)
+        why = (f" (--grace-period auto: task {first} is the first that trains with {options.method}'s stability "
+               "mechanism)" if first > 1 else f" (--grace-period auto: {options.method} has no stability mechanism)")
+    if not rungs:
+        return f"no rung before the last task {final_task}{why}: no early stopping"
+    listed = ", ".join(map(str, rungs))
+    return f"rungs after task{'s' if len(rungs) > 1 else ''} {listed}{why}, reduction factor {options.reduction_factor}"
+
+
+def trial_slots(options: SearchOptions) -> int:
+    """How many trials the Ray cluster runs at once (by CPUs, GPUs and --max-concurrent)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    slots = int(resources.get("CPU", 1) // options.cpus_per_trial)
+    if options.gpus_per_trial > 0:
+        slots = min(slots, int(resources.get("GPU", 0) // options.gpus_per_trial))
+    if options.max_concurrent:
+        slots = min(slots, options.max_concurrent)
+    return max(1, slots)
+
+
+def cohort_size(options: SearchOptions, slots: int) -> tuple[int, str]:
+    """P for --population auto: at least two cohorts per trial slot (samples / (2 x slots)), at most
+    the member limit of the device a trial trains on; and the reason in words."""
+    device = "cuda" if options.gpus_per_trial > 0 else "cpu"
+    limit = max(1, MEMBER_LIMIT[device] // options.trial_seeds)
+    wanted = max(1, options.samples // (2 * slots))
+    size = min(wanted, limit)
+    why = f"--population auto: {options.samples} samples / (2 x {slots} trial slots) = {wanted}"
+    if size < wanted:
+        why += f", capped at {limit} configurations of {options.trial_seeds} seed(s) per {device} trial"
+    return size, why
 
 
 def trial_seeds(options: SearchOptions) -> list[int]:
@@ -189,17 +256,8 @@ def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
                               storage=storage, study_name=options.experiment_name, final_task=final_task,
                               samples=options.samples, cohort_size=options.population,
                               shared=shared_hyperparameters(options.method) if options.population > 1 else (),
-                              points_to_evaluate=[p for p in start if p] or None)
-
-
-def _make_scheduler(options: SearchOptions, final_task: int):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    # Cohorts halve themselves inside the trial; ASHA across them would prune twice.
-    if options.population > 1 or not halving_rungs(options, final_task):
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="task", metric=RUNG_SCORE, mode="max", max_t=final_task,
-                         grace_period=options.grace_period, reduction_factor=options.reduction_factor)
+                              points_to_evaluate=[p for p in start if p] or None,
+                              audit_fraction=options.audit_fraction, audit_seed=options.search_seed)
 
 
 def init_ray(options: SearchOptions) -> None:
@@ -281,6 +339,16 @@ def run_search(options: SearchOptions):
     from ray import tune
 
     final_task = benchmark.n_tasks
+    population_reason = None
+    if options.population == AUTO:
+        size, population_reason = cohort_size(options, trial_slots(options))
+        options = dataclasses.replace(options, population=size)
+    rungs = search_rungs(options, final_task)
+    board = None
+    if rungs:
+        from raycl.tune.rungs import start_service
+
+        board = start_service(storage.join(experiment, RUNGS_FILE), rungs, options.reduction_factor, final_task)
     # A fresh actor per trial lets the dashboard name every trial but costs seconds (32
     # one-configuration trials of seq-digits: 34 s with reused actors, 148 s without): cohorts,
     # which are few and long, get one each; one-configuration trials share them.
@@ -288,8 +356,7 @@ def run_search(options: SearchOptions):
     trainable = named_trainable(tune.with_resources(
         tune.with_parameters(cl_trainable, benchmarks=benchmarks, method=options.method,
                              seeds=trial_seeds(options), threads=max(1, int(options.cpus_per_trial)),
-                             rungs=halving_rungs(options, final_task) if options.population > 1 else (),
-                             reduction_factor=options.reduction_factor),
+                             rungs=rungs, board=board),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     ), options.ray_name, per_trial=not reuse_actors)
     # --verbose 0 and 1: Tune says nothing (its older output engine is the one silent at 0) and 1
@@ -305,10 +372,9 @@ def run_search(options: SearchOptions):
     else:
         tuner = tune.Tuner(
             trainable,
-            # The searcher and the scheduler carry their own metrics (objective and rung_score).
+            # The searcher carries its own metric; early stopping is the trials' own, at the rung board.
             tune_config=tune.TuneConfig(
                 search_alg=_make_searcher(options, space, final_task),
-                scheduler=_make_scheduler(options, final_task),
                 num_samples=-(-options.samples // options.population),
                 max_concurrent_trials=options.max_concurrent, reuse_actors=reuse_actors,
             ),
@@ -322,7 +388,15 @@ def run_search(options: SearchOptions):
             ),
         )
     results = tuner.fit()
+    from raycl.tune.trainable import COHORT
+
+    configurations = sum(len((r.config or {}).get(COHORT) or []) for r in results)
+    if results.num_terminated + results.num_errors < len(results) or configurations < options.samples:
+        raise SearchInterrupted(
+            f"search {options.experiment_name} interrupted with {results.num_terminated + results.num_errors} of "
+            f"{len(results)} trials ended and {configurations} of {options.samples} configurations proposed; "
+            f"nothing exported. Continue it with --name {options.experiment_name} --resume")
 
     from raycl.tune.export import export_search
 
-    return export_search(results, options, space, benchmark)
+    return export_search(results, options, space, benchmark, population_reason=population_reason)

@@ -103,6 +103,32 @@ class SearchSpace:
         return out
 
 
+# A searched value this close to a bound of its range, as a share of the range on the space's own
+# scale (log for loguniform), is at the edge: the best may lie beyond the bound.
+EDGE_SHARE = 0.05
+
+
+def edge_warnings(space: SearchSpace, config: dict, share: float = EDGE_SHARE) -> list[str]:
+    """One line per searched range whose bound ``config`` (the winner's values) lies at or near."""
+    out = []
+    for dim in space.dimensions:
+        if dim.kind not in ("uniform", "loguniform", "int") or config.get(dim.name) is None:
+            continue
+        log = dim.kind == "loguniform" or dim.log
+        scale = math.log if log else float
+        value = float(config[dim.name])
+        low, high = scale(dim.low), scale(dim.high)
+        position = (scale(value) - low) / (high - low)
+        for bound, distance in ((dim.low, position), (dim.high, 1.0 - position)):
+            if distance <= share:
+                where = "at" if distance <= 1e-9 else f"within {max(distance, 0.0):.0%} of"
+                side = "lower" if bound == dim.low else "upper"
+                out.append(f"the winner's {dim.name} = {value:.4g} lies {where} the {side} bound {bound:g} of its "
+                           f"range [{dim.low:g}, {dim.high:g}]{' (log scale)' if log else ''}: the best value may "
+                           f"lie beyond it; widen its range in the search space (--space FILE)")
+    return out
+
+
 class DefineByRun:
     """Optuna define-by-run function for a search space (a class so that Tune can pickle it)."""
 

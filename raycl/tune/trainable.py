@@ -4,17 +4,16 @@ A trial is a **cohort**: the P configurations the searcher proposed together (``
 each trained on the trial's seeds (``--trial-seeds`` S), so P x S members in one
 :class:`raycl.train.PopulationRun`; member ``c * S + i`` is configuration c on seed i. After
 every task each configuration's objective is its mean validation accuracy over the tasks seen (in
-the benchmark's first setting), averaged over its seeds. At the halving rungs (the ASHA rungs,
-used when P > 1) the cohort keeps the best 1/reduction-factor of its live configurations
-(successive halving, as in Hyperband) and drops the others from the population. A configuration
-with a diverging seed is diverged; the rest of its cohort goes on.
+the benchmark's first setting), averaged over its seeds. At the rungs every live configuration is
+judged against every configuration of the search recorded there (:mod:`raycl.tune.rungs`, ASHA's
+rule); those stopped are dropped from the population, and a cohort with none left ends, freeing
+its slot. A configuration with a diverging seed is diverged; the rest of its cohort goes on.
 
-Each report carries ``task`` (ASHA's time attribute), every configuration's status and objective
-under ``configs`` (what the searcher tells Optuna), the best live configuration's full metrics at
-the top level, and a checkpoint (population state + every configuration's record) so a retried
-or resumed trial continues at the last task boundary with the same live members. Test accuracy
-is computed after the last task and stored only in the checkpoint: it never reaches the
-scheduler or the searcher.
+Each report carries ``task``, every configuration's status and objective under ``configs`` (what
+the searcher tells Optuna), the best configuration's full metrics at the top level, and a
+checkpoint (population state + every configuration's record) so a retried or resumed trial
+continues at the last task boundary with the same live members. Test accuracy is computed after
+the last task and stored only in the checkpoint: it never reaches the rung board or the searcher.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from raycl.train import PopulationRun
 log = logging.getLogger(__name__)
 
 COHORT = "cohort"  # the trial config's key: the list of the cohort's configurations
+AUDIT = "audit"  # the trial config's key: which of them are audited (never stopped early)
 STATE_FILE = "stream.pt"
 # Every configuration's record (status, objective after each task, last metrics, test accuracy).
 COHORT_FILE = "cohort.json"
@@ -57,6 +58,7 @@ class ConfigRecord:
     metrics: dict = dataclasses.field(default_factory=dict)
     test: dict | None = None
     reason: str | None = None
+    audit: bool = False
 
     def summary(self) -> dict:
         """The part the searcher sees (never test accuracy)."""
@@ -106,19 +108,17 @@ def task_metrics(stream: PopulationRun, task: int, members: list[int]) -> dict:
     return out
 
 
-def keep_top(scores: dict[int, float], reduction_factor: int) -> set[int]:
-    """The keys successive halving keeps: the best floor(n / reduction_factor), at least one
-    (equal scores: the lower key first, so a resumed cohort keeps the same ones)."""
-    ranked = sorted(scores, key=lambda k: (-scores[k], k))
-    return set(ranked[: max(1, len(scores) // reduction_factor)])
+# judge(rung, {configuration index: rung score}) -> the indices that go on past the rung.
+Judge = Callable[[int, dict[int, float]], set[int]]
 
 
 class Cohort:
-    """P configurations x S seeds of one method as one population, halved at ``rungs``."""
+    """P configurations x S seeds of one method as one population, judged by ``judge`` at ``rungs``
+    (tasks trained); configurations marked in ``audit`` are judged too but never stopped."""
 
     def __init__(self, configs: list[dict], benchmarks: list[Benchmark], method: str, seeds: list[int],
-                 rungs: tuple[int, ...] = (), reduction_factor: int = 4, device=None,
-                 dtype: torch.dtype = torch.float32):
+                 rungs: tuple[int, ...] = (), judge: Judge | None = None, audit: list[bool] | None = None,
+                 device=None, dtype: torch.dtype = torch.float32):
         self.seeds = list(seeds)
         per_config = len(self.seeds)
         defaults = benchmarks[0].defaults_for(method)
@@ -128,9 +128,10 @@ class Cohort:
         self.stream = PopulationRun(
             benchmarks, method, [h for h in hyperparameters for _ in self.seeds], self.seeds * len(configs),
             member_data=data * len(configs), device=device, dtype=dtype, test_every_task=False)
-        self.records = [ConfigRecord() for _ in configs]
-        self.rungs = tuple(rungs)
-        self.reduction_factor = reduction_factor
+        audit = list(audit or [False] * len(configs))
+        self.records = [ConfigRecord(audit=bool(a)) for a in audit]
+        self.rungs = tuple(rungs) if judge is not None else ()
+        self.judge = judge
 
     @property
     def n_tasks(self) -> int:
@@ -149,8 +150,8 @@ class Cohort:
         return not self.live or self.stream.next_task >= self.n_tasks
 
     def run_task(self) -> int:
-        """Train every live configuration on the next task, update the records, halve at a rung;
-        returns the task trained (0-based)."""
+        """Train every live configuration on the next task, update the records, stop those the
+        judge stops at a rung; returns the task trained (0-based)."""
         task = self.stream.next_task
         report = self.stream.run_task()
         for config in self.live:
@@ -171,9 +172,8 @@ class Cohort:
                 record.status = COMPLETED
                 record.test = {s: self.stream.test[s][self.members(config), task, :].mean(0).tolist()
                                for s in self.stream.benchmark.settings}
-        elif task + 1 in self.rungs and len(self.live) > 1:
-            scores = {c: self.records[c].metrics[RUNG_SCORE] for c in self.live}
-            kept = keep_top(scores, self.reduction_factor)
+        elif task + 1 in self.rungs and self.live:
+            kept = self.judge(task + 1, {c: self.records[c].metrics[RUNG_SCORE] for c in self.live})
             for config in self.live:
                 if config not in kept:
                     self.records[config].status = PRUNED
@@ -182,12 +182,12 @@ class Cohort:
 
     def report(self, task: int) -> dict:
         """What Tune sees after ``task``: every configuration's summary, and the best configuration
-        still trained (else the best of all) in full at the top level."""
-        candidates = [c for c in range(len(self.records)) if self.records[c].status in (RUNNING, COMPLETED)
+        that trained this task in full at the top level."""
+        candidates = [c for c in range(len(self.records)) if self.records[c].status != DIVERGED
                       and self.records[c].tasks == task + 1]
         out = {"task": task + 1, "live": len(self.live),
                "configs": {str(c): r.summary() for c, r in enumerate(self.records)}}
-        if not candidates:  # every configuration diverged or was dropped
+        if not candidates:  # every configuration diverged
             out.update({OBJECTIVE: 0.0, RUNG_SCORE: -1.0, "diverged": all(r.status == DIVERGED
                                                                           for r in self.records)})
             return out
@@ -223,12 +223,22 @@ def read_records(folder: Path) -> list[ConfigRecord] | None:
 
 
 def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seeds: list[int], threads: int,
-                 rungs: tuple[int, ...] = (), reduction_factor: int = 4) -> None:
-    """Train the cohort ``config[COHORT]`` under Tune, every configuration on every seed of ``seeds``."""
+                 rungs: tuple[int, ...] = (), board=None) -> None:
+    """Train the cohort ``config[COHORT]`` under Tune, every configuration on every seed of ``seeds``,
+    judged at ``rungs`` by the search's rung ``board``."""
     import ray
 
     torch.set_num_threads(max(1, threads))
-    cohort = Cohort(config[COHORT], benchmarks, method, seeds, rungs, reduction_factor)
+    configs = config[COHORT]
+    audit = list(config.get(AUDIT) or [False] * len(configs))
+    trial_id = tune.get_context().get_trial_id()
+    names = [config_id(trial_id, c, len(configs)) for c in range(len(configs))]
+    judge = None
+    if board is not None and rungs:
+        from raycl.tune.rungs import cohort_judge
+
+        judge = cohort_judge(lambda *call: ray.get(board.judge.remote(*call)), names, audit)
+    cohort = Cohort(configs, benchmarks, method, seeds, rungs, judge, audit)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -236,7 +246,7 @@ def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seed
         log.info("resumed at task %d with %d live configurations", cohort.stream.next_task + 1, len(cohort.live))
     node = ray.get_runtime_context().get_node_id()
     # The actor's log (the Ray dashboard shows it) says which trials it ran.
-    print(f"trial {tune.get_context().get_trial_id()}: {len(cohort.records)} configuration(s) x {len(seeds)} seed(s), "
+    print(f"trial {trial_id}: {len(cohort.records)} configuration(s) x {len(seeds)} seed(s), "
           f"from task {cohort.stream.next_task + 1}", flush=True)
     while not cohort.finished:
         task = cohort.run_task()
