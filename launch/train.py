@@ -28,6 +28,7 @@ from raycl.errors import RayclError
 from raycl.files import atomic_write_text, load_best_args, read_yaml
 from raycl.methods import METHODS, make_config
 from raycl.results import aggregate, summary_table
+from raycl.selection import schedule_configs
 from raycl.train import PopulationRun
 
 log = logging.getLogger("raycl.train")
@@ -97,9 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     benchmarks = {s: load_benchmark(dataset, args.data_root, args.val_fraction, s, samples_per_task=args.samples_per_task)
                   for s in dict.fromkeys(data_seeds)}
     reference = benchmarks[data_seeds[0]]
-    config = make_config(args.method, values, reference.defaults_for(args.method))
+    # A per-task schedule (values that are lists, one per task): one config per task.
+    task_values = schedule_configs(values, reference.n_tasks)
+    schedule = [make_config(args.method, v, reference.defaults_for(args.method)) for v in task_values]
+    config = schedule[0]
     primary = reference.settings[0]
     log.info("%s on %s (%d tasks), config %s", args.method, dataset, reference.n_tasks, config)
+    lists = {k: v for k, v in values.items() if isinstance(v, (list, tuple))}
+    if lists:
+        log.info("per-task schedule (one value per task): %s", lists)
     groups = [seeds] if not args.one_at_a_time else [[s] for s in seeds]
     results, diverged = [], []
     for group in groups:
@@ -108,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         population = PopulationRun([benchmarks[d] for d in distinct], args.method, config, group,
                                    [distinct.index(d) for d in group_data], args.device)
         run_start = time.perf_counter()
-        for report in population:
+        while not population.finished:
+            population.set_configs([schedule[population.next_task]] * len(population.alive))
+            report = population.run_task()
             for member, reason in report.diverged.items():
                 log.info("seed %d diverged: %s", group[member], reason)
             if not report.members:
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     wall_s = time.perf_counter() - started
     document = {
         "method": args.method, "dataset": dataset, "config": dataclasses.asdict(config),
+        "schedule": {k: v for k, v in values.items() if isinstance(v, (list, tuple))},
         "seeds": [r.seed for r in results], "diverged_seeds": diverged, "wall_s": wall_s,
         "train_s": [r.train_s for r in results], "val_fraction": args.val_fraction,
         "population": "one at a time" if args.one_at_a_time else len(seeds),

@@ -67,10 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--space", metavar="FILE", default=None,
                       help="search-space YAML (default search_spaces/<method>.yaml)")
     what.add_argument("--protocol", default="seen-tasks", choices=PROTOCOLS,
-                      help="objective: seen-tasks = mean val accuracy over the tasks seen, reported after "
-                           "every task, final value after the last task (default); first-task = the same "
-                           "on only the first --protocol-tasks tasks; end-of-training = all tasks, no "
-                           "early stopping")
+                      help="one configuration for the stream: seen-tasks = mean val accuracy over the tasks "
+                           "seen, reported after every task, final value after the last task (default); "
+                           "first-task = the same on only the first --protocol-tasks tasks; end-of-training = "
+                           "all tasks, no early stopping. Hyperparameters chosen per task (a schedule): chf = "
+                           "the continual hyperparameter framework (plasticity grid, then stability decay, see "
+                           "--chf-*); current-task / seen-tasks-val = --candidates proposals from Optuna per "
+                           "task, chosen by the task's val accuracy / by the mean over every task seen")
     what.add_argument("--protocol-tasks", type=int, default=2, metavar="K",
                       help="tasks used by --protocol first-task (default 2)")
     what.add_argument("--seed", type=int, default=0, help="first training seed of every trial (default 0)")
@@ -91,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
                            "cohort (see below). auto: at least two cohorts per trial slot (samples / (2 x "
                            "slots)), capped per device. Default 1: one configuration per trial")
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
+
+    per_task = p.add_argument_group("per-task protocols (--protocol chf, current-task, seen-tasks-val)")
+    per_task.add_argument("--chf-grid", type=float, nargs="+", default=[0.1, 0.05, 0.03, 0.01], metavar="LR",
+                          help="chf: learning rates of the maximal-plasticity search (default: the DER "
+                               "repository's 0.1 0.05 0.03 0.01)")
+    per_task.add_argument("--chf-drop", type=float, default=0.2, metavar="P",
+                          help="chf: the stability decay stops once the task's val accuracy reaches (1 - P) x the "
+                               "best fine-tuning accuracy (default 0.2)")
+    per_task.add_argument("--chf-decay", type=float, default=0.5,
+                          help="chf: factor of each stability decay (default 0.5)")
+    per_task.add_argument("--chf-decay-limit", type=int, default=7, metavar="N",
+                          help="chf: at most N decays per task (default 7, as FACIL)")
+    per_task.add_argument("--candidates", type=int, default=8, metavar="K",
+                          help="current-task, seen-tasks-val: candidates Optuna proposes per task (default 8)")
 
     sched = p.add_argument_group("early stopping (ASHA's rule per configuration, on the task count)")
     sched.add_argument("--grace-period", type=whole_or_auto("--grace-period"), default=AUTO,
@@ -179,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         parquet=args.parquet, final_eval_seeds=args.final_eval_seeds, data_root=args.data_root,
         val_fraction=args.val_fraction, data_seed=args.data_seed, dashboard=args.dashboard,
         samples_per_task=args.samples_per_task,
-        verbose=args.verbose,
+        verbose=args.verbose, chf_grid=tuple(args.chf_grid), chf_drop=args.chf_drop, chf_decay=args.chf_decay,
+        chf_decay_limit=args.chf_decay_limit, candidates=args.candidates,
     )
     from raycl.tune.search import SearchInterrupted, run_search
 

@@ -19,14 +19,18 @@ _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False,
 
 
 def hp(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-       choices: tuple | None = None, per_member: bool = False) -> Any:
+       choices: tuple | None = None, per_member: bool = False, most_stable: float | None = None) -> Any:
     """A declared hyperparameter: a dataclass field with a one-line help and optional bounds.
 
     ``low``/``high`` are inclusive bounds for numbers; ``choices`` the allowed values.
     ``per_member``: members of one population may differ in it (learning rates, loss weights,
     moving-average rates); every other hyperparameter is structural and shared by a population.
+    ``most_stable``: a stability hyperparameter (a weight on what protects earlier tasks: replay,
+    distillation, a penalty) and its most stable value, where per-task selection starts its
+    stability decay; 0 turns the mechanism off.
     """
-    meta = {"help": help, "low": low, "high": high, "choices": choices, "per_member": per_member}
+    meta = {"help": help, "low": low, "high": high, "choices": choices, "per_member": per_member,
+            "most_stable": most_stable}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -40,6 +44,7 @@ class ParamSpec:
     high: float | None
     choices: tuple | None
     per_member: bool = False
+    most_stable: float | None = None
 
     def describe_allowed(self) -> str:
         if self.choices is not None:
@@ -64,7 +69,7 @@ def param_specs(config_cls: type) -> dict[str, ParamSpec]:
         specs[f.name] = ParamSpec(
             name=f.name, type=hints[f.name], default=f.default, help=meta.get("help", ""),
             low=meta.get("low"), high=meta.get("high"), choices=meta.get("choices"),
-            per_member=bool(meta.get("per_member", False)),
+            per_member=bool(meta.get("per_member", False)), most_stable=meta.get("most_stable"),
         )
     return specs
 
@@ -131,6 +136,11 @@ def build_config(config_cls: type, values: Mapping[str, Any], owner: str, where:
     return config_cls(**converted)
 
 
+def stability_hyperparameters(config_cls: type) -> dict[str, float]:
+    """The declared stability hyperparameters and their most stable values."""
+    return {name: spec.most_stable for name, spec in param_specs(config_cls).items() if spec.most_stable is not None}
+
+
 def structural_names(config_cls: type) -> list[str]:
     """The hyperparameters every member of a population must share (not declared per-member)."""
     return [name for name, spec in param_specs(config_cls).items() if not spec.per_member]
@@ -149,3 +159,18 @@ def check_population(configs: list, owner: str, shared: list[str]) -> None:
             raise RayclError(f"members of one {owner} population must share {name!r} (it shapes tensors or the "
                              f"step schedule), got {', '.join(sorted(values))}; per-member hyperparameters: "
                              f"{', '.join(free) or '(none)'}")
+
+
+def check_changes(current: list, new: list, owner: str) -> None:
+    """Raise RayclError unless ``new`` (one config per member) differs from ``current`` only in
+    per-member hyperparameters: what may change between the tasks of one run."""
+    if len(current) != len(new):
+        raise RayclError(f"{len(new)} configs for {len(current)} members")
+    specs = param_specs(type(current[0]))
+    for before, after in zip(current, new):
+        for name, spec in specs.items():
+            if not spec.per_member and getattr(before, name) != getattr(after, name):
+                free = [n for n, s in specs.items() if s.per_member]
+                raise RayclError(f"{owner}: {name!r} cannot change between tasks (it shapes tensors or the step "
+                                 f"schedule), {getattr(before, name)!r} -> {getattr(after, name)!r}; what may: "
+                                 f"{', '.join(free) or '(nothing)'}")

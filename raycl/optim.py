@@ -32,6 +32,17 @@ class FlatSGD:
             self._grad_views.append(p.grad)
             offset += n
 
+    def __deepcopy__(self, memo: dict) -> FlatSGD:
+        """A copy over copies of the parameters (the ones a copy of their network holds, through
+        ``memo``), as views into a flat tensor of its own: a plain copy would leave them apart."""
+        import copy
+
+        params = [copy.deepcopy(p, memo) for p in self.params]
+        copied = FlatSGD(params, self.lr)
+        copied.flat_grad.copy_(self.flat_grad)
+        memo[id(self)] = copied
+        return copied
+
     def zero_grad(self, set_to_none: bool = False) -> None:
         self.flat_grad.zero_()
 

@@ -295,6 +295,37 @@ class PopulationRun:
         gone = set(members)
         self._select(torch.tensor([i for i, m in enumerate(self.alive) if m not in gone], dtype=torch.long))
 
+    def set_configs(self, configs) -> None:
+        """Train the live members with ``configs`` (one per live member, in order) from the next task
+        on. They may differ from the members' current configs only in per-member hyperparameters: a
+        per-task schedule, or the candidates of a branch."""
+        configs = list(configs)
+        if len(configs) != len(self.alive):
+            raise RayclError(f"{len(configs)} configs for {len(self.alive)} live members")
+        self.method.set_configs(configs)
+        for member, config in zip(self.alive, configs):
+            self.configs[member] = config
+
+    def broadcast(self, member: int, size: int) -> None:
+        """Make ``size`` copies of live member ``member`` (its id): network, optimiser, buffer, random
+        streams and accuracy record, so each continues exactly as ``member`` would. The copies are
+        the members 0 .. size-1 from now on: the candidates of the next branch."""
+        position = self.alive.index(member)
+        self.method.select(torch.full((size,), position, dtype=torch.long))
+        self.order_random.select(torch.full((size,), position, dtype=torch.long))
+        for name in ("seeds", "configs", "member_data"):
+            setattr(self, name, [getattr(self, name)[member]] * size)
+
+        def copies(array: np.ndarray) -> np.ndarray:
+            return np.repeat(array[member][None], size, axis=0)
+
+        for table in (self.val, self.test, self.val_baseline, self.test_baseline):
+            for setting in table:
+                table[setting] = copies(table[setting])
+        self.val_loss = copies(self.val_loss)
+        self.alive = list(range(size))
+        self.diverged = {}
+
     def _drop_diverged(self, failed: torch.Tensor, task: int, step: int) -> torch.Tensor | None:
         """Mark the members flagged in ``failed`` [live] diverged; returns the positions kept, or
         None when every member is still fine."""

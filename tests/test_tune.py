@@ -312,12 +312,15 @@ def test_diverging_trial_is_marked_and_the_search_goes_on(tmp_path, ray_cluster)
 def test_existing_experiment_needs_resume_and_bad_options_are_clear(tmp_path, ray_cluster):
     from raycl.tune.search import SearchOptions, run_search
 
-    with pytest.raises(RayclError, match="unknown protocol 'final'; allowed: end-of-training, first-task"):
+    with pytest.raises(RayclError, match="unknown protocol 'final'; allowed: chf, current-task, end-of-training, "
+                                         "first-task, seen-tasks, seen-tasks-val"):
         run_search(SearchOptions(method="sgd", protocol="final"))
     with pytest.raises(RayclError, match="--buffer-size does not apply to method 'sgd'"):
         run_search(SearchOptions(method="sgd", buffer_size=10, storage_path=str(tmp_path)))
     with pytest.raises(RayclError, match="no experiment to resume"):
         run_search(SearchOptions(method="sgd", name="nothing", resume=True, storage_path=str(tmp_path)))
+    with pytest.raises(RayclError, match="--resume needs --name"):
+        run_search(SearchOptions(method="sgd", resume=True, storage_path=str(tmp_path)))
     with pytest.raises(RayclError, match="exceeds the 5 tasks"):
         run_search(SearchOptions(method="sgd", protocol="first-task", protocol_tasks=9, storage_path=str(tmp_path)))
     with pytest.raises(RayclError, match="--optuna-storage sqlite:////nonexistent/folder/o.db: cannot open"):

@@ -20,7 +20,7 @@ from raycl.augment import crop_flip, random_crop_flip
 from raycl.buffer import BUFFER_STREAM, PopulationReservoir, ReservoirBuffer
 from raycl.data import Benchmark
 from raycl.errors import RayclError
-from raycl.hparams import SCHEDULE, check_population, hp, param_specs, structural_names
+from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
 from raycl.optim import make_optimizer
 from raycl.population.nets import select_members, stack_members
@@ -87,6 +87,16 @@ class ContinualMethod:
         if not self.benchmark.augment:
             return x
         return random_crop_flip(x, generator=self.augment_generator)
+
+    def set_config(self, config) -> None:
+        """Train with ``config`` from now on (its learning rate too); the caller has checked that
+        only per-member hyperparameters changed."""
+        self.config = config
+        if isinstance(self.opt, torch.optim.Optimizer):
+            for group in self.opt.param_groups:
+                group["lr"] = config.lr
+        else:
+            self.opt.lr = config.lr
 
     def step(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad()
@@ -249,8 +259,19 @@ class PopulationMethod:
     def train(self, mode: bool = True) -> None:
         self.net.train(mode)
 
+    def set_configs(self, configs: list) -> None:
+        """Every member trains with its config of ``configs`` from now on; only per-member
+        hyperparameters may change."""
+        check_changes(self.configs, configs, repr(self.name))
+        self.configs = list(configs)
+        for name in self._rates:
+            self._rates[name] = torch.tensor([float(getattr(c, name)) for c in configs], dtype=self.dtype,
+                                             device=self.device)
+        self.opt.set_lr(self.rate("lr"))
+
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only the members at positions ``keep``; the others cost nothing from now on."""
+        """Keep only the members at positions ``keep``; the others cost nothing from now on. A
+        position given more than once becomes that many copies of the member."""
         positions = keep.tolist()
         self.configs = [self.configs[i] for i in positions]
         self.seeds = [self.seeds[i] for i in positions]
@@ -360,12 +381,22 @@ class MemberwiseMethod(PopulationMethod):
         for member in self.members:
             member.train(mode)
 
+    def set_configs(self, configs: list) -> None:
+        check_changes(self.configs, configs, repr(self.name))
+        self.configs = list(configs)
+        for member, config in zip(self.members, configs):
+            member.set_config(config)
+
     def select(self, keep: torch.Tensor) -> None:
+        import copy
+
         positions = keep.tolist()
         self.configs = [self.configs[i] for i in positions]
         self.seeds = [self.seeds[i] for i in positions]
-        self.members = [self.members[i] for i in positions]
-        self.rng_states = [self.rng_states[i] for i in positions]
+        # A member kept twice is two members from now on: the second gets a copy of its state.
+        self.members = [copy.deepcopy(self.members[i]) if i in positions[:k] else self.members[i]
+                        for k, i in enumerate(positions)]
+        self.rng_states = [self.rng_states[i].clone() for i in positions]
 
     def state_dict(self) -> dict:
         return {"members": [m.state_dict() for m in self.members], "rng_states": list(self.rng_states)}

@@ -22,7 +22,8 @@ from raycl.methods.ema import EmaModel
 @dataclasses.dataclass
 class ClserConfig(ReplayConfig):
     # Defaults: the paper's rot-mnist arguments, the published setting at hand (see the search space).
-    reg_weight: float = hp(0.75, "weight of the MSE between buffer logits and the memories' targets", low=0.0)
+    reg_weight: float = hp(0.75, "weight of the MSE between buffer logits and the memories' targets", low=0.0,
+                           per_member=True, most_stable=2.0)  # the top of its search range
     plastic_update_freq: float = hp(1.0, "probability of updating the plastic model after a step",
                                     low=0.0, high=1.0)
     plastic_alpha: float = hp(0.99, "decay of the plastic model's moving average", low=0.0, high=1.0)

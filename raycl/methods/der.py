@@ -13,7 +13,8 @@ from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entro
 
 @dataclasses.dataclass
 class DerConfig(ReplayConfig):
-    alpha: float = hp(0.3, "weight of the MSE between replayed and stored logits", low=0.0, per_member=True)
+    alpha: float = hp(0.3, "weight of the MSE between replayed and stored logits", low=0.0, per_member=True,
+                       most_stable=1.0)
 
 
 class Der(ReplayPopulationMethod):

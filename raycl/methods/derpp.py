@@ -14,7 +14,8 @@ from raycl.methods.der import Der, DerConfig
 
 @dataclasses.dataclass
 class DerppConfig(DerConfig):
-    beta: float = hp(0.5, "weight of the cross-entropy on replayed labels", low=0.0, per_member=True)
+    beta: float = hp(0.5, "weight of the cross-entropy on replayed labels", low=0.0, per_member=True,
+                      most_stable=1.0)
 
 
 class Derpp(Der):

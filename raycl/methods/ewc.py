@@ -23,8 +23,10 @@ FISHER_EXAMPLES = 1000
 
 @dataclasses.dataclass
 class EwcConfig(TrainConfig):
-    ewc_lambda: float = hp(10.0, "strength of the quadratic penalty (EWC's lambda)", low=0.0)
-    gamma: float = hp(1.0, "decay of the running Fisher estimate at each task boundary", low=0.0, high=1.0)
+    ewc_lambda: float = hp(10.0, "strength of the quadratic penalty (EWC's lambda)", low=0.0, per_member=True,
+                           most_stable=10000.0)  # FACIL's starting value for its stability decay
+    gamma: float = hp(1.0, "decay of the running Fisher estimate at each task boundary", low=0.0, high=1.0,
+                      per_member=True)
 
 
 class Ewc(ContinualMethod):

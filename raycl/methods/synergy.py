@@ -26,10 +26,12 @@ from raycl.methods.ema import EmaModel
 @dataclasses.dataclass
 class SynergyConfig(ReplayConfig):
     # Defaults are the paper's general ones; its rot-mnist arguments are in the search space notes.
-    reg_weight: float = hp(0.1, "weight of the logit consistency to the EMA model on buffer examples", low=0.0)
+    reg_weight: float = hp(0.1, "weight of the logit consistency to the EMA model on buffer examples", low=0.0,
+                           per_member=True, most_stable=2.0)  # the tops of their search ranges
     ema_alpha: float = hp(0.99, "decay of the semantic memory's moving average", low=0.0, high=1.0)
     ema_update_freq: float = hp(0.9, "probability of updating the semantic memory after a step", low=0.0, high=1.0)
-    penalty_weight: float = hp(10.0, "weight of the Fisher-weighted anchoring to the EMA weights", low=0.0)
+    penalty_weight: float = hp(10.0, "weight of the Fisher-weighted anchoring to the EMA weights", low=0.0,
+                               per_member=True, most_stable=20.0)
     fisher_alpha: float = hp(0.999, "decay of the Fisher moving average", low=0.0, high=1.0)
     fisher_update_freq: float = hp(0.9, "probability of re-estimating the Fisher after a step", low=0.0, high=1.0)
     eval_model: str = hp("ema", "model evaluated: the semantic memory or the working model",

@@ -46,7 +46,7 @@ class VibConfig(TrainConfig):
     n_replay: int = hp(1000, "real examples kept per task for simple replay", low=0)
     replay_batch_size: int = hp(0, "replayed examples per step (0: as many as the current batch)", low=0)
     replay_weight: float = hp(0.5, "weight of the replay loss; the current data gets 1 - replay_weight",
-                              low=0.0, high=1.0, per_member=True)
+                              low=0.0, high=1.0, per_member=True, most_stable=0.999)
     freeze_encoder: bool = hp(False, "stop training the encoder after the first task")
 
 

@@ -17,15 +17,22 @@ class PopulationOptimizer:
     """Plain SGD (``kind='sgd'``) or Adam (``kind='adam'``, torch's defaults) over stacked parameters."""
 
     def __init__(self, kind: str, params, lr: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
+                 eps: float = 1e-8, fused: bool | None = None):
         self.kind = kind
         self.params: list[nn.Parameter] = [p for p in params if p.requires_grad]
         self.betas, self.eps = betas, eps
+        # Adam's form: torch's fused kernel per member (the default on CPU) or the multi-tensor one
+        # for all members at once (the default elsewhere); see _fused_adam.
+        self.fused = fused
         self.steps = 0
         self._set_lr(lr.detach().clone())
         if kind == "adam":
             self.exp_avg = [torch.zeros_like(p) for p in self.params]
             self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    def set_lr(self, lr: torch.Tensor) -> None:
+        """The members' learning rates from the next step on."""
+        self._set_lr(lr.detach().clone().to(self.lr))
 
     def _set_lr(self, lr: torch.Tensor) -> None:
         self.lr = lr
@@ -57,7 +64,7 @@ class PopulationOptimizer:
         if self.kind == "sgd":
             torch._foreach_addcmul_(params, grads, rates, value=-1.0)
             return
-        if self.params[0].device.type == "cpu":
+        if self.fused or (self.fused is None and self.params[0].device.type == "cpu"):
             self._fused_adam(live, params, grads)
             return
         beta1, beta2 = self.betas

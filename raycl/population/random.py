@@ -95,9 +95,17 @@ class MemberRandom:
         return cached
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only the members at positions ``keep`` (their streams continue unchanged)."""
-        positions = keep.tolist()
-        self.generators = [self.generators[i] for i in positions]
+        """Keep only the members at positions ``keep`` (their streams continue unchanged); a position
+        given more than once becomes that many members with copies of its stream."""
+        generators, taken = [], set()
+        for i in keep.tolist():
+            generator = self.generators[i]
+            if i in taken:
+                generator = torch.Generator()
+                generator.set_state(self.generators[i].get_state())
+            taken.add(i)
+            generators.append(generator)
+        self.generators = generators
         self._block = self._block[keep.to(self.device)]
 
     def state_dict(self) -> dict:

@@ -19,7 +19,14 @@ def _train_seeds(benchmarks, method: str, config: dict, seeds: list[int], thread
         from raycl.data import load_benchmark
 
         benchmarks = [load_benchmark(**data, seed=s) for s in seeds]
-    population = run_population(benchmarks, method, make_config(method, config, benchmarks[0].defaults_for(method)), seeds)
+    from raycl.selection import run_schedule, schedule_configs
+
+    defaults = benchmarks[0].defaults_for(method)
+    if any(isinstance(v, (list, tuple)) for v in config.values()):  # a per-task schedule
+        configs = [make_config(method, c, defaults) for c in schedule_configs(config, benchmarks[0].n_tasks)]
+        population = run_schedule(benchmarks, method, configs, seeds)
+    else:
+        population = run_population(benchmarks, method, make_config(method, config, defaults), seeds)
     return [population.result(m) for m in population.alive], [seeds[m] for m in population.diverged]
 
 

@@ -614,6 +614,22 @@ def _page(experiment: Experiment, sections: list[tuple[str, str, Path | None]], 
     return "\n".join(parts)
 
 
+def _per_task_report(path: Path, out_dir) -> ReportFiles | None:
+    """The report of a per-task search (one table row per task and candidate), None for another."""
+    from raycl.tune import report_schedule
+
+    table = path.expanduser().resolve() / "trials.parquet"
+    rows = pq.read_table(table).to_pylist() if table.is_file() else []
+    if not report_schedule.is_per_task(rows):
+        return None
+    out = Path(out_dir) if out_dir else table.parent / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    figure = report_schedule.plot_schedule(rows, out / "schedule.png", _save)
+    page = out / PAGE
+    atomic_write_text(page, report_schedule.page(table.parent.name, rows, figure, _html_table))
+    return ReportFiles(page=page, figures=[figure], notes=[])
+
+
 def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
                  optuna_storage: str | None = None) -> ReportFiles:
     """Write the figures and ``index.html`` to ``out_dir`` (default ``<experiment>/report``, or
@@ -624,6 +640,9 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
         local = storage.download(location, keep=lambda relative: relative.endswith(REPORT_INPUTS))
         out_dir = out_dir or Path.cwd() / f"{storage.name(location)}-report"
         experiment_dir = local
+    per_task = _per_task_report(Path(experiment_dir), out_dir)
+    if per_task is not None:
+        return per_task
     experiment = load_experiment(experiment_dir)
     out = Path(out_dir) if out_dir else experiment.path / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,10 @@ class SearchInterrupted(Exception):
     is saved for ``--resume``."""
 
 
-PROTOCOLS = ("seen-tasks", "first-task", "end-of-training")
+# Stream-level protocols choose one configuration for the stream; the per-task ones
+# (raycl.selection) choose the hyperparameters task by task.
+STREAM_PROTOCOLS = ("seen-tasks", "first-task", "end-of-training")
+PROTOCOLS = STREAM_PROTOCOLS + ("chf", "current-task", "seen-tasks-val")
 TRIAL_DATA_SEEDS = ("vary", "same")
 AUTO = "auto"
 # The most members --population auto puts in one cohort, per kind of device a trial trains on.
@@ -79,6 +82,17 @@ class SearchOptions:
     samples_per_task: int | None = None
     dashboard: bool = False
     verbose: int = 1
+    # Per-task protocols: the continual hyperparameter framework's grid and decay (the DER
+    # repository's values), and the candidates Optuna proposes per task.
+    chf_grid: tuple[float, ...] = (0.1, 0.05, 0.03, 0.01)
+    chf_drop: float = 0.2
+    chf_decay: float = 0.5
+    chf_decay_limit: int = 7
+    candidates: int = 8
+
+    @property
+    def per_task(self) -> bool:
+        return self.protocol not in STREAM_PROTOCOLS
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -101,10 +115,26 @@ class SearchOptions:
                 raise RayclError(f"{flag} must be at least {low}, got {value}")
         if not 0.0 <= self.audit_fraction <= 1.0:
             raise RayclError(f"--audit-fraction must be between 0 and 1, got {self.audit_fraction}")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise RayclError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.per_task:
+            self.chf_settings.validate()
+            if self.candidates < 1:
+                raise RayclError(f"--candidates must be at least 1, got {self.candidates}")
+            for flag, value in (("--population", self.population), ("--trial-seeds", self.trial_seeds)):
+                if value != 1:
+                    raise RayclError(f"{flag} does not apply to --protocol {self.protocol} (it trains one path "
+                                     "whose candidates are a population already)")
+        if self.cpus_per_trial <= 0:
+            raise RayclError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise RayclError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
         if self.resume and not self.name:
             raise RayclError("--resume needs --name of the experiment to continue")
+
+    @property
+    def chf_settings(self):
+        from raycl.selection import ChfSettings
+
+        return ChfSettings(tuple(self.chf_grid), self.chf_drop, self.chf_decay, self.chf_decay_limit)
 
     @property
     def experiment_name(self) -> str:
@@ -168,7 +198,7 @@ def first_rung(options: SearchOptions) -> int:
 
 def search_rungs(options: SearchOptions, final_task: int) -> tuple[int, ...]:
     """The tasks after which every live configuration is judged against the search's records."""
-    if options.protocol == "end-of-training":
+    if options.protocol == "end-of-training" or options.per_task:
         return ()
     return rung_schedule(first_rung(options), options.reduction_factor, final_task)
 
@@ -176,8 +206,8 @@ def search_rungs(options: SearchOptions, final_task: int) -> tuple[int, ...]:
 def describe_rungs(options: SearchOptions, final_task: int) -> str:
     """The rungs in words, for the summary."""
     rungs = search_rungs(options, final_task)
-    if options.protocol == "end-of-training":
-        return "no early stopping (--protocol end-of-training)"
+    if options.protocol == "end-of-training" or options.per_task:
+        return f"no early stopping (--protocol {options.protocol})"
     why = ""
     if options.grace_period == AUTO:
         first = first_rung(options)
@@ -260,6 +290,42 @@ def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
                               audit_fraction=options.audit_fraction, audit_seed=options.search_seed)
 
 
+def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark]):
+    """One trial that chooses the hyperparameters task by task (raycl.selection), then its export."""
+    from ray import tune
+
+    from raycl.tune.per_task import SelectionProgress, selection_trainable
+
+    experiment = options.experiment_dir
+    base = {d.name: d.values[0] for d in space.dimensions if d.kind == "fixed"}
+    trainable = tune.with_resources(tune.with_parameters(
+        selection_trainable, benchmarks=benchmarks, method=options.method, base=base, seed=options.seed,
+        protocol=options.protocol, chf=dataclasses.asdict(options.chf_settings), candidates=options.candidates,
+        space=space, search_seed=options.search_seed, threads=max(1, int(options.cpus_per_trial)),
+        optuna_storage=options.optuna_storage, study_name=options.experiment_name),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+    callbacks = [SelectionProgress(benchmarks[0].n_tasks)] if options.verbose >= 1 else []
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
+    if options.resume:
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(num_samples=1), run_config=tune.RunConfig(
+            name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), failure_config=tune.FailureConfig(max_failures=1),
+            verbose=0 if options.verbose <= 1 else options.verbose - 1, callbacks=callbacks))
+    results = tuner.fit()
+    from raycl.tune.per_task import read_selection
+
+    record = read_selection(results)
+    done = len(record["choices"]) if record else 0
+    if results.num_errors == 0 and done < benchmarks[0].n_tasks:
+        raise SearchInterrupted(f"search {options.experiment_name} interrupted after {done} of {benchmarks[0].n_tasks} "
+                                f"tasks; nothing exported. Continue it with --name {options.experiment_name} --resume")
+    from raycl.tune.export import export_selection
+
+    return export_selection(results, options, space, benchmarks[0])
+
+
 def init_ray(options: SearchOptions) -> None:
     import ray
 
@@ -339,6 +405,8 @@ def run_search(options: SearchOptions):
     from ray import tune
 
     final_task = benchmark.n_tasks
+    if options.per_task:
+        return _run_per_task(options, space, benchmarks)
     population_reason = None
     if options.population == AUTO:
         size, population_reason = cohort_size(options, trial_slots(options))

@@ -1,0 +1,348 @@
+"""Hyperparameters chosen task by task (continual hyperparameter selection), on the population engine.
+
+Branch and select: a run holds one *chosen* state at each task boundary. The task's candidates start
+from copies of it (network, optimiser, buffer and random streams: common random numbers) and differ
+only in per-member hyperparameters; they train the task as one population; a rule picks one, whose
+state is the next task's start. So the chosen path is exactly the run that trains only the chosen
+candidate of each task (the *schedule*), alone (``tests/test_selection.py``, float64).
+
+Rules, all on validation data only:
+
+- ``chf``: the DER repository's continual hyperparameter framework (De Lange et al.; FACIL's
+  ``gridsearch.py``). *Maximal plasticity*: fine-tune (the method with its stability hyperparameters
+  at 0) from the chosen state for every learning rate of a grid; A* is the best accuracy on the
+  task's validation split. *Stability decay*: with the best learning rate, the stability
+  hyperparameters start at their most stable value (declared with the method, ``most_stable``) and
+  are multiplied by ``decay`` until the task's validation accuracy reaches (1 - ``drop``) A*, at most
+  ``decay_limit`` times. The sequential framework retrains once per rung of that ladder, stopping
+  at the first accepted one; here the whole ladder trains as one population and the first accepted
+  rung is taken, so the decisions are the same.
+- ``current-task`` and ``seen-tasks-val`` (Lee et al. 2024): K candidates per task proposed by
+  Optuna's TPE, which sees every earlier task's candidates (the task index is one of its
+  parameters, fixed at the current task), chosen by the accuracy on the task's validation split,
+  or by the mean over the validation splits of every task seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from raycl.data import Benchmark
+from raycl.errors import RayclError
+from raycl.hparams import param_specs, stability_hyperparameters
+from raycl.train import PopulationRun
+
+log = logging.getLogger(__name__)
+
+PER_TASK_PROTOCOLS = ("chf", "current-task", "seen-tasks-val")
+# The DER repository's learning-rate grid (its hyperparameters/*.yaml) and framework settings.
+CHF_GRID = (0.1, 0.05, 0.03, 0.01)
+
+
+@dataclasses.dataclass
+class ChfSettings:
+    grid: tuple[float, ...] = CHF_GRID
+    drop: float = 0.2
+    decay: float = 0.5
+    decay_limit: int = 7
+
+    def validate(self) -> None:
+        if not self.grid or any(lr <= 0 for lr in self.grid):
+            raise RayclError(f"--chf-grid needs positive learning rates, got {list(self.grid)}")
+        if not 0.0 <= self.drop < 1.0:
+            raise RayclError(f"--chf-drop must be in [0, 1), got {self.drop}")
+        if not 0.0 < self.decay < 1.0:
+            raise RayclError(f"--chf-decay must be in (0, 1), got {self.decay}")
+        if self.decay_limit < 0:
+            raise RayclError(f"--chf-decay-limit must be at least 0, got {self.decay_limit}")
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One candidate of one task: the hyperparameters it differs by, and its validation evidence."""
+
+    values: dict
+    phase: str  # "plasticity", "stability" or "proposal"
+    current: float | None = None  # validation accuracy on the task just trained (primary setting)
+    seen: float | None = None  # mean validation accuracy over every task seen
+    diverged: bool = False
+    number: int | None = None  # its Optuna trial number, for the proposal protocols
+
+
+@dataclasses.dataclass
+class TaskChoice:
+    task: int  # 0-based
+    candidates: list[Candidate]
+    chosen: int
+    evidence: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def values(self) -> dict:
+        return self.candidates[self.chosen].values
+
+
+def fork(run: PopulationRun, size: int) -> PopulationRun:
+    """``size`` copies of the one-member ``run`` as a new run (``run`` itself is left as it is); the
+    benchmarks are shared, not copied."""
+    shared = {id(b): b for b in run.benchmarks}
+    shared.update({id(run.benchmark): run.benchmark})
+    copied = copy.deepcopy(run, memo=shared)
+    copied.broadcast(copied.alive[0], size)
+    return copied
+
+
+class Branches:
+    """A run's chosen state and the candidates trained from it, task by task."""
+
+    def __init__(self, benchmarks: Benchmark | Sequence[Benchmark], method: str, base_config, seed: int,
+                 device=None, dtype: torch.dtype = torch.float32):
+        self.base = base_config
+        self.method = method
+        self.chosen = PopulationRun(benchmarks, method, [base_config], [seed], device=device, dtype=dtype,
+                                    test_every_task=False)
+        self.setting = self.chosen.benchmark.settings[0]
+        self._phases: list[PopulationRun | list[PopulationRun]] = []
+        self.trainings = 0  # member-tasks trained, every candidate counted
+        self.train_s = 0.0
+
+    @property
+    def next_task(self) -> int:
+        return self.chosen.next_task
+
+    @property
+    def finished(self) -> bool:
+        return self.chosen.finished
+
+    def config(self, values: dict):
+        return dataclasses.replace(self.base, **values)
+
+    def train(self, candidates: list[Candidate], sequential: bool = False) -> None:
+        """Train the next task for every candidate from the chosen state, filling in their evidence:
+        as one population, or (``sequential``) one run after another, as the published frameworks do."""
+        task = self.chosen.next_task
+        start = time.perf_counter()
+        if sequential:
+            runs = []
+            for candidate in candidates:
+                run = fork(self.chosen, 1)
+                run.set_configs([self.config(candidate.values)])
+                run.run_task()
+                runs.append(run)
+                self._evidence(run, [candidate], task)
+            self._phases.append(runs)
+        else:
+            run = fork(self.chosen, len(candidates))
+            run.set_configs([self.config(c.values) for c in candidates])
+            run.run_task()
+            self._evidence(run, candidates, task)
+            self._phases.append(run)
+        self.trainings += len(candidates)
+        self.train_s += time.perf_counter() - start
+
+    def _evidence(self, run: PopulationRun, candidates: list[Candidate], task: int) -> None:
+        val = run.val[self.setting]
+        for member, candidate in enumerate(candidates):
+            candidate.diverged = member in run.diverged
+            if not candidate.diverged:
+                candidate.current = float(val[member, task, task])
+                candidate.seen = float(val[member, task, :task + 1].mean())
+
+    def choose(self, phase: int, position: int) -> None:
+        """The candidate at ``position`` of training call ``phase`` (of this task) is the chosen state."""
+        trained = self._phases[phase]
+        run = trained[position] if isinstance(trained, list) else trained
+        member = 0 if isinstance(trained, list) else position
+        run.broadcast(member, 1)
+        self.chosen = run
+        self._phases = []
+
+
+# ----- the rules ------------------------------------------------------------------------------------------
+def chf_task(branches: Branches, settings: ChfSettings, sequential: bool = False) -> TaskChoice:
+    """One task of the continual hyperparameter framework (see the module's doc)."""
+    stability = stability_hyperparameters(type(branches.base))
+    task = branches.next_task
+    off = {name: 0.0 for name in stability}
+    plasticity = [Candidate({"lr": lr, **off}, "plasticity") for lr in settings.grid]
+    branches.train(plasticity, sequential)
+    finite = [c for c in plasticity if not c.diverged]
+    if not finite:
+        raise RayclError(f"task {task + 1}: every learning rate of the grid {list(settings.grid)} diverged")
+    best = max(range(len(plasticity)), key=lambda i: (-1.0 if plasticity[i].diverged else plasticity[i].current, -i))
+    a_star, lr = plasticity[best].current, plasticity[best].values["lr"]
+    evidence = {"rule": "chf", "A*": a_star, "best_lr": lr}
+    if not stability:  # plasticity only (ER, SGD): the fine-tuned candidate is the method itself
+        branches.choose(0, best)
+        return TaskChoice(task, plasticity, best, evidence)
+    threshold = (1.0 - settings.drop) * a_star
+    evidence["threshold"] = threshold
+    ladder = [Candidate({"lr": lr, **{n: v * settings.decay ** k for n, v in stability.items()}}, "stability")
+              for k in range(settings.decay_limit + 1)]
+    if sequential:  # the published loop: retrain until a rung is accepted
+        trained = []
+        for candidate in ladder:
+            branches.train([candidate], sequential=True)
+            trained.append(candidate)
+            if not candidate.diverged and candidate.current >= threshold:
+                break
+        ladder = trained
+        accepted = next((k for k, c in enumerate(ladder) if not c.diverged and c.current >= threshold), None)
+        k = len(ladder) - 1 if accepted is None else accepted
+        evidence["accepted"] = accepted is not None
+        # Training calls: the grid, then one per rung.
+        branches.choose(1 + k, 0)
+    else:
+        branches.train(ladder)
+        accepted = next((k for k, c in enumerate(ladder) if not c.diverged and c.current >= threshold), None)
+        finite_rungs = [k for k, c in enumerate(ladder) if not c.diverged]
+        if not finite_rungs:
+            raise RayclError(f"task {task + 1}: every stability candidate diverged")
+        k = finite_rungs[-1] if accepted is None else accepted
+        evidence["accepted"] = accepted is not None
+        branches.choose(1, k)
+    evidence["decays"] = k
+    candidates = plasticity + ladder
+    return TaskChoice(task, candidates, len(plasticity) + k, evidence)
+
+
+def proposal_task(branches: Branches, study, define: Callable, k: int, by: str) -> TaskChoice:
+    """K candidates from Optuna's sampler for the next task, chosen by ``by`` ("current" or "seen")."""
+    from optuna.trial import TrialState
+
+    task = branches.next_task
+    trials, candidates = [], []
+    for _ in range(k):
+        trial = study.ask()
+        trial.suggest_int("task", 0, branches.chosen.benchmark.n_tasks - 1)
+        trials.append(trial)
+        candidates.append(Candidate(define(trial), "proposal", number=trial.number))
+    branches.train(candidates)
+    for trial, candidate in zip(trials, candidates):
+        if candidate.diverged:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, getattr(candidate, by))
+    finite = [i for i, c in enumerate(candidates) if not c.diverged]
+    if not finite:
+        raise RayclError(f"task {task + 1}: every one of the {k} candidates diverged")
+    chosen = max(finite, key=lambda i: (getattr(candidates[i], by), -i))
+    branches.choose(0, chosen)
+    return TaskChoice(task, candidates, chosen, {"rule": by})
+
+
+def proposal_study(space, seed: int, storage=None, name: str | None = None):
+    """The Optuna study of a proposal protocol and its define-by-run function over the space's
+    per-member hyperparameters: multivariate TPE whose task parameter the caller fixes each task."""
+    import optuna
+
+    from raycl.tune.space import DefineByRun
+
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage, study_name=name,
+                                load_if_exists=storage is not None)
+    define = DefineByRun(space)
+
+    def values(trial) -> dict:
+        fixed = define(trial)  # suggests the searched ones into trial.params, returns the fixed ones
+        return {k: v for k, v in {**trial.params, **fixed}.items() if k != "task"}
+
+    return study, values
+
+
+def fix_task(study, task: int) -> None:
+    """Point the study's sampler at ``task``: the task parameter is fixed, the rest sampled with the
+    history of every task."""
+    import warnings
+
+    import optuna
+
+    base = getattr(study, "_raycl_base_sampler", study.sampler)
+    study._raycl_base_sampler = base
+    with warnings.catch_warnings():  # experimental in Optuna's terms since 2.4, and kept since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.PartialFixedSampler({"task": task}, base)
+
+
+def per_member_space(space, config_cls: type):
+    """The part of a search space a task's candidates may vary: its per-member hyperparameters."""
+    specs = param_specs(config_cls)
+    kept = [d for d in space.dimensions if d.kind != "fixed" and specs[d.name].per_member]
+    return dataclasses.replace(space, dimensions=tuple(kept))
+
+
+def schedule_configs(config: dict, n_tasks: int) -> list[dict]:
+    """One config per task from a config whose values may be lists (one value per task)."""
+    lists = {k: v for k, v in config.items() if isinstance(v, (list, tuple))}
+    for name, values in lists.items():
+        if len(values) != n_tasks:
+            raise RayclError(f"the schedule of {name!r} has {len(values)} values for {n_tasks} tasks")
+    return [{**config, **{k: v[t] for k, v in lists.items()}} for t in range(n_tasks)]
+
+
+def schedule_of(choices: list[TaskChoice]) -> dict[str, list]:
+    """hyperparameter -> its value at each task, for the ones the choices set."""
+    names = sorted({k for c in choices for k in c.values})
+    return {n: [c.values.get(n) for c in choices] for n in names}
+
+
+def run_schedule(benchmarks, method: str, configs: list, seeds: Sequence[int], device=None,
+                 dtype: torch.dtype = torch.float32, on_task=None) -> PopulationRun:
+    """Train a population whose hyperparameters follow ``configs`` (one config object per task)."""
+    run = PopulationRun(benchmarks, method, configs[0], seeds, device=device, dtype=dtype)
+    for task_config in configs:
+        run.set_configs([task_config] * len(run.alive))
+        report = run.run_task()
+        if on_task is not None:
+            on_task(report)
+        if run.finished:
+            break
+    return run
+
+
+@dataclasses.dataclass
+class SelectionResult:
+    protocol: str
+    choices: list[TaskChoice]
+    run: PopulationRun  # the chosen path, one member
+    trainings: int
+    train_s: float
+
+    @property
+    def schedule(self) -> dict[str, list]:
+        return schedule_of(self.choices)
+
+
+def select_per_task(branches: Branches, protocol: str, chf: ChfSettings | None = None, study=None, define=None,
+                    candidates: int = 8, sequential: bool = False,
+                    on_task: Callable[[TaskChoice], None] | None = None) -> SelectionResult:
+    """Run ``protocol`` over every task left in ``branches``."""
+    choices = []
+    while not branches.finished:
+        if protocol == "chf":
+            choice = chf_task(branches, chf or ChfSettings(), sequential)
+        elif protocol in ("current-task", "seen-tasks-val"):
+            fix_task(study, branches.next_task)
+            choice = proposal_task(branches, study, define, candidates, "current" if protocol == "current-task"
+                                   else "seen")
+        else:
+            raise RayclError(f"unknown per-task protocol {protocol!r}; allowed: {', '.join(PER_TASK_PROTOCOLS)}")
+        choices.append(choice)
+        if on_task is not None:
+            on_task(choice)
+    return SelectionResult(protocol, choices, branches.chosen, branches.trainings, branches.train_s)
+
+
+def decisions(result: SelectionResult) -> list[tuple[int, dict]]:
+    """(task, chosen values) per task: what two runs of a rule must agree on."""
+    return [(c.task, {k: float(v) for k, v in c.values.items()}) for c in result.choices]
+
+
+def chosen_matrix(result: SelectionResult, split: str = "val") -> dict[str, np.ndarray]:
+    return {s: getattr(result.run, split)[s][0] for s in result.run.benchmark.settings}

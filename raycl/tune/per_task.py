@@ -1,0 +1,112 @@
+"""Per-task hyperparameter selection (``--protocol chf | current-task | seen-tasks-val``) as one Tune trial.
+
+The trial runs :func:`raycl.selection.select_per_task` one task at a time and reports after each
+task the chosen candidate's validation objective and every candidate's evidence, with a checkpoint
+(the chosen state, the choices so far and, for the proposal protocols, the Optuna study), so an
+interrupted search resumes at its last task boundary with the same decisions. Test accuracy is
+evaluated for the chosen path after the last task and kept in the checkpoint only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from raycl.data import Benchmark
+from raycl.methods import make_config
+from raycl.selection import Branches, Candidate, ChfSettings, TaskChoice, fix_task, per_member_space, proposal_study, \
+    proposal_task, chf_task
+
+STATE_FILE = "selection.pt"
+CHOICES_FILE = "choices.json"
+
+
+def choice_to_dict(choice: TaskChoice) -> dict:
+    return {"task": choice.task, "chosen": choice.chosen, "evidence": choice.evidence,
+            "candidates": [dataclasses.asdict(c) for c in choice.candidates]}
+
+
+def choice_from_dict(doc: dict) -> TaskChoice:
+    return TaskChoice(doc["task"], [Candidate(**c) for c in doc["candidates"]], doc["chosen"], doc["evidence"])
+
+
+def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, base: dict, seed: int,
+                        protocol: str, chf: dict, candidates: int, space, search_seed: int, threads: int,
+                        optuna_storage: str | None = None, study_name: str = "per-task") -> None:
+    torch.set_num_threads(max(1, threads))
+    base_config = make_config(method, base, benchmarks[0].defaults_for(method))
+    branches = Branches(benchmarks, method, base_config, seed)
+    study = define = None
+    if protocol != "chf":
+        import optuna
+
+        storage = optuna.storages.RDBStorage(optuna_storage) if optuna_storage else None
+        study, define = proposal_study(per_member_space(space, type(base_config)), search_seed, storage, study_name)
+    choices: list[TaskChoice] = []
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+        branches.chosen.load_state_dict(state["run"])
+        branches.trainings, branches.train_s = state["trainings"], state["train_s"]
+        choices = [choice_from_dict(c) for c in state["choices"]]
+        if state.get("study") is not None:
+            study = pickle.loads(state["study"])
+    settings = ChfSettings(**chf)
+    while not branches.finished:
+        if protocol == "chf":
+            choice = chf_task(branches, settings)
+        else:
+            fix_task(study, branches.next_task)
+            choice = proposal_task(branches, study, define, candidates,
+                                   "current" if protocol == "current-task" else "seen")
+        choices.append(choice)
+        chosen = choice.candidates[choice.chosen]
+        metrics = {"task": choice.task + 1, "objective": chosen.seen, "current_task_val": chosen.current,
+                   "chosen": chosen.values, "candidates": len(choice.candidates), "trainings": branches.trainings}
+        with tempfile.TemporaryDirectory() as folder:
+            state = {"run": branches.chosen.state_dict(), "choices": [choice_to_dict(c) for c in choices],
+                     "trainings": branches.trainings, "train_s": branches.train_s,
+                     "study": pickle.dumps(study) if study is not None and optuna_storage is None else None}
+            torch.save(state, Path(folder) / STATE_FILE)
+            summary = {"choices": state["choices"], "trainings": branches.trainings, "train_s": branches.train_s}
+            if branches.finished:  # the chosen path's test accuracy, for the record
+                run = branches.chosen
+                summary["test"] = {s: run.test[s][0, -1].tolist() for s in run.benchmark.settings}
+                summary["val"] = {s: run.val[s][0].tolist() for s in run.benchmark.settings}
+            (Path(folder) / CHOICES_FILE).write_text(json.dumps(summary))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class SelectionProgress(tune.Callback):
+    """One line per task: the chosen candidate and its evidence."""
+
+    def __init__(self, n_tasks: int):
+        self.n_tasks = n_tasks
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        chosen = result.get("chosen") or {}
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(chosen.items()))
+        print(f"[task {result.get('task')}/{self.n_tasks}] chose {values}: val {result.get('current_task_val', 0):.2f} "
+              f"on the task, {result.get('objective', 0):.2f} over the tasks seen; {result.get('candidates')} "
+              f"candidates, {result.get('trainings')} trainings so far", flush=True)
+
+
+def read_selection(results) -> dict | None:
+    """The last checkpoint's record of the per-task search: choices, trainings, the chosen path's accuracies."""
+    for result in results:
+        if result.checkpoint is None:
+            continue
+        with result.checkpoint.as_directory() as folder:
+            path = Path(folder) / CHOICES_FILE
+            if path.is_file():
+                doc = json.loads(path.read_text())
+                doc["choices"] = [choice_from_dict(c) for c in doc["choices"]]
+                return doc
+    return None

@@ -1,0 +1,85 @@
+"""The report of a per-task search (``--protocol chf | current-task | seen-tasks-val``): the
+hyperparameters chosen at each task, and every candidate's validation evidence.
+
+Reads the experiment's ``trials.parquet``, which holds one row per (task, candidate).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+PAGE = "index.html"
+
+
+def is_per_task(rows: list[dict]) -> bool:
+    return bool(rows) and "candidate" in rows[0] and "task" in rows[0]
+
+
+def plot_schedule(rows: list[dict], path: Path, save) -> Path:
+    """One panel per hyperparameter: every candidate's value at each task (grey), the chosen one in
+    orange; and a panel of each candidate's validation accuracy on its task, the chosen marked."""
+    names = sorted({k[len("config."):] for r in rows for k in r if k.startswith("config.") and r[k] is not None})
+    tasks = sorted({r["task"] for r in rows})
+    fig = Figure(figsize=(3.8 * (len(names) + 1), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(names) + 1, squeeze=False)[0])
+    for ax, name in zip(axes, names):
+        key = f"config.{name}"
+        tried = [(r["task"], r[key]) for r in rows if r.get(key) is not None]
+        chosen = [(r["task"], r[key]) for r in rows if r["chosen"] and r.get(key) is not None]
+        ax.scatter(*zip(*tried), color="tab:gray", alpha=0.5, s=18, label="candidates")
+        ax.plot(*zip(*chosen), color="tab:orange", marker="o", lw=2, label="chosen")
+        values = [v for _, v in tried]
+        if min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_yscale("log")
+        ax.set_xticks(tasks)
+        ax.set_xlabel("task")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    for phase, marker in (("plasticity", "s"), ("stability", "o"), ("proposal", "o")):
+        points = [(r["task"], r["current_task_val"]) for r in rows if r["phase"] == phase and not r["diverged"]]
+        if points:
+            ax.scatter(*zip(*points), marker=marker, alpha=0.5, s=18, label=phase)
+    chosen = [(r["task"], r["current_task_val"]) for r in rows if r["chosen"]]
+    ax.plot(*zip(*chosen), color="tab:orange", marker="*", ms=12, lw=1, label="chosen")
+    ax.set_xticks(tasks)
+    ax.set_xlabel("task")
+    ax.set_title("val accuracy on the task just trained (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"Hyperparameters chosen per task ({rows[0].get('protocol')}): {rows[0].get('method')} on "
+                 f"{rows[0].get('dataset')}")
+    return save(fig, path)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def page(name: str, rows: list[dict], figure: Path, table) -> str:
+    names = sorted({k for r in rows for k in r if k.startswith("config.")})
+    chosen = [r for r in rows if r["chosen"]]
+    header = ["task", *[n[len("config."):] for n in names], "val on the task", "val over the tasks seen", "candidates"]
+    body = [[str(r["task"]), *[_fmt(r.get(n)) for n in names], _fmt(r["current_task_val"]), _fmt(r["seen_tasks_val"]),
+             str(sum(x["task"] == r["task"] for x in rows))] for r in chosen]
+    first = rows[0]
+    return "\n".join([
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>raycl report: {html.escape(name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}table{border-collapse:"
+        "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}"
+        "</style></head><body>",
+        f"<h1>Per-task search: {html.escape(name)}</h1>",
+        f"<p>{html.escape(str(first.get('method')))} on {html.escape(str(first.get('dataset')))}, protocol "
+        f"{html.escape(str(first.get('protocol')))}: {len(rows)} candidates over {len(chosen)} tasks. Each task's "
+        "candidates started from the state chosen at the task before; the chosen one carried on.</p>",
+        f"<img src='{html.escape(figure.name)}' alt='schedule'>",
+        "<h2>The schedule</h2>", table(header, body), "</body></html>"])
