@@ -26,16 +26,6 @@ def mnist_data_root() -> Path:
     return root
 
 
-@pytest.fixture
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def digits():
     from raycl.data import load_benchmark

@@ -77,9 +77,11 @@ def test_state_round_trip_continues_identically():
     assert torch.equal(a.labels, b.labels)
 
 
-@pytest.mark.parametrize("batch", [1, 10, 128])
+@pytest.mark.parametrize("batch", [1, 10, 20])
 def test_tasks_and_counts_recorded(batch):
     buffer = make(capacity=30)
-    feed(buffer, 60, batch=batch)
-    assert buffer.seen == 60
-    assert set(buffer.tasks.tolist()) <= {0, 1, 2}
+    feed(buffer, 60, batch=batch)  # items 0-19 come in task 0, 20-39 in task 1, 40-59 in task 2
+    assert buffer.seen == 60 and len(buffer) == 30
+    # Every stored example carries the task it came in: its id says which.
+    assert torch.equal(buffer.tasks[:len(buffer)], buffer.labels[:len(buffer)] // 20)
+    assert set(buffer.tasks[:len(buffer)].tolist()) == {0, 1, 2}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,11 +99,55 @@ def test_load_best_args_and_flags_override(tmp_path):
 
 
 def test_help_lists_every_hyperparameter():
-    proc = run_cli("train.py", "--help")
-    assert proc.returncode == 0
-    for flag in ("--lr", "--batch-size", "--minibatch-size", "--n-epochs", "--alpha", "--beta", "--buffer-size",
-                 "--seeds", "--load-best-args", "--json"):
-        assert flag in proc.stdout
+    from raycl.hparams import param_specs
+    from raycl.methods import METHODS, get_method
+
+    declared = {name for method in METHODS for name in param_specs(get_method(method).Config)}
+    assert len(declared) > 40
+    for script in ("train.py", "tune.py"):
+        proc = run_cli(script, "--help")
+        assert proc.returncode == 0
+        flags = set(re.findall(r"--[a-z0-9-]+", proc.stdout))
+        missing = {name for name in declared if "--" + name.replace("_", "-") not in flags}
+        assert not missing, (script, missing)
+        assert {"--load-best-args", "--seeds", "--json"} <= flags or script == "tune.py"
+
+
+def _save_entry(args):
+    from raycl.files import save_best_args
+
+    path, method = args
+    for round_ in range(5):
+        save_best_args(path, "seq-mnist", method, {"lr": 0.01 * round_, "buffer_size": 500}, {"round": round_})
+
+
+def test_best_args_writers_at_once_lose_no_entry(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "best.yaml"
+    methods = ["er", "der", "derpp", "mer", "gem", "agem", "clser", "synergy"]
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_save_entry, [(str(path), m) for m in methods])
+    data = yaml.safe_load(path.read_text())
+    assert set(data["seq-mnist"]) == set(methods)
+    assert all(data["seq-mnist"][m][500]["provenance"]["round"] == 4 for m in methods)
+
+
+def test_a_failed_best_args_write_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    from raycl.files import save_best_args
+
+    path = tmp_path / "best.yaml"
+    save_best_args(path, "seq-mnist", "er", {"lr": 0.1, "buffer_size": 500}, {"objective": 1})
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the new content is written, then cannot be made durable
+    with pytest.raises(OSError, match="No space left"):
+        save_best_args(path, "seq-mnist", "derpp", {"lr": 0.2, "buffer_size": 500}, {"objective": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["best.yaml"]
 
 
 def test_best_args_file_keeps_other_entries(tmp_path):

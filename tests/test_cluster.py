@@ -63,15 +63,16 @@ def results(folder: Path) -> dict[str, list[dict]]:
 
 
 def test_trials_spread_over_two_nodes_and_the_report_is_written(cluster, tmp_path):
-    # Trials of ~9 s: long enough that the second starts on the other node (an actor takes seconds to
-    # start there) before the first ends and its actor is reused.
+    # Two cohort trials, each in an actor of its own (cohorts never reuse actors) needing one CPU: both
+    # are placed when the search starts, and each node has one CPU, so they land one on each node
+    # however long either takes to start or to train.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run(tune_cmd(cluster, tmp_path, "--method", "sgd", "--samples", "4", "--n-epochs", "150",
-                                           "--protocol", "end-of-training"),
+    proc = subprocess.run(tune_cmd(cluster, tmp_path, "--method", "sgd", "--samples", "4", "--population", "2",
+                                   "--n-epochs", "2", "--protocol", "end-of-training"),
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = pq.read_table(tmp_path / "exp" / "spread" / "trials.parquet").to_pylist()
-    assert len(rows) == 4
+    assert len(rows) == 4 and len({r["cohort"] for r in rows}) == 2
     assert {r["node_id"] for r in rows} == set(node_ids(cluster))
     assert all(r["node_ip"] for r in rows)
     assert "on 2 nodes" in proc.stdout
@@ -84,7 +85,7 @@ def test_trials_spread_over_two_nodes_and_the_report_is_written(cluster, tmp_pat
 
 def test_a_lost_node_s_trials_resume_on_the_survivor_from_their_last_task(cluster, tmp_path):
     head, worker = node_ids(cluster)
-    samples = 4
+    samples = 6
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(tune_cmd(cluster, tmp_path, "--method", "sgd", "--samples", str(samples),
                                      "--n-epochs", "100", "--protocol", "end-of-training"),
@@ -94,8 +95,11 @@ def test_a_lost_node_s_trials_resume_on_the_survivor_from_their_last_task(cluste
     victim = None
     while victim is None and time.time() < deadline and proc.poll() is None:
         snapshot = results(folder)
+        finished = [name for name, rows in snapshot.items() if rows and rows[-1]["task"] == 5]
         for name, rows in snapshot.items():
-            if rows and rows[-1]["node_id"] == worker and 1 <= rows[-1]["task"] <= 3:
+            # A victim with three tasks or more to go (seconds of training, so it is still running when
+            # it is killed a moment later), once some other trial has finished.
+            if finished and rows and rows[-1]["node_id"] == worker and 1 <= rows[-1]["task"] <= 2:
                 victim, before = name, snapshot
         time.sleep(0.2)
     assert victim, proc.poll() is None or proc.stdout.read()
@@ -124,9 +128,10 @@ def test_a_lost_node_s_trials_resume_on_the_survivor_from_their_last_task(cluste
     moved = nodes.index(head)
     assert nodes[:moved] == [worker] * moved and nodes[moved:] == [head] * (len(nodes) - moved)
     assert [r["task"] for r in after[victim]] == list(range(1, 6))
-    for name, rows in before.items():
-        if name != victim and rows and rows[-1]["task"] == 5:
-            assert after[name] == rows  # a finished trial was not run again
+    finished = [name for name, rows in before.items() if name != victim and rows and rows[-1]["task"] == 5]
+    assert finished
+    for name in finished:
+        assert after[name] == before[name]  # a finished trial was not run again
     table = pq.read_table(folder / "trials.parquet").to_pylist()
     assert len(table) == samples and all(r["status"] == "completed" for r in table)
     assert (tmp_path / "best.yaml").is_file()
@@ -139,17 +144,34 @@ def test_a_lost_node_s_trials_resume_on_the_survivor_from_their_last_task(cluste
 TOKEN = "raycltesttoken0123456789abcdef01"
 
 
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
-def token_cluster(tmp_path, free_port):
+def token_cluster(tmp_path):
     """A one-node cluster started by ``ray start`` with token authentication, its processes stopped
     by id (``ray stop`` would stop every Ray cluster on the host)."""
     # Unix socket paths are short: the session folder lives directly under /tmp.
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    port = free_port
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "HOME": str(tmp_path)}
-    subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                    f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                   timeout=120)
+    # `ray start` needs a port number; another process may take a free one before Ray binds it, so a
+    # start that fails is tried again on another port.
+    for attempt in range(3):
+        port = unused_port()
+        started = subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=1",
+                                  "--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        if started.returncode == 0:
+            break
+        for pid in processes_mentioning(temp_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert started.returncode == 0, started.stderr[-2000:]
     yield f"127.0.0.1:{port}"
     for pid in processes_mentioning(temp_dir):
         with contextlib.suppress(ProcessLookupError):
@@ -190,6 +212,12 @@ def test_address_of_a_token_cluster_needs_the_token_and_says_where_it_goes(token
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the Ray cluster at") and "RAY_AUTH_TOKEN " in last and "RAY_AUTH_TOKEN_PATH" in last
     assert "Traceback" not in refused.stderr
+
+    wrong = subprocess.run(cmd, env=client_env(tmp_path, RAY_AUTH_TOKEN="not" + TOKEN[3:],
+                                               RAY_gcs_server_port_wait_time_s="3"),
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1].startswith("error: the Ray cluster at")
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)

@@ -78,3 +78,33 @@ def test_a_cohort_resumes_from_its_task_checkpoint_with_the_same_live_members(di
     assert [r.status for r in second.records] == [r.status for r in whole.records]
     for a, b in zip(second.records, whole.records):
         assert a.objective_by_task == b.objective_by_task and a.test == b.test
+
+
+def test_a_cohort_whose_configurations_all_diverge_ends_after_that_task(digits):
+    cohort = Cohort([{"lr": lr, "n_epochs": 1} for lr in (1e30, 3e30)], [digits], "sgd", [0],
+                    rungs=(1, 4), judge=judged((1, 4), 4, size=2))
+    task = cohort.run_task()
+    assert cohort.finished and cohort.stream.next_task == 1 and cohort.live == []
+    assert [r.status for r in cohort.records] == [DIVERGED, DIVERGED]
+    report = cohort.report(task)
+    assert report["diverged"] is True and report["live"] == 0
+    assert {c["status"] for c in report["configs"].values()} == {DIVERGED}
+
+
+def test_equal_accuracies_at_a_rung_are_ranked_by_the_lower_validation_loss():
+    from types import SimpleNamespace
+
+    from raycl.tune.trainable import OBJECTIVE, RUNG_SCORE, task_metrics
+
+    # Two configurations with the same validation accuracies after task 1, one with the lower loss.
+    val = np.array([[[99.5, np.nan]], [[99.5, np.nan]]]).repeat(2, 1)
+    loss = np.array([[[0.03, np.nan]], [[0.01, np.nan]]]).repeat(2, 1)
+    stream = SimpleNamespace(benchmark=SimpleNamespace(settings=("class_il",)), val={"class_il": val},
+                             val_loss=loss, seeds=[0, 0])
+    higher, lower = (task_metrics(stream, 0, [m]) for m in (0, 1))
+    assert higher[OBJECTIVE] == lower[OBJECTIVE] == 99.5
+    assert lower[RUNG_SCORE] > higher[RUNG_SCORE]
+    # The loss never outweighs one validation example: a better accuracy always ranks first.
+    assert higher[OBJECTIVE] - 1e-4 * 100 < higher[RUNG_SCORE] < higher[OBJECTIVE]
+    board = RungBoard((1,), 2, 5)
+    assert board.judge(1, {"a": higher[RUNG_SCORE], "b": lower[RUNG_SCORE]}) == {"a": False, "b": True}

@@ -10,7 +10,17 @@ from raycl.methods.gem import project_to_cone
 from raycl.train import PopulationRun
 
 
-def test_gem_projection_has_non_negative_dot_product_with_every_memory_gradient():
+def closest_feasible(g: np.ndarray, memories: np.ndarray) -> np.ndarray:
+    """The point of {z : memories @ z >= 0} closest to g, solved another way than GEM's quadprog dual:
+    z = g + memories.T @ lam with lam = argmin_{lam >= 0} ||memories.T @ lam + g|| (non-negative least
+    squares), whose optimality conditions are exactly the projection's KKT conditions."""
+    from scipy.optimize import nnls
+
+    lam, _ = nnls(memories.T, -g)
+    return g + memories.T @ lam
+
+
+def test_gem_projection_is_the_closest_gradient_with_no_conflict():
     rng = np.random.default_rng(0)
     for _ in range(20):
         memories = rng.normal(size=(6, 50))
@@ -19,8 +29,8 @@ def test_gem_projection_has_non_negative_dot_product_with_every_memory_gradient(
         projected = project_to_cone(torch.from_numpy(g), torch.from_numpy(memories), margin=0.0).numpy()
         tolerance = 1e-6 * np.linalg.norm(memories, axis=1) * np.linalg.norm(projected)
         assert (memories @ projected >= -tolerance).all()
-        # The projection moves g no further than to another feasible point: the zero vector.
-        assert np.linalg.norm(projected - g) <= np.linalg.norm(g) + 1e-6
+        reference = closest_feasible(g, memories)
+        assert np.allclose(projected, reference, rtol=1e-6, atol=1e-6 * np.linalg.norm(g))
 
 
 def test_gem_leaves_a_gradient_without_conflicts_alone():
@@ -31,17 +41,16 @@ def test_gem_leaves_a_gradient_without_conflicts_alone():
     assert np.allclose(projected.numpy(), g, atol=1e-6)
 
 
-def test_agem_projection():
+def test_agem_projection_removes_exactly_the_conflicting_component():
     torch.manual_seed(0)
     for _ in range(20):
-        g_ref = torch.randn(40)
-        g = -0.5 * g_ref + torch.randn(40) * 0.2
-        original = g.clone()
-        projected = project_agem(g, g_ref)
-        assert torch.dot(projected, g_ref) >= -1e-5
-        # Only the component along g_ref changed.
-        residual = (projected - original) - torch.dot(projected - original, g_ref) / g_ref.dot(g_ref) * g_ref
-        assert residual.abs().max() < 1e-5
+        g_ref = torch.randn(40, dtype=torch.float64)
+        g = -0.5 * g_ref + torch.randn(40, dtype=torch.float64) * 0.2
+        assert torch.dot(g, g_ref) < 0
+        expected = g - torch.dot(g, g_ref) / torch.dot(g_ref, g_ref) * g_ref  # A-GEM's equation 11
+        projected = project_agem(g.clone(), g_ref)
+        assert torch.allclose(projected, expected, rtol=0, atol=1e-12)
+        assert abs(float(torch.dot(projected, g_ref))) < 1e-10  # on the boundary, not past it
     agree = torch.randn(40)
     assert torch.equal(project_agem(agree.clone(), agree * 2), agree)
 

@@ -24,6 +24,22 @@ def test_metrics_of_a_hand_made_matrix():
     assert m["bti"] == pytest.approx(m["retained_acc"] - m["learning_acc"])
 
 
+def test_forgetting_takes_the_best_row_after_learning_and_before_the_last():
+    nan = np.nan
+    # Task 1 improves after task 2 (backward transfer) before it is forgotten: its best is row 2, not
+    # the diagonal. Task 2 peaks in the last row, which is not "earlier": its best is row 2's 70.
+    r = np.array([
+        [60.0, nan, nan, nan],
+        [80.0, 70.0, nan, nan],
+        [75.0, 65.0, 90.0, nan],
+        [50.0, 95.0, 85.0, 99.0],
+    ])
+    m = summarize(r)
+    # task 1: max(60, 80, 75) - 50 = 30; task 2: max(70, 65) - 95 = -25; task 3: 90 - 85 = 5.
+    assert m["forgetting"] == pytest.approx((30 - 25 + 5) / 3)
+    assert m["bwt"] == pytest.approx(((50 - 60) + (95 - 70) + (85 - 90)) / 3)
+
+
 def test_forgetting_ignores_accuracy_before_the_task_was_learnt():
     r = np.array([[50.0, 95.0], [50.0, 60.0]])  # task 1 scored 95 before training on it
     assert summarize(r)["forgetting"] == pytest.approx(0.0)

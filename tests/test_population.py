@@ -105,6 +105,38 @@ def test_a_diverging_member_is_dropped_and_the_others_are_untouched(digits):
         assert np.array_equal(population.test["class_il"][i], alone.test["class_il"][0], equal_nan=True)
 
 
+@pytest.mark.parametrize("method", ["derpp", "vib"])
+def test_a_member_diverging_mid_task_leaves_the_others_as_if_alone(method, digits, monkeypatch):
+    """The loop checks for non-finite losses every DIVERGENCE_CHECK_EVERY steps; here every 3, so the
+    drop comes mid-task, mid-way through a gathered chunk of batches, whose order and batches must
+    then be re-indexed for the members left."""
+    import raycl.train
+
+    from raycl.data import load_benchmark
+
+    monkeypatch.setattr(raycl.train, "DIVERGENCE_CHECK_EVERY", 3)
+    monkeypatch.setattr(raycl.train, "GATHER_STEPS", 4)
+    # 15 steps per task at batch 10, gathered 4 at a time: the drop comes mid-chunk, and the chunks
+    # after it are gathered through the re-indexed orders; each member on its own data seed, so the
+    # data's member offsets must be re-indexed too.
+    benches = [short(digits, 150)] + [short(load_benchmark("seq-digits", seed=s), 150) for s in (1, 2)]
+    rows = [dict(r) for r in MIXED[method][:3]]
+    rows[1]["lr"] = 1e300  # Adam's step is about lr whatever the gradient: in float64 only this overflows
+    bench = benches[0]
+    population_configs = configs(method, bench, rows)
+    population = PopulationRun(benches, method, population_configs, [0, 1, 2], dtype=F64)
+    report = population.run_task()
+    assert population.alive == [0, 2] and population.diverged[1].task == 0
+    assert population.diverged[1].step == 3 and "near step 3" in report.diverged[1]  # mid-task
+    for _ in population:
+        pass
+    for i in (0, 2):
+        alone = run_population([benches[i]], method, [population_configs[i]], [i], dtype=F64)
+        for setting in bench.settings:
+            assert np.array_equal(population.test[setting][i], alone.test[setting][0], equal_nan=True)
+            assert np.array_equal(population.val[setting][i], alone.val[setting][0], equal_nan=True)
+
+
 @pytest.mark.parametrize("method", ["derpp", "vib", "gem"])
 def test_a_population_resumes_mid_stream_with_the_same_numbers(method, digits):
     bench = short(digits, 100)
@@ -175,7 +207,8 @@ def test_structural_hyperparameters_must_be_shared(digits):
                       [0, 1])
 
 
-def test_population_optimiser_matches_torch_adam_per_member():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused, as on CPU", "multi-tensor, as off CPU"])
+def test_population_optimiser_matches_torch_adam_per_member(fused):
     from raycl.models import MLP
     from raycl.population.nets import stack_members
     from raycl.population.optim import PopulationOptimizer
@@ -184,7 +217,7 @@ def test_population_optimiser_matches_torch_adam_per_member():
     solos = [MLP(20, 5, hidden=8).double() for _ in range(2)]
     stacked = stack_members(copy.deepcopy(solos))
     rates = torch.tensor([1e-2, 3e-3], dtype=F64)
-    population_opt = PopulationOptimizer("adam", stacked.parameters(), rates)
+    population_opt = PopulationOptimizer("adam", stacked.parameters(), rates, fused=fused)
     torch_opts = [torch.optim.Adam(s.parameters(), lr=float(r)) for s, r in zip(solos, rates)]
     for _ in range(5):
         x, y = torch.randn(2, 6, 20, dtype=F64), torch.randint(0, 5, (2, 6))
@@ -200,6 +233,34 @@ def test_population_optimiser_matches_torch_adam_per_member():
         assert torch.allclose(stacked.classifier.bias[p, 0], solo.classifier.bias, atol=1e-10)
 
 
+def test_a_network_with_batch_norm_is_run_member_by_member_as_it_would_run_alone():
+    """MemberLoop: stacked parameters and buffers (batch norm's running statistics too), each member's
+    slices through the original module; in float64 a member's outputs, gradients and running
+    statistics equal those of its own network."""
+    from raycl.models import ReducedResNet18
+    from raycl.population.nets import MemberLoop, stack_members
+
+    torch.manual_seed(0)
+    solos = [ReducedResNet18(4, nf=4).double() for _ in range(3)]
+    stacked = stack_members(copy.deepcopy(solos))
+    assert isinstance(stacked, MemberLoop)
+    x = torch.randn(3, 5, 3, 32, 32, dtype=F64)
+    out = stacked(x)
+    out.square().sum().backward()
+    for p, solo in enumerate(solos):
+        alone = solo(x[p])
+        alone.square().sum().backward()
+        assert torch.equal(out[p], alone)
+        names = [n for n, _ in solo.named_parameters()]
+        for name, stacked_param in zip(names, stacked.stacked_params):
+            assert torch.allclose(stacked_param.grad[p], dict(solo.named_parameters())[name].grad, rtol=0, atol=1e-12)
+        running = dict(solo.named_buffers())["bn1.running_mean"]
+        index = [n for n, _ in solo.named_buffers()].index("bn1.running_mean")
+        assert torch.equal(getattr(stacked, f"stacked_buffer_{index}")[p], running)
+    stacked.eval()
+    assert torch.equal(stacked(x)[1], solos[1].eval()(x[1]))
+
+
 @pytest.mark.mnist
 def test_rotations_are_pixel_maps_of_one_stored_copy(mnist_data_root):
     from raycl.data import load_benchmark
@@ -212,3 +273,13 @@ def test_rotations_are_pixel_maps_of_one_stored_copy(mnist_data_root):
     for task in (0, 7, 19):
         assert np.array_equal(rot.tasks[task].inputs("test")[:100], rotate(images, angles[task]))
     assert all(t.train_x is rot.tasks[0].train_x for t in rot.tasks)
+
+
+def test_joint_training_marks_a_diverging_member_and_resumes_identically(digits, assert_resumes_identically):
+    bench = short(digits, 100)
+    rows = configs("joint", bench, [{"lr": 0.05}, {"lr": 1e30}])
+    population = run_population(bench, "joint", rows, [0, 1], dtype=F64)
+    assert population.alive == [0] and list(population.diverged) == [1]
+    alone = run_population(bench, "joint", [rows[0]], [0], dtype=F64)
+    assert np.array_equal(population.test["class_il"][0], alone.test["class_il"][0], equal_nan=True)
+    assert_resumes_identically(bench, "joint", rows[0], seed=0, after=2)

@@ -18,16 +18,18 @@ BUCKET = "raycl-test"
 
 
 @pytest.fixture
-def s3_env(free_port):
+def s3_env():
     """Environment variables that point S3 clients (pyarrow's, boto3's) at a local server."""
     moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[dev]')")
     boto3 = pytest.importorskip("boto3")
-    port = free_port
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # Port 0: the server binds whatever port is free and says which, so no other process can take it
+    # between a check and the bind.
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 - any reason the server cannot run here is a skip
         pytest.skip(f"the S3-compatible server could not start: {exc}")
+    port = server.get_host_and_port()[1]
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
@@ -56,13 +58,19 @@ def test_search_stores_in_s3_resumes_from_it_and_reports_from_it(s3_env, tmp_pat
                             start_new_session=True)
     prefix = "searches/bucketed/"
 
-    def finished():  # trials whose last task's checkpoint is in the bucket
-        return {k.split("/")[2] for k in keys(client, prefix) if "/checkpoint_000004/" in k}
+    def results(trials):
+        return {t: client.get_object(Bucket=BUCKET, Key=f"{prefix}{t}/result.json")["Body"].read() for t in trials}
+
+    def finished():  # trials whose results in the bucket end with their last task: what each held then
+        folders = {k.split("/")[2] for k in keys(client, prefix) if k.endswith("/result.json")}
+        return {t: body for t, body in results(folders).items() if b'"task": 5' in (body.splitlines() or [b""])[-1]}
 
     deadline = time.time() + 240
-    while len(finished()) < 2 and time.time() < deadline and proc.poll() is None:
+    before = {}
+    while len(before) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
-    assert len(finished()) >= 2, proc.poll() is None or proc.stdout.read()
+        before = finished()
+    assert len(before) >= 2 and proc.poll() is None, proc.poll() is None or proc.stdout.read()
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
     output = proc.communicate(timeout=120)[0]
 
@@ -83,6 +91,7 @@ def test_search_stores_in_s3_resumes_from_it_and_reports_from_it(s3_env, tmp_pat
     assert sum("/checkpoint_" in n and n.endswith("/stream.pt") for n in names) >= samples
     rows = table()
     assert len(rows) == samples and all(r["status"] == "completed" for r in rows)
+    assert results(before) == before  # the trials finished before the interruption were not run again
     assert (tmp_path / "best.yaml").is_file()  # the best-args file stays the user's local file
     print(f"{len(stored)} objects, {sum(stored.values()) / 1e6:.1f} MB in s3://{BUCKET}/{prefix}")
 
@@ -90,3 +99,8 @@ def test_search_stores_in_s3_resumes_from_it_and_reports_from_it(s3_env, tmp_pat
                              "--out", str(tmp_path / "report")], env=env, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "report" / "matrices.png").is_file()
+
+    # The experiment is in the bucket now: a search of the same name without --resume is refused.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2
+    assert f"error: experiment s3://{BUCKET}/searches/bucketed exists already: pass --resume" in again.stderr

@@ -1,5 +1,6 @@
 """The search: spaces, an end-to-end search on seq-digits, ASHA, divergence, resume, export."""
 
+import json
 import os
 import signal
 import subprocess
@@ -115,12 +116,24 @@ def assert_rung_decisions_hold(experiment_dir, rows):
         else:
             assert all(e.kept for e in judged), row
         assert all(e.audit == bool(row["audit"]) for e in judged)
+        # What the rung judged is the validation objective (tie-broken by at most 0.01 of val loss).
+        assert all(0 <= row["objective_by_task"][e.rung - 1] - e.score <= 0.0101 for e in judged)
     again = RungBoard(board.rungs, board.reduction_factor, board.final_task)
     for call in sorted({e.call for e in board.events}):
         batch = [e for e in board.events if e.call == call]
         decided = again.judge(batch[0].rung, {e.config: e.score for e in batch}, [e.config for e in batch if e.audit])
         assert decided == {e.config: e.kept for e in batch}
     return board
+
+
+def flatten(doc, prefix=""):
+    """Every key path of a nested mapping, 'a/b/c'."""
+    out = []
+    for key, value in doc.items():
+        out.append(prefix + str(key))
+        if isinstance(value, dict):
+            out.extend(flatten(value, prefix + str(key) + "/"))
+    return out
 
 
 def space_file(tmp_path, method, params):
@@ -235,6 +248,13 @@ def test_cohort_search_tells_optuna_every_configuration_and_exports_one_row_each
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert t.value == pytest.approx(row["objective"])
 
+    # Test accuracy never reaches Tune's reports (what the searcher and callbacks see) or Optuna.
+    for result in (tmp_path / "exp" / "cohorts").glob("*/result.json"):
+        for line in result.read_text().splitlines():
+            assert not [key for key in flatten(json.loads(line)) if "test" in key.lower()], line[:500]
+    for t in study.trials:
+        assert not [k for k in {**t.user_attrs, **t.system_attrs} if "test" in k.lower()]
+
     # The report sees configurations: each finds its cohort's Ray folder and its own matrices.
     from raycl.tune.report import load_experiment, trial_matrices, write_report
 
@@ -331,11 +351,39 @@ def test_existing_experiment_needs_resume_and_bad_options_are_clear(tmp_path, ra
         run_search(SearchOptions(method="sgd", name="taken", storage_path=str(tmp_path)))
 
 
-def test_first_task_protocol_trains_only_k_tasks(tmp_path, ray_cluster):
-    report = search(tmp_path, method="sgd", samples=2, protocol="first-task", protocol_tasks=2, name="k2")
+def test_first_task_protocol_trains_only_k_tasks_and_the_final_evaluation_the_whole_stream(tmp_path, ray_cluster):
+    table = tmp_path / "elsewhere" / "k2.parquet"
+    report = search(tmp_path, method="sgd", samples=2, protocol="first-task", protocol_tasks=2, name="k2",
+                    final_eval_seeds=1, parquet=str(table))
     assert all(t.tasks_trained <= 2 for t in report.trials) and report.best is not None
     data = yaml.safe_load(Path(tmp_path / "best.yaml").read_text())
     assert data["seq-digits"]["sgd"][0]["provenance"]["protocol"] == "first-task"
+    # Searched on two tasks, tested on all five.
+    matrix = report.final_eval["test"]["class_il"]["matrix_mean"]
+    assert len(matrix) == 5 and all(v is not None for v in matrix[-1])
+    # --parquet puts the trials table where it says, and nowhere else.
+    rows = pq.read_table(table).to_pylist()
+    assert len(rows) == 2 and report.parquet_path == str(table)
+    assert not (tmp_path / "exp" / "k2" / "trials.parquet").exists()
+
+
+def test_a_trial_that_errors_is_recorded_as_errored_and_the_search_goes_on(tmp_path, ray_cluster):
+    import optuna
+
+    # A-GEM projects one flat SGD gradient: with Adam its trials raise when they start.
+    space = space_file(tmp_path, "agem", {"optimizer": {"choice": ["sgd", "adam"]}, "lr": 0.05})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    report = search(tmp_path, method="agem", samples=4, space_path=space, name="errors", protocol="end-of-training",
+                    optuna_storage=storage, max_concurrent=1,
+                    start_points=[{"optimizer": o} for o in ("adam", "sgd", "adam", "sgd")])
+    by_optimizer = {o: [t for t in report.trials if t.config["optimizer"] == o] for o in ("sgd", "adam")}
+    assert len(by_optimizer["adam"]) == 2 and all(t.status == "errored" for t in by_optimizer["adam"])
+    assert all("optimizer must be 'sgd'" in t.error for t in by_optimizer["adam"])
+    assert all(t.status == "completed" for t in by_optimizer["sgd"]) and report.best.config["optimizer"] == "sgd"
+    assert report.counts["errored"] == 2
+    study = optuna.load_study(study_name="errors", storage=storage)
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    assert all(t.params["optimizer"] == "adam" for t in study.trials if t.state.name == "FAIL")
 
 
 def test_tune_cli_flags_are_checked():
@@ -383,9 +431,12 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
     while len(before) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
         before = finished_trials()
-    assert len(before) >= 2, proc.poll() is None or proc.stdout.read()
+    assert len(before) >= 2 and proc.poll() is None, proc.poll() is None or proc.stdout.read()
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
-    proc.wait(timeout=120)
+    output = proc.communicate(timeout=120)[0]
+    # It was still running: it says it was interrupted, and what it had not finished is still to do.
+    assert proc.returncode == 130 and "interrupted" in output, output[-3000:]
+    assert len(finished_trials()) < samples // population
 
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -399,6 +450,63 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
         assert after[name] == lines  # a finished trial was not run again
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Ids of the live processes whose command line contains ``text`` (Linux)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes() and Path(cmdline.parent, "stat").read_text().split()[2] != "Z":
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_search_killed_hard_resumes_from_its_last_snapshot(tmp_path):
+    """kill -9 of the driver (and of its local Ray cluster with it): no clean shutdown, no last
+    snapshot; --resume continues from the last one Tune wrote, which may name a trial's previous
+    checkpoint (the reason two are kept)."""
+    import shutil
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # its processes are found by this folder
+    storage, samples = tmp_path / "exp", 8
+    cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", str(samples),
+           "--max-concurrent", "1", "--storage-path", str(storage), "--name", "hard",
+           "--best-args", str(tmp_path / "best.yaml"), "--protocol", "end-of-training", "--n-epochs", "3",
+           "--verbose", "0"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp}
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        deadline = time.time() + 240
+        before = {}
+        while len(before) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            before = {r.parent.name: len(r.read_text().splitlines()) for r in storage.glob("hard/*/result.json")
+                      if '"task": 5' in (r.read_text().splitlines() or [""])[-1]}
+        assert len(before) >= 2 and proc.poll() is None, proc.poll() is None or proc.stdout.read()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        for pid in processes_mentioning(ray_tmp):  # Ray's processes in their own sessions, if any
+            os.kill(pid, signal.SIGKILL)
+        assert proc.returncode == -signal.SIGKILL and not (storage / "hard" / "trials.parquet").exists()
+
+        resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    finally:
+        for pid in processes_mentioning(ray_tmp):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    rows = pq.read_table(storage / "hard" / "trials.parquet").to_pylist()
+    assert len(rows) == samples and all(r["status"] == "completed" and r["tasks_trained"] == 5 for r in rows)
+    for result in storage.glob("hard/*/result.json"):
+        tasks = [json.loads(line)["task"] for line in result.read_text().splitlines()]
+        assert sorted(set(tasks)) == [1, 2, 3, 4, 5] and tasks == sorted(tasks), (result.parent.name, tasks)
+        if result.parent.name in before:
+            assert len(tasks) == before[result.parent.name]  # a finished trial was not run again
+
+
 def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path):
     from raycl.tune.rungs import read_board
 
@@ -406,7 +514,8 @@ def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path):
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
            "--samples", "12", "--population", "2", "--max-concurrent", "1", "--grace-period", "1",
            "--reduction-factor", "2", "--storage-path", str(storage), "--name", "rungs",
-           "--best-args", str(tmp_path / "best.yaml"), "--n-epochs", "3", "--verbose", "0"]
+           "--best-args", str(tmp_path / "best.yaml"), "--n-epochs", "3", "--verbose", "0",
+           "--optuna-storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -434,6 +543,14 @@ def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path):
     # The resumed board started from the file: what was decided before the interruption stands, first.
     assert board.events[:len(before)] == before and len(board.events) > len(before)
     assert "early stopping: rungs after tasks 1, 2, 4" in resumed.stdout
+    # The Optuna study in the database went on too: one trial per configuration, each told once.
+    import optuna
+
+    study = optuna.load_study(study_name="rungs", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 12
+    state = {"completed": "COMPLETE", "pruned": "PRUNED"}
+    by_lr = {round(t.params["lr"], 12): t.state.name for t in study.trials}
+    assert by_lr == {round(r["config.lr"], 12): state[r["status"]] for r in rows}
 
 
 def test_default_experiment_names_carry_the_buffer_size_only_where_there_is_a_buffer():
@@ -541,6 +658,17 @@ def test_population_auto_gives_every_trial_slot_two_cohorts_within_the_member_li
 
 
 @pytest.mark.parametrize("options, message", [
+    ({"samples": 0}, "--samples must be at least 1, got 0"),
+    ({"reduction_factor": 1}, "--reduction-factor must be at least 2, got 1"),
+    ({"protocol_tasks": 0}, "--protocol-tasks must be at least 1"),
+    ({"final_eval_seeds": -1}, "--final-eval-seeds must be at least 0"),
+    ({"trial_seeds": 0}, "--trial-seeds must be at least 1"),
+    ({"population": 0}, "--population must be at least 1"),
+    ({"cpus_per_trial": 0}, "--cpus-per-trial must be > 0"),
+    ({"gpus_per_trial": -1}, "--gpus-per-trial must be >= 0"),
+    ({"trial_data_seeds": "some"}, "unknown trial data seeds 'some'; allowed: same, vary"),
+    ({"dataset": "seq-mnst"}, "unknown dataset 'seq-mnst'"),
+    ({"method": "dre"}, "unknown method 'dre'"),
     ({"grace_period": "soon"}, "--grace-period must be a whole number or auto, got 'soon'"),
     ({"grace_period": 0}, "--grace-period must be at least 1"),
     ({"population": "many"}, "--population must be a whole number or auto"),
@@ -550,4 +678,25 @@ def test_bad_early_stopping_options_are_one_clear_error(options, message):
     from raycl.tune.search import SearchOptions
 
     with pytest.raises(RayclError, match=message):
-        SearchOptions(method="derpp", **options).validate()
+        SearchOptions(**{"method": "derpp", **options}).validate()
+
+
+def test_trial_data_seeds_vary_gives_every_seed_its_own_split_and_same_one_for_all():
+    import numpy as np
+
+    from raycl.tune.search import SearchOptions, prepare_benchmarks
+
+    from raycl.data import load_benchmark
+
+    vary = prepare_benchmarks(SearchOptions(method="sgd", trial_seeds=3, data_seed=4))
+    for offset, benchmark in enumerate(vary):  # seed i draws with data seed 4 + i
+        assert np.array_equal(benchmark.tasks[0].val_x, load_benchmark("seq-digits", seed=4 + offset).tasks[0].val_x)
+    assert not np.array_equal(vary[0].tasks[0].val_x, vary[1].tasks[0].val_x)
+    same = prepare_benchmarks(SearchOptions(method="sgd", trial_seeds=3, data_seed=4, trial_data_seeds="same"))
+    assert len(same) == 1 and np.array_equal(same[0].tasks[0].val_x, vary[0].tasks[0].val_x)
+    # A cohort pairs seed i of every configuration with benchmark i, or all with the one.
+    from raycl.tune.trainable import Cohort
+
+    cohort = Cohort([{"lr": 0.1, "n_epochs": 1}] * 2, vary, "sgd", [0, 1, 2])
+    assert cohort.stream.member_data == [0, 1, 2, 0, 1, 2]
+    assert Cohort([{"lr": 0.1, "n_epochs": 1}] * 2, same, "sgd", [0, 1, 2]).stream.member_data == [0] * 6

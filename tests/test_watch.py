@@ -54,5 +54,60 @@ def test_dashboard_lists_the_search_job_and_its_trial_actors_while_it_runs(tmp_p
     assert proc.returncode == 0, "".join(lines) + out
     assert jobs and jobs[0]["metadata"]["job_name"] == "raycl watched: sgd on seq-digits, 6 samples, cohorts of 2"
     assert trial_actors, f"no trial actor named after its search and trial in {actors}"
-    statuses = {re.search(r'status="(\w+)"', line).group(1) for line in gauges}
-    assert {"completed", "pruned", "running", "pending"} <= statuses, gauges
+    # Every gauge line read is one poll's view of the 6 configurations: its counts add up to them.
+    values = {re.search(r'status="(\w+)"', line).group(1): float(line.rsplit(" ", 1)[1]) for line in gauges}
+    assert set(values) == {"completed", "pruned", "diverged", "errored", "running", "pending"}, gauges
+    assert sum(values.values()) == 6, gauges
+
+
+class FakeGauge:
+    """Stands in for ray.util.metrics.Gauge: keeps the last value set per tag set."""
+
+    made = []
+
+    def __init__(self, name, description, tag_keys):
+        self.name, self.values = name, {}
+        FakeGauge.made.append(self)
+
+    def set(self, value, tags):
+        self.values[tuple(sorted(tags.items()))] = value
+
+
+def test_search_metrics_follow_every_result_not_only_the_first(monkeypatch):
+    import ray.util.metrics
+
+    from raycl.tune.progress import SearchMetrics
+
+    monkeypatch.setattr(ray.util.metrics, "Gauge", FakeGauge)
+    FakeGauge.made.clear()
+    metrics = SearchMetrics(samples=4, final_task=5, experiment="x", interval=0)
+
+    class Trial:
+        def __init__(self, trial_id, n):
+            self.trial_id, self.config = trial_id, {"cohort": [{"lr": 0.1}] * n}
+
+    def counts():
+        configurations = next(g for g in FakeGauge.made if g.name == "raycl_configurations")
+        return {dict(k)["status"]: v for k, v in configurations.values.items()}
+
+    def best():
+        return next(g for g in FakeGauge.made if g.name == "raycl_best_objective").values.get((("experiment", "x"),))
+
+    cohort = Trial("aaaa", 3)
+    metrics.on_trial_start(0, [], cohort)
+    metrics.on_step_end(0, [])
+    assert counts()["running"] == 3 and counts()["pending"] == 1 and best() is None
+    metrics.on_trial_result(0, [], cohort, {"configs/0/status": "pruned", "configs/0/task": 2,
+                                            "configs/1/status": "running", "configs/1/task": 2,
+                                            "configs/1/objective": 80.0, "configs/2/status": "running",
+                                            "configs/2/task": 2, "configs/2/objective": 70.0})
+    metrics.on_step_end(0, [])
+    assert counts()["pruned"] == 1 and counts()["running"] == 2
+    metrics.on_trial_result(0, [], cohort, {"configs/1/status": "completed", "configs/1/task": 5,
+                                            "configs/1/objective": 91.0, "configs/2/status": "diverged",
+                                            "configs/2/task": 3})
+    metrics.on_trial_complete(0, [], cohort)
+    metrics.on_trial_start(0, [], Trial("bbbb", 1))
+    metrics.on_step_end(0, [])
+    assert counts() == {"completed": 1, "pruned": 1, "diverged": 1, "errored": 0, "running": 1, "pending": 0}
+    assert best() == 91.0
