@@ -163,7 +163,7 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
         doc = json.loads(out.read_text())
         setting = next(iter(doc["test"]))
         test, config = doc["test"][setting], doc["config"]
-    print(f"\nsearch {dataset} {method} 500, {samples} samples, --trial-seeds {trial_seeds} --population "
+    print(f"\nsearch {dataset} {method} 500, {samples} samples, {' '.join(extra)} --trial-seeds {trial_seeds} --population "
           f"{population} --grace-period {grace} --audit-fraction {audit}: wall {wall:.1f} s, peak PSS of the process "
           f"tree {peak:.2f} GB, {stopped}/{len(rows)} configurations stopped at the rungs, task-trainings run "
           f"{fraction:.3f} of samples x tasks ({sum(r['tasks_trained'] for r in rows)})")
@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the --search once for each of these --grace-period G (default auto)")
     parser.add_argument("--search-audit", type=float, default=0.0, metavar="F",
                         help="--audit-fraction of every --search (default 0)")
+    parser.add_argument("--search-seed", type=int, nargs="+", default=[0], metavar="K",
+                        help="run the --search once for each of these --search-seed K (default 0)")
     parser.add_argument("--search-method", default="derpp", help="method of the --search (default derpp)")
     parser.add_argument("--search-dataset", default="seq-mnist", help="dataset of the --search (default seq-mnist)")
     parser.add_argument("--data-root", default=None, help="folder holding MNIST/raw (default $RAYCL_DATA)")
@@ -207,16 +209,19 @@ def main(argv: list[str] | None = None) -> int:
         measure_population(args.population, args.data_root, args.threads, args.device)
     if args.search:
         walls = {}
-        for trial_seeds in args.trial_seeds:
-            for population in args.search_population:
-                for grace in args.search_grace:
-                    walls[trial_seeds, population, grace] = measure_search(
-                        args.search, args.data_root, trial_seeds, population, args.search_method,
-                        args.search_dataset, grace, args.search_audit)
+        for search_seed in args.search_seed:
+            for trial_seeds in args.trial_seeds:
+                for population in args.search_population:
+                    for grace in args.search_grace:
+                        walls[search_seed, trial_seeds, population, grace] = measure_search(
+                            args.search, args.data_root, trial_seeds, population, args.search_method,
+                            args.search_dataset, grace, args.search_audit,
+                            extra=("--search-seed", str(search_seed)))
         if len(walls) > 1:
-            (s0, p0, g0), first = next(iter(walls.items()))
-            print(f"\nsearch wall time against --trial-seeds {s0} --population {p0} --grace-period {g0}: " + ", ".join(
-                f"S={s} P={p} G={g} {wall / first:.2f}x" for (s, p, g), wall in walls.items()))
+            (k0, s0, p0, g0), first = next(iter(walls.items()))
+            print(f"\nsearch wall time against --search-seed {k0} --trial-seeds {s0} --population {p0} "
+                  f"--grace-period {g0}: " + ", ".join(f"K={k} S={s} P={p} G={g} {wall / first:.2f}x"
+                                                       for (k, s, p, g), wall in walls.items()))
     return 0
 
 
