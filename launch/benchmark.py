@@ -24,6 +24,14 @@ and the winner's test accuracy over seeds 0-4 retrained on all the training data
 
     python launch/benchmark.py --runs --search 32 --search-population 1 8
     python launch/benchmark.py --runs --search 64 --search-grace 1 auto --search-audit 0.25
+
+--chf DROP ... runs the continual hyperparameter framework on seq-mnist (--chf-method, DER++ 500 by
+default, the DER repository's grid and decay) twice per drop, in process and one thread: as
+populations (the plasticity grid, then the whole stability ladder) and as the sequential loop of
+retrains that stops at the first accepted rung; prints both wall times, the retrains per task and
+whether the decisions agree.
+
+    python launch/benchmark.py --runs --chf 0.2 0.03
 """
 
 from __future__ import annotations
@@ -178,6 +186,36 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
     return wall
 
 
+def measure_chf(drops: list[float], method: str, data_root: str | None, threads: int) -> None:
+    import torch
+
+    from raycl.data import load_benchmark
+    from raycl.methods import make_config
+    from raycl.selection import Branches, ChfSettings, decisions, select_per_task
+
+    torch.set_num_threads(threads)
+    bench = load_benchmark("seq-mnist", data_root)
+    base = make_config(method, {"buffer_size": 500, "minibatch_size": 32}, bench.defaults_for(method))
+    for drop in drops:
+        settings = ChfSettings(drop=drop)
+        runs = {}
+        for form, sequential in (("population", False), ("sequential", True)):
+            start = time.perf_counter()
+            result = select_per_task(Branches(bench, method, base, seed=0), "chf", settings, sequential=sequential)
+            runs[form] = (time.perf_counter() - start, result)
+        (pop_s, pop), (seq_s, seq) = runs["population"], runs["sequential"]
+        retrains = [sum(1 for c in choice.candidates) for choice in seq.choices]
+        print(f"chf {method} seq-mnist 500, drop {drop}: population {pop_s:.1f} s ({pop.trainings} task-trainings), "
+              f"sequential {seq_s:.1f} s ({seq.trainings}; retrains per task {retrains}), ratio {pop_s / seq_s:.2f}x, "
+              f"decisions {'equal' if decisions(pop) == decisions(seq) else 'DIFFER'}")
+        for choice in pop.choices:
+            print(f"  task {choice.task + 1}: {choice.values}  A* {choice.evidence['A*']:.2f}  "
+                  f"decays {choice.evidence.get('decays')}  val {choice.candidates[choice.chosen].current:.2f}")
+        test = pop.run.test[bench.settings[0]][0, -1]
+        print(f"  chosen path test {bench.settings[0]} {test.mean():.2f} (per task {', '.join(f'{v:.1f}' for v in test)})",
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="*", default=list(DEFAULT_RUNS), choices=sorted(RUNS),
@@ -202,11 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population", type=int, nargs="*", default=None, metavar="P",
                         help="measure seq-mnist DER++ 500 with --seeds P for each P (e.g. 1 2 4 8 16)")
     parser.add_argument("--device", default=None, help="torch device of the --population runs (default cpu)")
+    parser.add_argument("--chf", type=float, nargs="*", default=None, metavar="DROP",
+                        help="time the continual hyperparameter framework as populations and as sequential "
+                             "retrains for each accuracy drop (e.g. 0.2 0.03)")
+    parser.add_argument("--chf-method", default="derpp", help="method of --chf (default derpp)")
     args = parser.parse_args(argv)
     if args.runs:
         measure_runs(args)
     if args.population:
         measure_population(args.population, args.data_root, args.threads, args.device)
+    if args.chf:
+        measure_chf(args.chf, args.chf_method, args.data_root, args.threads)
     if args.search:
         walls = {}
         for search_seed in args.search_seed:

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "all tasks, no early stopping. Hyperparameters chosen per task (a schedule): chf = "
                            "the continual hyperparameter framework (plasticity grid, then stability decay, see "
                            "--chf-*); current-task / seen-tasks-val = --candidates proposals from Optuna per "
-                           "task, chosen by the task's val accuracy / by the mean over every task seen")
+                           "task, chosen by the task's val accuracy / by the mean over every task seen; pbt = "
+                           "population-based training over task boundaries: --samples trials, each the centre of "
+                           "--candidates perturbed candidates, Ray Tune's PBT exploiting across trials at every task")
     what.add_argument("--protocol-tasks", type=int, default=2, metavar="K",
                       help="tasks used by --protocol first-task (default 2)")
     what.add_argument("--seed", type=int, default=0, help="first training seed of every trial (default 0)")
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "slots)), capped per device. Default 1: one configuration per trial")
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
 
-    per_task = p.add_argument_group("per-task protocols (--protocol chf, current-task, seen-tasks-val)")
+    per_task = p.add_argument_group("per-task protocols (--protocol chf, current-task, seen-tasks-val, pbt)")
     per_task.add_argument("--chf-grid", type=float, nargs="+", default=[0.1, 0.05, 0.03, 0.01], metavar="LR",
                           help="chf: learning rates of the maximal-plasticity search (default: the DER "
                                "repository's 0.1 0.05 0.03 0.01)")
@@ -107,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     per_task.add_argument("--chf-decay-limit", type=int, default=7, metavar="N",
                           help="chf: at most N decays per task (default 7, as FACIL)")
     per_task.add_argument("--candidates", type=int, default=8, metavar="K",
-                          help="current-task, seen-tasks-val: candidates Optuna proposes per task (default 8)")
+                          help="current-task, seen-tasks-val: candidates Optuna proposes per task; pbt: candidates "
+                               "per trial and task, its centre and perturbations of it (default 8)")
 
     sched = p.add_argument_group("early stopping (ASHA's rule per configuration, on the task count)")
     sched.add_argument("--grace-period", type=whole_or_auto("--grace-period"), default=AUTO,

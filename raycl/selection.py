@@ -15,12 +15,19 @@ Rules, all on validation data only:
   hyperparameters start at their most stable value (declared with the method, ``most_stable``) and
   are multiplied by ``decay`` until the task's validation accuracy reaches (1 - ``drop``) A*, at most
   ``decay_limit`` times. The sequential framework retrains once per rung of that ladder, stopping
-  at the first accepted one; here the whole ladder trains as one population and the first accepted
-  rung is taken, so the decisions are the same.
+  at the first accepted one; here the grid and the ladder's first rung train as one population and
+  the rest of the ladder, when needed, as a second, and the first accepted rung is taken, so the
+  decisions are the same.
 - ``current-task`` and ``seen-tasks-val`` (Lee et al. 2024): K candidates per task proposed by
   Optuna's TPE, which sees every earlier task's candidates (the task index is one of its
   parameters, fixed at the current task), chosen by the accuracy on the task's validation split,
   or by the mean over the validation splits of every task seen.
+- ``pbt``: population-based training over task boundaries. Each Tune trial holds a *centre*
+  (per-member hyperparameters); its K candidates are the centre and K - 1 perturbations of it
+  (x 0.8 or x 1.25 per hyperparameter, within the space's bounds); the best by the mean validation
+  accuracy over the tasks seen becomes the chosen state and the next centre (the exploit inside a
+  trial). Across trials Ray Tune's PopulationBasedTraining copies a top trial's checkpoint into a
+  bottom one and mutates its centre at every task.
 """
 
 from __future__ import annotations
@@ -41,7 +48,11 @@ from raycl.train import PopulationRun
 
 log = logging.getLogger(__name__)
 
-PER_TASK_PROTOCOLS = ("chf", "current-task", "seen-tasks-val")
+PER_TASK_PROTOCOLS = ("chf", "current-task", "seen-tasks-val", "pbt")
+# The search's random stream for PBT's perturbations inside a trial (named apart from the
+# sampler's and from the audit draw's).
+PBT_STREAM = 2
+PERTURBATION_FACTORS = (0.8, 1.25)
 # The DER repository's learning-rate grid (its hyperparameters/*.yaml) and framework settings.
 CHF_GRID = (0.1, 0.05, 0.03, 0.01)
 
@@ -166,16 +177,25 @@ class Branches:
 
 # ----- the rules ------------------------------------------------------------------------------------------
 def chf_task(branches: Branches, settings: ChfSettings, sequential: bool = False) -> TaskChoice:
-    """One task of the continual hyperparameter framework (see the module's doc)."""
+    """One task of the continual hyperparameter framework (see the module's doc).
+
+    As populations: the plasticity grid and the first rung of the stability ladder for every
+    learning rate of the grid train as one population (the rung of the best learning rate is the
+    one the sequential loop trains first, and on many streams the one it keeps); only when that
+    rung falls short do the remaining rungs, with the best learning rate, train as a second one.
+    """
     stability = stability_hyperparameters(type(branches.base))
     task = branches.next_task
-    off = {name: 0.0 for name in stability}
-    plasticity = [Candidate({"lr": lr, **off}, "plasticity") for lr in settings.grid]
-    branches.train(plasticity, sequential)
-    finite = [c for c in plasticity if not c.diverged]
-    if not finite:
+
+    def rung(lr: float, k: int) -> Candidate:
+        return Candidate({"lr": lr, **{n: v * settings.decay ** k for n, v in stability.items()}}, "stability")
+
+    plasticity = [Candidate({"lr": lr, **{n: 0.0 for n in stability}}, "plasticity") for lr in settings.grid]
+    first_rungs = [rung(lr, 0) for lr in settings.grid] if stability and not sequential else []
+    branches.train(plasticity + first_rungs, sequential)
+    if all(c.diverged for c in plasticity):
         raise RayclError(f"task {task + 1}: every learning rate of the grid {list(settings.grid)} diverged")
-    best = max(range(len(plasticity)), key=lambda i: (-1.0 if plasticity[i].diverged else plasticity[i].current, -i))
+    best = max((i for i, c in enumerate(plasticity) if not c.diverged), key=lambda i: (plasticity[i].current, -i))
     a_star, lr = plasticity[best].current, plasticity[best].values["lr"]
     evidence = {"rule": "chf", "A*": a_star, "best_lr": lr}
     if not stability:  # plasticity only (ER, SGD): the fine-tuned candidate is the method itself
@@ -183,33 +203,38 @@ def chf_task(branches: Branches, settings: ChfSettings, sequential: bool = False
         return TaskChoice(task, plasticity, best, evidence)
     threshold = (1.0 - settings.drop) * a_star
     evidence["threshold"] = threshold
-    ladder = [Candidate({"lr": lr, **{n: v * settings.decay ** k for n, v in stability.items()}}, "stability")
-              for k in range(settings.decay_limit + 1)]
+
+    def accepted(candidate: Candidate) -> bool:
+        return not candidate.diverged and candidate.current >= threshold
+
+    candidates = plasticity + first_rungs
     if sequential:  # the published loop: retrain until a rung is accepted
-        trained = []
-        for candidate in ladder:
+        for k in range(settings.decay_limit + 1):
+            candidate = rung(lr, k)
             branches.train([candidate], sequential=True)
-            trained.append(candidate)
-            if not candidate.diverged and candidate.current >= threshold:
+            candidates.append(candidate)
+            if accepted(candidate):
                 break
-        ladder = trained
-        accepted = next((k for k, c in enumerate(ladder) if not c.diverged and c.current >= threshold), None)
-        k = len(ladder) - 1 if accepted is None else accepted
-        evidence["accepted"] = accepted is not None
-        # Training calls: the grid, then one per rung.
-        branches.choose(1 + k, 0)
+        ladder = candidates[len(plasticity):]
+        phase_of = {k: 1 + k for k in range(len(ladder))}  # one training call per rung
+        position_of = dict.fromkeys(phase_of, 0)
     else:
-        branches.train(ladder)
-        accepted = next((k for k, c in enumerate(ladder) if not c.diverged and c.current >= threshold), None)
-        finite_rungs = [k for k, c in enumerate(ladder) if not c.diverged]
-        if not finite_rungs:
-            raise RayclError(f"task {task + 1}: every stability candidate diverged")
-        k = finite_rungs[-1] if accepted is None else accepted
-        evidence["accepted"] = accepted is not None
-        branches.choose(1, k)
-    evidence["decays"] = k
-    candidates = plasticity + ladder
-    return TaskChoice(task, candidates, len(plasticity) + k, evidence)
+        ladder = [first_rungs[best]]
+        phase_of, position_of = {0: 0}, {0: len(plasticity) + best}
+        if not accepted(ladder[0]) and settings.decay_limit > 0:
+            rest = [rung(lr, k) for k in range(1, settings.decay_limit + 1)]
+            branches.train(rest)
+            candidates += rest
+            ladder += rest
+            phase_of.update({k: 1 for k in range(1, len(ladder))})
+            position_of.update({k: k - 1 for k in range(1, len(ladder))})
+    finite = [k for k, c in enumerate(ladder) if not c.diverged]
+    if not finite:
+        raise RayclError(f"task {task + 1}: every stability candidate diverged")
+    k = next((k for k, c in enumerate(ladder) if accepted(c)), finite[-1])
+    evidence.update(accepted=accepted(ladder[k]), decays=k)
+    branches.choose(phase_of[k], position_of[k])
+    return TaskChoice(task, candidates, candidates.index(ladder[k]), evidence)
 
 
 def proposal_task(branches: Branches, study, define: Callable, k: int, by: str) -> TaskChoice:
@@ -235,6 +260,37 @@ def proposal_task(branches: Branches, study, define: Callable, k: int, by: str) 
     chosen = max(finite, key=lambda i: (getattr(candidates[i], by), -i))
     branches.choose(0, chosen)
     return TaskChoice(task, candidates, chosen, {"rule": by})
+
+
+def perturbed(centre: dict, space, rng: np.random.Generator) -> dict:
+    """``centre`` with every searched number scaled by 0.8 or 1.25 (within its range) and every
+    choice redrawn with probability 1/4."""
+    out = dict(centre)
+    for dim in space.dimensions:
+        if dim.name not in centre or dim.kind == "fixed":
+            continue
+        if dim.kind == "choice":
+            if rng.random() < 0.25:
+                out[dim.name] = dim.values[int(rng.integers(len(dim.values)))]
+            continue
+        value = float(np.clip(centre[dim.name] * PERTURBATION_FACTORS[int(rng.integers(2))], dim.low, dim.high))
+        out[dim.name] = int(round(value)) if dim.kind == "int" else value
+    return out
+
+
+def pbt_task(branches: Branches, centre: dict, space, k: int, rng: np.random.Generator) -> TaskChoice:
+    """The centre and K - 1 perturbations of it from the chosen state; the best over the tasks seen
+    is chosen (and is the next centre)."""
+    task = branches.next_task
+    candidates = [Candidate(dict(centre), "proposal")] + [Candidate(perturbed(centre, space, rng), "proposal")
+                                                           for _ in range(k - 1)]
+    branches.train(candidates)
+    finite = [i for i, c in enumerate(candidates) if not c.diverged]
+    if not finite:
+        raise RayclError(f"task {task + 1}: every one of the {k} candidates diverged")
+    chosen = max(finite, key=lambda i: (candidates[i].seen, -i))
+    branches.choose(0, chosen)
+    return TaskChoice(task, candidates, chosen, {"rule": "seen"})
 
 
 def proposal_study(space, seed: int, storage=None, name: str | None = None):

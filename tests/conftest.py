@@ -26,6 +26,19 @@ def mnist_data_root() -> Path:
     return root
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Ids of the live processes whose command line contains ``text`` (Linux): how a test finds the
+    Ray processes it started (by their temp folder) and stops only those."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes() and Path(cmdline.parent, "stat").read_text().split()[2] != "Z":
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            pass
+    return pids
+
+
 @pytest.fixture(scope="session")
 def digits():
     from raycl.data import load_benchmark

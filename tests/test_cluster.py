@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import processes_mentioning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,18 +181,6 @@ def token_cluster(tmp_path):
     while processes_mentioning(temp_dir) and time.time() < deadline:
         time.sleep(0.2)
     shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Ids of the live processes whose command line contains ``text`` (Linux)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text.encode() in cmdline.read_bytes() and Path(cmdline.parent, "stat").read_text().split()[2] != "Z":
-                pids.append(int(cmdline.parent.name))
-        except OSError:  # gone meanwhile
-            pass
-    return pids
 
 
 def client_env(tmp_path, **token):

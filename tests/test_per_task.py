@@ -58,7 +58,7 @@ def test_a_schedule_written_to_best_args_and_read_back_replays_the_chosen_path(t
     from raycl.files import load_best_args, save_best_args
     from raycl.methods import make_config
     from raycl.selection import Branches, ChfSettings, run_schedule, schedule_configs, select_per_task
-    from raycl.tune.export import schedule_config
+    from raycl.tune.export_schedule import schedule_config
 
     tasks = [dataclasses.replace(t, train_x=t.train_x[:80], train_y=t.train_y[:80]) for t in digits.tasks]
     bench = dataclasses.replace(digits, tasks=tasks)
@@ -104,3 +104,26 @@ def test_an_interrupted_per_task_search_resumes_with_the_same_decisions(tmp_path
     tables = {n: pq.read_table(tmp_path / "exp" / n / "trials.parquet").to_pylist() for n in ("whole", "cut")}
     columns = [k for k in tables["whole"][0] if k.startswith("config.") or k in ("task", "chosen", "current_task_val")]
     assert [[r[k] for k in columns] for r in tables["cut"]] == [[r[k] for k in columns] for r in tables["whole"]]
+
+
+def test_pbt_trials_choose_inside_and_exploit_across_each_other(tmp_path, ray_cluster):
+    report = search(tmp_path, method="derpp", protocol="pbt", name="pbt", samples=4, candidates=2, buffer_size=30,
+                    fixed={"n_epochs": 1}, max_concurrent=2)
+    rows = pq.read_table(report.parquet_path).to_pylist()
+    trials = {r["trial_id"] for r in rows}
+    assert len(trials) == 4  # every trial's lineage, by the trial that ended it
+    winner = [r for r in rows if r["winner"]]
+    assert [r["task"] for r in winner if r["chosen"]] == [1, 2, 3, 4, 5]
+    assert all(sum(r["task"] == t for r in winner) == 2 for t in range(1, 6))  # its centre and a perturbation
+    entry = yaml.safe_load(Path(tmp_path / "best.yaml").read_text())["seq-digits"]["derpp"][30]
+    assert entry["provenance"]["protocol"] == "pbt" and entry["provenance"]["trials"] == 4
+    # The schedule the best-args file holds is the winner's lineage.
+    for task, row in enumerate([r for r in winner if r["chosen"]]):
+        value = entry["config"]["lr"]
+        assert (value[task] if isinstance(value, list) else value) == pytest.approx(row["config.lr"])
+    # At least one exploit: a trial whose lineage begins with another trial's first task.
+    first = {}
+    for r in rows:
+        if r["task"] == 1 and r["chosen"]:
+            first.setdefault((r["config.lr"], r["current_task_val"]), set()).add(r["trial_id"])
+    assert any(len(ids) > 1 for ids in first.values()), first

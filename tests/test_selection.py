@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from raycl.methods import make_config
-from raycl.selection import (Branches, ChfSettings, Candidate, TaskChoice, decisions, fork, proposal_study,
+from raycl.selection import (Branches, ChfSettings, Candidate, decisions, fork, proposal_study,
                              run_schedule, schedule_configs, select_per_task)
 from raycl.train import PopulationRun
 
@@ -101,8 +101,12 @@ def test_chf_decides_as_the_sequential_framework_does(drop, digits):
     assert decisions(population) == reference
     sequential = select_per_task(Branches(bench, "der", base, seed=0, dtype=F64), "chf", settings, sequential=True)
     assert decisions(sequential) == reference
-    # The population form trains the whole ladder; the loop stops at the first accepted rung.
-    assert population.trainings == bench.n_tasks * (3 + 4) >= sequential.trainings
+    # As populations: the grid and every learning rate's first rung, then the rest of the ladder
+    # where that rung fell short; the loop retrains the grid and then rung by rung.
+    for pop, seq in zip(population.choices, sequential.choices):
+        climbed = pop.evidence["decays"] > 0 or not pop.evidence["accepted"]
+        assert len(pop.candidates) == 3 + 3 + (3 if climbed else 0)
+        assert len(seq.candidates) == 3 + pop.evidence["decays"] + 1
     if drop == 0.01:
         assert any(c.evidence["decays"] > 0 for c in population.choices)  # the ladder was climbed
     for setting in bench.settings:

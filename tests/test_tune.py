@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from conftest import processes_mentioning
 from raycl.errors import RayclError
 from raycl.tune.space import load_space, parse_space
 
@@ -448,18 +449,6 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
         after[result.parent.name] = len(result.read_text().splitlines())
     for name, lines in before.items():
         assert after[name] == lines  # a finished trial was not run again
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Ids of the live processes whose command line contains ``text`` (Linux)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text.encode() in cmdline.read_bytes() and Path(cmdline.parent, "stat").read_text().split()[2] != "Z":
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            pass
-    return pids
 
 
 def test_a_search_killed_hard_resumes_from_its_last_snapshot(tmp_path):

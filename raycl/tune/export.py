@@ -200,6 +200,11 @@ def plain_config(config: dict) -> dict:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
 
 
+def final_eval_line(final_eval: dict, what: str) -> str:
+    return f"final evaluation of {what} over {len(final_eval['seeds'])} seeds (test): " + ", ".join(
+        f"{s} {v['mean']:.2f} ± {v['std']:.2f}" for s, v in final_eval["test"].items())
+
+
 def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
                   population_reason: str | None = None) -> None:
     from raycl.tune.search import describe_rungs
@@ -238,133 +243,7 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
         for line in report.edge:
             out.append(f"  edge of the space: {line}")
     if report.final_eval and "test" in report.final_eval:
-        fe = report.final_eval
-        out.append(f"final evaluation of the best config over {len(fe['seeds'])} seeds (test): " + ", ".join(
-            f"{s} {v['mean']:.2f} ± {v['std']:.2f}" for s, v in fe["test"].items()))
+        out.append(final_eval_line(report.final_eval, "the best config"))
     out.append(f"trials table: {report.parquet_path}")
     out.append(f"experiment: {options.experiment_dir}  (tensorboard --logdir {options.experiment_dir})")
-    print("\n".join(out), flush=True)
-
-
-# ----- per-task protocols ---------------------------------------------------------------------------------
-@dataclasses.dataclass
-class SelectionReport:
-    """What a per-task search chose: the schedule (a best-args config whose per-task values are lists)
-    and each task's candidates with their evidence."""
-
-    choices: list
-    config: dict
-    trainings: int
-    train_s: float
-    test: dict
-    best_args_path: Path
-    parquet_path: str
-    final_eval: dict | None = None
-
-    @property
-    def best(self) -> dict:
-        return self.config
-
-
-def schedule_config(base: dict, choices: list) -> dict:
-    """The best-args config of a per-task search: a value, or a list of one value per task where the
-    choices differ between tasks."""
-    from raycl.selection import schedule_of
-
-    config = dict(base)
-    for name, values in schedule_of(choices).items():
-        config[name] = values[0] if len(set(values)) == 1 else list(values)
-    return plain_config(config)
-
-
-def selection_rows(choices: list, context: dict) -> list[dict]:
-    rows = []
-    for choice in choices:
-        for index, candidate in enumerate(choice.candidates):
-            row = {"task": choice.task + 1, "candidate": index, "phase": candidate.phase,
-                   "chosen": index == choice.chosen, "current_task_val": candidate.current,
-                   "seen_tasks_val": candidate.seen, "diverged": candidate.diverged,
-                   "optuna_trial": candidate.number, **context}
-            row.update({f"config.{k}": float(v) for k, v in candidate.values.items()})
-            row.update({f"evidence.{k}": float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-                        for k, v in choice.evidence.items()})
-            rows.append(row)
-    return rows
-
-
-def export_selection(results, options, space, benchmark: Benchmark) -> SelectionReport:
-    from raycl.errors import RayclError
-    from raycl.tune.per_task import read_selection
-
-    record = read_selection(results)
-    if record is None:
-        errors = [str(r.error).strip().splitlines()[-1] for r in results if r.error is not None]
-        raise RayclError(f"the per-task search ended without a record{': ' + errors[0] if errors else ''}")
-    choices = record["choices"]
-    base = {d.name: d.values[0] for d in space.dimensions if d.kind == "fixed"}
-    config = schedule_config(base, choices)
-    experiment = options.experiment_dir
-    context = {"method": options.method, "dataset": options.dataset, "protocol": options.protocol,
-               "experiment": options.experiment_name}
-    parquet_path = options.parquet or storage.join(experiment, "trials.parquet")
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(selection_rows(choices, context)), sink)
-    storage.write_bytes(parquet_path, sink.getvalue())
-    storage.write_bytes(storage.join(experiment, SPACE_FILE), yaml.safe_dump(
-        {"method": options.method, "params": space.to_dict()}, sort_keys=False).encode())
-    best_args_path = Path(options.best_args or f"best_args/{options.dataset}.yaml")
-    chosen = choices[-1].candidates[choices[-1].chosen]
-    provenance = {
-        "protocol": options.protocol, "objective": round(chosen.seen, 4),
-        "objective_name": f"mean val {benchmark.settings[0]} accuracy over the tasks seen, of the chosen path (%)",
-        "per_task": [{"task": c.task + 1, "chosen": plain_config(c.values),
-                      "evidence": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.evidence.items()},
-                      "candidates": len(c.candidates)} for c in choices],
-        "trainings": record["trainings"], "search_space": {"source": space.source, "params": space.to_dict()},
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "raycl_version": raycl.__version__, "experiment": str(experiment), "seed": options.seed,
-        "search_seed": options.search_seed, "val_fraction": options.val_fraction, "data_seed": options.data_seed,
-        "samples_per_task": options.samples_per_task,
-    }
-    if options.protocol == "chf":
-        provenance["chf"] = dataclasses.asdict(options.chf_settings)
-    else:
-        provenance["candidates_per_task"] = options.candidates
-    save_best_args(best_args_path, options.dataset, options.method, config, provenance)
-    report = SelectionReport(choices=choices, config=config, trainings=record["trainings"],
-                             train_s=record["train_s"], test=record.get("test", {}), best_args_path=best_args_path,
-                             parquet_path=parquet_path)
-    if options.final_eval_seeds:
-        from raycl.tune.final_eval import evaluate_seeds
-
-        report.final_eval = evaluate_seeds(options, config)
-    print_selection_summary(report, options, benchmark)
-    return report
-
-
-def print_selection_summary(report: SelectionReport, options, benchmark: Benchmark) -> None:
-    setting = benchmark.settings[0]
-    out = [f"\nsearch {options.experiment_name}: {options.method} on {options.dataset}, protocol {options.protocol}: "
-           f"hyperparameters chosen per task, {report.trainings} task-trainings "
-           f"({report.trainings / benchmark.n_tasks:.1f} candidates a task), {report.train_s:.1f} s training"]
-    names = sorted({k for c in report.choices for k in c.values})
-    rows = []
-    for c in report.choices:
-        chosen = c.candidates[c.chosen]
-        extra = ""
-        if "A*" in c.evidence:
-            extra = f"A* {c.evidence['A*']:.2f}" + (f", threshold {c.evidence['threshold']:.2f}, {c.evidence['decays']} "
-                                                     "decays" if "threshold" in c.evidence else "")
-        rows.append([str(c.task + 1), *[short_value(c.values.get(n)) for n in names], f"{chosen.current:.2f}",
-                     f"{chosen.seen:.2f}", str(len(c.candidates)), extra])
-    out.append(format_table(["task", *names, "val task", "val seen", "candidates", "evidence"], rows))
-    if report.test:
-        out.append(f"chosen path, test {setting} after the last task: {sum(report.test[setting]) / len(report.test[setting]):.2f}")
-    out.append(f"best args (the schedule): {report.best_args_path}")
-    if report.final_eval and "test" in report.final_eval:
-        fe = report.final_eval
-        out.append(f"final evaluation of the schedule over {len(fe['seeds'])} seeds (test): " + ", ".join(
-            f"{s} {v['mean']:.2f} ± {v['std']:.2f}" for s, v in fe["test"].items()))
-    out.append(f"candidates table: {report.parquet_path}")
-    out.append(f"experiment: {options.experiment_dir}")
     print("\n".join(out), flush=True)

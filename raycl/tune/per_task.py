@@ -1,10 +1,13 @@
-"""Per-task hyperparameter selection (``--protocol chf | current-task | seen-tasks-val``) as one Tune trial.
+"""Per-task hyperparameter selection (``--protocol chf | current-task | seen-tasks-val | pbt``) under Tune.
 
-The trial runs :func:`raycl.selection.select_per_task` one task at a time and reports after each
-task the chosen candidate's validation objective and every candidate's evidence, with a checkpoint
-(the chosen state, the choices so far and, for the proposal protocols, the Optuna study), so an
-interrupted search resumes at its last task boundary with the same decisions. Test accuracy is
-evaluated for the chosen path after the last task and kept in the checkpoint only.
+A trial chooses one task at a time (:mod:`raycl.selection`) and reports after each task the chosen
+candidate's validation objective and every candidate's evidence, with a checkpoint (the chosen
+state, the choices so far and, for the proposal protocols, the Optuna study; for PBT its centre),
+so an interrupted search resumes at its last task boundary with the same decisions. chf and the
+proposal protocols are one trial; PBT is ``--samples`` trials under Ray Tune's
+PopulationBasedTraining, which at every task copies a top trial's checkpoint into a bottom trial
+and mutates the centre it starts from. Test accuracy is evaluated for the chosen path after the last
+task and kept in the checkpoint only.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from ray import tune
 
 from raycl.data import Benchmark
 from raycl.methods import make_config
-from raycl.selection import Branches, Candidate, ChfSettings, TaskChoice, fix_task, per_member_space, proposal_study, \
-    proposal_task, chf_task
+import zlib
+
+import numpy as np
+
+from raycl.selection import (PBT_STREAM, Branches, Candidate, ChfSettings, TaskChoice, chf_task, fix_task,
+                             pbt_task, per_member_space, proposal_study, proposal_task)
 
 STATE_FILE = "selection.pt"
 CHOICES_FILE = "choices.json"
@@ -43,11 +50,14 @@ def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: st
     base_config = make_config(method, base, benchmarks[0].defaults_for(method))
     branches = Branches(benchmarks, method, base_config, seed)
     study = define = None
-    if protocol != "chf":
+    space = per_member_space(space, type(base_config))
+    centre = dict(config)  # PBT: the trial's hyperparameters, the centre of its candidates
+    trial_id = tune.get_context().get_trial_id() or "trial"
+    if protocol in ("current-task", "seen-tasks-val"):
         import optuna
 
         storage = optuna.storages.RDBStorage(optuna_storage) if optuna_storage else None
-        study, define = proposal_study(per_member_space(space, type(base_config)), search_seed, storage, study_name)
+        study, define = proposal_study(space, search_seed, storage, study_name)
     choices: list[TaskChoice] = []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -58,10 +68,18 @@ def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: st
         choices = [choice_from_dict(c) for c in state["choices"]]
         if state.get("study") is not None:
             study = pickle.loads(state["study"])
+        # PBT hands a bottom trial a top trial's checkpoint with a mutated config: that config is the
+        # new centre; a plain resume goes on from the centre the trial had chosen.
+        if state.get("config") == config:
+            centre = state["centre"]
     settings = ChfSettings(**chf)
     while not branches.finished:
         if protocol == "chf":
             choice = chf_task(branches, settings)
+        elif protocol == "pbt":
+            rng = np.random.default_rng([search_seed, PBT_STREAM, zlib.crc32(trial_id.encode()), branches.next_task])
+            choice = pbt_task(branches, centre, space, candidates, rng)
+            centre = dict(choice.values)
         else:
             fix_task(study, branches.next_task)
             choice = proposal_task(branches, study, define, candidates,
@@ -72,10 +90,12 @@ def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: st
                    "chosen": chosen.values, "candidates": len(choice.candidates), "trainings": branches.trainings}
         with tempfile.TemporaryDirectory() as folder:
             state = {"run": branches.chosen.state_dict(), "choices": [choice_to_dict(c) for c in choices],
-                     "trainings": branches.trainings, "train_s": branches.train_s,
+                     "trainings": branches.trainings, "train_s": branches.train_s, "centre": centre,
+                     "config": dict(config),
                      "study": pickle.dumps(study) if study is not None and optuna_storage is None else None}
             torch.save(state, Path(folder) / STATE_FILE)
-            summary = {"choices": state["choices"], "trainings": branches.trainings, "train_s": branches.train_s}
+            summary = {"choices": state["choices"], "trainings": branches.trainings, "train_s": branches.train_s,
+                       "trial_id": trial_id}
             if branches.finished:  # the chosen path's test accuracy, for the record
                 run = branches.chosen
                 summary["test"] = {s: run.test[s][0, -1].tolist() for s in run.benchmark.settings}
@@ -98,8 +118,9 @@ class SelectionProgress(tune.Callback):
               f"candidates, {result.get('trainings')} trainings so far", flush=True)
 
 
-def read_selection(results) -> dict | None:
-    """The last checkpoint's record of the per-task search: choices, trainings, the chosen path's accuracies."""
+def read_selections(results) -> list[dict]:
+    """Every trial's record from its last checkpoint: choices, trainings, the chosen path's accuracies."""
+    out = []
     for result in results:
         if result.checkpoint is None:
             continue
@@ -108,5 +129,19 @@ def read_selection(results) -> dict | None:
             if path.is_file():
                 doc = json.loads(path.read_text())
                 doc["choices"] = [choice_from_dict(c) for c in doc["choices"]]
-                return doc
-    return None
+                # The Tune trial this is the end of, by its folder: a trial PBT exploits after its last task
+                # ends with its donor's checkpoint and last result, lineage and all.
+                doc["trial_id"] = Path(result.path).name
+                out.append(doc)
+    return out
+
+
+def read_selection(results) -> dict | None:
+    """The record of the trial whose chosen path ends best over the tasks seen (the only one but for PBT)."""
+    records = read_selections(results)
+    if not records:
+        return None
+    best = max(records, key=lambda r: (len(r["choices"]), r["choices"][-1].candidates[r["choices"][-1].chosen].seen))
+    best["trainings_all"] = sum(r["trainings"] for r in records)
+    best["trials"] = records
+    return best

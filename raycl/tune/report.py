@@ -622,6 +622,7 @@ def _per_task_report(path: Path, out_dir) -> ReportFiles | None:
     rows = pq.read_table(table).to_pylist() if table.is_file() else []
     if not report_schedule.is_per_task(rows):
         return None
+    rows = report_schedule.winner_rows(rows)
     out = Path(out_dir) if out_dir else table.parent / "report"
     out.mkdir(parents=True, exist_ok=True)
     figure = report_schedule.plot_schedule(rows, out / "schedule.png", _save)

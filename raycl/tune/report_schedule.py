@@ -20,6 +20,11 @@ def is_per_task(rows: list[dict]) -> bool:
     return bool(rows) and "candidate" in rows[0] and "task" in rows[0]
 
 
+def winner_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the winning trial's lineage (all rows but for PBT's other trials)."""
+    return [r for r in rows if r.get("winner", True)]
+
+
 def plot_schedule(rows: list[dict], path: Path, save) -> Path:
     """One panel per hyperparameter: every candidate's value at each task (grey), the chosen one in
     orange; and a panel of each candidate's validation accuracy on its task, the chosen marked."""

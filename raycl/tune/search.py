@@ -24,7 +24,7 @@ class SearchInterrupted(Exception):
 # Stream-level protocols choose one configuration for the stream; the per-task ones
 # (raycl.selection) choose the hyperparameters task by task.
 STREAM_PROTOCOLS = ("seen-tasks", "first-task", "end-of-training")
-PROTOCOLS = STREAM_PROTOCOLS + ("chf", "current-task", "seen-tasks-val")
+PROTOCOLS = STREAM_PROTOCOLS + ("chf", "current-task", "seen-tasks-val", "pbt")
 TRIAL_DATA_SEEDS = ("vary", "same")
 AUTO = "auto"
 # The most members --population auto puts in one cohort, per kind of device a trial trains on.
@@ -306,24 +306,68 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
     callbacks = [SelectionProgress(benchmarks[0].n_tasks)] if options.verbose >= 1 else []
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
+    param_space, tune_config = {}, tune.TuneConfig(num_samples=1)
+    if options.protocol == "pbt":
+        param_space, tune_config = _pbt_config(options, space, benchmarks[0])
     if options.resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
-        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(num_samples=1), run_config=tune.RunConfig(
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=tune.RunConfig(
             name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), failure_config=tune.FailureConfig(max_failures=1),
+            # PBT copies other trials' checkpoints: keep enough of them that none is gone when it does.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if options.protocol != "pbt" else 4),
+            failure_config=tune.FailureConfig(max_failures=1),
             verbose=0 if options.verbose <= 1 else options.verbose - 1, callbacks=callbacks))
     results = tuner.fit()
     from raycl.tune.per_task import read_selection
 
     record = read_selection(results)
+    if options.protocol == "pbt" and results.num_terminated + results.num_errors < len(results):
+        record = None
     done = len(record["choices"]) if record else 0
     if results.num_errors == 0 and done < benchmarks[0].n_tasks:
         raise SearchInterrupted(f"search {options.experiment_name} interrupted after {done} of {benchmarks[0].n_tasks} "
                                 f"tasks; nothing exported. Continue it with --name {options.experiment_name} --resume")
-    from raycl.tune.export import export_selection
+    from raycl.tune.export_schedule import export_selection
 
     return export_selection(results, options, space, benchmarks[0])
+
+
+def _pbt_config(options: SearchOptions, space: SearchSpace, benchmark: Benchmark):
+    """Tune's param space (the trials' first centres) and PopulationBasedTraining, which at every task
+    copies a top quarter trial's checkpoint into a bottom quarter one and mutates its centre."""
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from raycl.methods import get_method
+    from raycl.selection import per_member_space
+
+    searched = per_member_space(space, get_method(options.method).Config).dimensions
+    if not searched:
+        raise RayclError(f"--protocol pbt needs per-member hyperparameters to search in the space of {options.method}")
+    domains = {}
+    for dim in searched:
+        if dim.kind == "choice":
+            domains[dim.name] = tune.choice(list(dim.values))
+        elif dim.kind == "int":
+            domains[dim.name] = tune.lograndint(dim.low, dim.high + 1) if dim.log else tune.randint(dim.low, dim.high + 1)
+        else:
+            domains[dim.name] = (tune.loguniform if dim.kind == "loguniform" else tune.uniform)(dim.low, dim.high)
+    bounds = {d.name: (d.low, d.high) for d in searched if d.kind != "choice"}
+
+    def within_bounds(config: dict) -> dict:  # Tune's perturbation multiplies without looking at the range
+        for name, (low, high) in bounds.items():
+            config[name] = type(config[name])(min(max(config[name], low), high))
+        return config
+
+    # Synchronous: every trial reaches the task before any exploits, so which trial copies which does not
+    # depend on how fast each ran, and a search reruns the same.
+    scheduler = PopulationBasedTraining(time_attr="task", metric="objective", mode="max", perturbation_interval=1,
+                                        hyperparam_mutations=domains, custom_explore_fn=within_bounds, synch=True)
+    return domains, tune.TuneConfig(num_samples=options.samples, scheduler=scheduler,
+                                    max_concurrent_trials=options.max_concurrent,
+                                    search_alg=BasicVariantGenerator(random_state=options.search_seed))
 
 
 def init_ray(options: SearchOptions) -> None:
