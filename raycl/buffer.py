@@ -6,10 +6,7 @@ import dataclasses
 
 import torch
 
-from raycl.population.random import MemberRandom
-
-# The random stream of the reservoir's draws (insertion slots and replay samples).
-BUFFER_STREAM = 2
+from raycl.population.random import MemberRandom, Stream
 # Once a reservoir is full its draws no longer depend on what it holds, so the slots of this many
 # future insertions, or this many future samples, are drawn in one call (per-step cost of the
 # random numbers falls to a slice).
@@ -212,7 +209,7 @@ class ReservoirBuffer:
 
     def __init__(self, capacity: int, x_shape: tuple[int, ...], n_logits: int, device: torch.device | str,
                  seed: int, store_logits: bool = True):
-        self.random = MemberRandom([seed], BUFFER_STREAM, device)
+        self.random = MemberRandom([seed], Stream.BUFFER, device)
         self.reservoir = PopulationReservoir(capacity, x_shape, n_logits, self.random, device,
                                              store_logits=store_logits)
         self.capacity = capacity

@@ -29,7 +29,7 @@ from raycl.data import Benchmark
 from raycl.errors import RayclError
 from raycl.methods import get_population_method
 from raycl.metrics import summarize
-from raycl.population.random import MemberRandom
+from raycl.population.random import MemberRandom, Stream
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,6 @@ EVAL_CHUNK = 8192
 MIN_EVAL_CHUNK = 256
 # How many steps pass between checks for a non-finite loss (each check is a device sync on GPU).
 DIVERGENCE_CHECK_EVERY = 50
-# The random stream of a member's data order.
-ORDER_STREAM = 0
 # Training batches are gathered this many steps at a time (bounded by GATHER_ELEMENTS floats),
 # so a step takes a slice instead of a handful of indexing calls.
 GATHER_STEPS = 64
@@ -212,7 +210,7 @@ class PopulationRun:
         cls = get_population_method(method)
         self.method = cls(self.configs, self.seeds, self.benchmark, self.device, dtype,
                           member_benchmarks=[self.benchmarks[i] for i in self.member_data])
-        self.order_random = MemberRandom(self.seeds, ORDER_STREAM, self.device)
+        self.order_random = MemberRandom(self.seeds, Stream.ORDER, self.device)
         self.alive = list(range(size))
         self.diverged: dict[int, DivergedError] = {}
         t = self.benchmark.n_tasks

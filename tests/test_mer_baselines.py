@@ -22,8 +22,7 @@ def test_online_is_plain_sgd_on_each_example_in_the_stream_order(digits):
 
     from raycl.methods.base import member_init
     from raycl.models import build_model
-    from raycl.population.random import MemberRandom
-    from raycl.train import ORDER_STREAM
+    from raycl.population.random import MemberRandom, Stream
 
     config = cfg("online", digits, n_epochs=1)
     stream = PopulationRun(digits, "online", config, [2], dtype=torch.float64)
@@ -31,7 +30,7 @@ def test_online_is_plain_sgd_on_each_example_in_the_stream_order(digits):
     net = member_init(2, lambda: build_model(digits))[0].double()
     opt = torch.optim.SGD(net.parameters(), lr=config.lr)
     task = digits.tasks[0]
-    order = MemberRandom([2], ORDER_STREAM, "cpu").permutation(len(task.train_y))[0]
+    order = MemberRandom([2], Stream.ORDER, "cpu").permutation(len(task.train_y))[0]
     x = digits.scale(torch.from_numpy(task.train_x), torch.float64)
     y = torch.from_numpy(task.train_y).long()
     for start in range(0, len(order), config.batch_size):

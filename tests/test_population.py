@@ -283,3 +283,38 @@ def test_joint_training_marks_a_diverging_member_and_resumes_identically(digits,
     alone = run_population(bench, "joint", [rows[0]], [0], dtype=F64)
     assert np.array_equal(population.test["class_il"][0], alone.test["class_il"][0], equal_nan=True)
     assert_resumes_identically(bench, "joint", rows[0], seed=0, after=2)
+
+
+def _generators(root) -> list[torch.Generator]:
+    """Every torch generator reachable from ``root`` through attributes, lists and dicts."""
+    found, seen, stack = [], set(), [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, np.ndarray, torch.Tensor)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Generator):
+            found.append(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type) and type(obj).__module__.startswith(("raycl", "torch.nn")):
+            stack.extend(vars(obj).values())
+    return found
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_no_two_members_or_streams_share_a_random_generator_seed(method, digits):
+    """Members seeded 0..5 in one population: every generator any of them draws from (data order,
+    buffer, augmentation, coins, noise, samplers) starts from its own seed."""
+    from raycl.hparams import param_specs
+    from raycl.methods import get_method
+
+    bench = short(digits)
+    declared = param_specs(get_method(method).Config)
+    config = make_config(method, {"n_epochs": 1, **({"buffer_size": 20} if "buffer_size" in declared else {})},
+                         bench.defaults)
+    population = PopulationRun(bench, method, config, list(range(6)))
+    seeds = [g.initial_seed() for g in _generators(population)]
+    assert len(seeds) >= 12 and len(set(seeds)) == len(seeds), sorted(seeds)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from raycl.methods.base import ReplayConfig, ReplayMethod
+from raycl.population.random import Stream, stream_generator
 
 
 def project_agem(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
@@ -31,7 +32,7 @@ class Agem(ReplayMethod):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.g_ref = torch.zeros_like(self.opt.flat_grad)
-        self.sample_generator = torch.Generator().manual_seed(self.seed + 4)
+        self.sample_generator = stream_generator(self.seed, Stream.AGEM_SAMPLES)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         if not self.buffer.is_empty():

@@ -17,7 +17,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from raycl.augment import crop_flip, random_crop_flip
-from raycl.buffer import BUFFER_STREAM, PopulationReservoir, ReservoirBuffer
+from raycl.buffer import PopulationReservoir, ReservoirBuffer
 from raycl.data import Benchmark
 from raycl.errors import RayclError
 from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
@@ -25,10 +25,7 @@ from raycl.models import build_model
 from raycl.optim import make_optimizer
 from raycl.population.nets import select_members, stack_members
 from raycl.population.optim import PopulationOptimizer
-from raycl.population.random import MemberRandom
-
-# Random streams of a member (the loop's data order uses stream 0, the buffer BUFFER_STREAM).
-METHOD_STREAM = 1
+from raycl.population.random import MemberRandom, Stream, stream_generator
 
 
 @dataclasses.dataclass
@@ -73,7 +70,7 @@ class ContinualMethod:
         self.device = device
         self.seed = seed
         self.n_tasks = benchmark.n_tasks
-        self.augment_generator = torch.Generator().manual_seed(seed + 1)
+        self.augment_generator = stream_generator(seed, Stream.AUGMENT)
         self.opt = self.make_optimizer(self.net.parameters())
 
     def make_optimizer(self, params):
@@ -145,7 +142,7 @@ class ReplayMethod(ContinualMethod):
                  seed: int):
         super().__init__(config, model, benchmark, device, seed)
         self.buffer = ReservoirBuffer(config.buffer_size, benchmark.input_shape, benchmark.n_classes, device,
-                                      seed=seed + 2, store_logits=self.stores_logits)
+                                      seed=seed, store_logits=self.stores_logits)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "buffer": self.buffer.state_dict()}
@@ -201,7 +198,7 @@ class PopulationMethod:
         self.benchmark = benchmark
         self.device = device
         self.dtype = dtype
-        self.random = MemberRandom(seeds, METHOD_STREAM, device)
+        self.random = MemberRandom(seeds, Stream.METHOD, device)
         self._rates = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=dtype, device=device)
                        for name, spec in param_specs(type(self.config)).items()
                        if spec.per_member and spec.type in (float, int)}
@@ -299,7 +296,7 @@ class ReplayPopulationMethod(PopulationMethod):
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
         super().__init__(configs, seeds, benchmark, device, dtype)
         self.buffer = PopulationReservoir(self.config.buffer_size, benchmark.input_shape, benchmark.n_classes,
-                                          MemberRandom(seeds, BUFFER_STREAM, device), device, dtype,
+                                          MemberRandom(seeds, Stream.BUFFER, device), device, dtype,
                                           store_logits=self.stores_logits)
 
     def select(self, keep: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayMethod
 from raycl.methods.ema import EmaModel
+from raycl.population.random import Stream, stream_generator
 
 
 @dataclasses.dataclass
@@ -42,7 +43,7 @@ class Clser(ReplayMethod):
         super().__init__(*args, **kwargs)
         self.plastic = EmaModel(self.net, self.config.plastic_alpha)
         self.stable = EmaModel(self.net, self.config.stable_alpha)
-        self.coin = torch.Generator().manual_seed(self.seed + 8)
+        self.coin = stream_generator(self.seed, Stream.CLSER_COINS)
         self.global_step = 0
 
     @torch.no_grad()

@@ -16,6 +16,7 @@ from torch.nn.utils import parameters_to_vector
 
 from raycl.hparams import hp
 from raycl.methods.base import ContinualMethod, TrainConfig
+from raycl.population.random import Stream, stream_generator
 
 # Examples of a task used to estimate its Fisher information (all of them on the MER benchmarks).
 FISHER_EXAMPLES = 1000
@@ -37,7 +38,7 @@ class Ewc(ContinualMethod):
         super().__init__(*args, **kwargs)
         self.fisher: torch.Tensor | None = None
         self.anchor: torch.Tensor | None = None
-        self.fisher_generator = torch.Generator().manual_seed(self.seed + 5)
+        self.fisher_generator = stream_generator(self.seed, Stream.FISHER_SAMPLES)
 
     def penalty(self) -> torch.Tensor:
         if self.fisher is None:

@@ -21,6 +21,7 @@ from torch import nn
 from raycl.hparams import hp
 from raycl.methods.base import ContinualMethod, TrainConfig
 from raycl.models import frozen_copy
+from raycl.population.random import Stream, stream_generator
 
 
 @dataclasses.dataclass
@@ -78,8 +79,8 @@ class GenReplay(ContinualMethod):
         self.bce = self.benchmark.mean is None
         self.vaes = [self._new_vae()]
         self.gen_opt = torch.optim.Adam(self.vaes[0].parameters(), lr=self.config.gen_lr)
-        self.noise = torch.Generator(device=self.device).manual_seed(self.seed + 9)
-        self.gen_shuffle = torch.Generator().manual_seed(self.seed + 10)
+        self.noise = stream_generator(self.seed, Stream.VAE_NOISE, self.device)
+        self.gen_shuffle = stream_generator(self.seed, Stream.VAE_SHUFFLE)
         self.old_solver: nn.Module | None = None
         self.trained_vaes = 0
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from raycl.methods.base import ContinualMethod, TrainConfig
+from raycl.population.random import Stream, stream_generator
 
 
 class Joint(ContinualMethod):
@@ -19,7 +20,7 @@ class Joint(ContinualMethod):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.initial_state = copy.deepcopy(self.net.state_dict())
-        self.shuffle_generator = torch.Generator().manual_seed(self.seed + 3)
+        self.shuffle_generator = stream_generator(self.seed, Stream.JOINT_SHUFFLE)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         # Nothing is learnt online; end_task trains on the union of the tasks seen.

@@ -21,6 +21,7 @@ from torch.func import functional_call, grad, vmap
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayMethod
 from raycl.methods.ema import EmaModel
+from raycl.population.random import Stream, stream_generator
 
 
 @dataclasses.dataclass
@@ -47,7 +48,7 @@ class Synergy(ReplayMethod):
         self.ema = EmaModel(self.net, self.config.ema_alpha)
         self.fisher = [torch.zeros_like(p) for p in self.net.parameters()]
         self.fisher_updates = 0
-        self.coin = torch.Generator().manual_seed(self.seed + 7)
+        self.coin = stream_generator(self.seed, Stream.SYNERGY_COINS)
         self.linear_only = all(
             isinstance(m, nn.Linear) or not list(m.parameters(recurse=False)) for m in self.net.modules())
         self.global_step = 0

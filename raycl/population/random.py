@@ -9,6 +9,7 @@ then moved, so a run gives the same numbers on any device.
 
 from __future__ import annotations
 
+import enum
 import math
 
 import torch
@@ -17,12 +18,42 @@ import torch
 _BLOCK = 8192
 
 
+class Stream(enum.IntEnum):
+    """Every random stream a member draws from, named in one place. A stream's generator is seeded
+    from (member seed, stream) by :func:`stream_seed`, so no two seeds and no two streams share one."""
+
+    ORDER = 0  # the loop's data order
+    METHOD = 1  # a vectorised method's own draws (augmentation, noise, coins)
+    BUFFER = 2  # the reservoir's slots and replay samples
+    AUGMENT = 3  # a member-by-member method's augmentation
+    JOINT_SHUFFLE = 4  # joint training's order over every task seen
+    AGEM_SAMPLES = 5  # the examples A-GEM keeps of a finished task
+    FISHER_SAMPLES = 6  # the examples EWC estimates its Fisher on
+    SYNERGY_COINS = 7  # SYNERgy's update coins
+    CLSER_COINS = 8  # CLS-ER's update coins
+    VAE_NOISE = 9  # generative replay's latent noise
+    VAE_SHUFFLE = 10  # generative replay's VAE batches
+
+
+_SEED_STRIDE = 1_000_003  # more streams than this per seed would collide with the next seed's
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """The generator seed of ``stream`` for the member seeded ``seed``: distinct for every pair."""
+    return int(seed) * _SEED_STRIDE + int(stream)
+
+
+def stream_generator(seed: int, stream: Stream, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator of one member's ``stream``."""
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
+
+
 class MemberRandom:
     """Uniform and normal numbers for P members, each from its own stream."""
 
     def __init__(self, seeds: list[int], stream: int, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.generators = [torch.Generator().manual_seed(int(s) * 1_000_003 + stream) for s in seeds]
+        self.generators = [torch.Generator().manual_seed(stream_seed(s, stream)) for s in seeds]
         self._block = torch.zeros((len(seeds), 0), dtype=torch.float64, device=self.device)
         self._offset = 0
         self._helpers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
