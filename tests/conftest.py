@@ -40,6 +40,27 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 @pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory):
+    """seq-cifar10 from a synthetic CIFAR-10 folder of 20 random images a batch file (the ResNet
+    benchmark, with batch norm and augmentation, without the download)."""
+    import pickle
+
+    import numpy as np
+
+    from raycl.data import load_benchmark
+
+    root = tmp_path_factory.mktemp("cifar")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
+                         "labels": list(np.tile(np.arange(10), 2))}, f)
+    return load_benchmark("seq-cifar10", root)
+
+
+@pytest.fixture(scope="session")
 def digits():
     from raycl.data import load_benchmark
 

@@ -92,23 +92,13 @@ def test_mnist_streams(mnist_data_root):
     assert abs(len(perm.tasks[0].val_y) - 6000) <= 5  # 10% of each class, rounded
 
 
-def test_seq_cifar10_trains_resnet_with_augmentation(tmp_path):
-    import pickle
-
+def test_seq_cifar10_trains_resnet_with_augmentation(tiny_cifar):
     from raycl.methods import make_config
     from raycl.train import run
 
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
-                         "labels": list(np.tile(np.arange(10), 2))}, f)
-    bench = load_benchmark("seq-cifar10", tmp_path)
     config = make_config("derpp", {"n_epochs": 1, "batch_size": 8, "minibatch_size": 8, "buffer_size": 16},
-                         bench.defaults)
-    result = run(bench, "derpp", config, seed=0)
+                         tiny_cifar.defaults)
+    result = run(tiny_cifar, "derpp", config, seed=0)
     assert np.isfinite(result.test["class_il"][-1]).all()
 
 

@@ -318,3 +318,23 @@ def test_no_two_members_or_streams_share_a_random_generator_seed(method, digits)
     population = PopulationRun(bench, method, config, list(range(6)))
     seeds = [g.initial_seed() for g in _generators(population)]
     assert len(seeds) >= 12 and len(set(seeds)) == len(seeds), sorted(seeds)
+
+
+@pytest.mark.parametrize("method", ["er", "der", "derpp"])
+def test_with_batch_norm_the_current_examples_are_not_normalised_with_the_replayed_ones(method, tiny_cifar):
+    """On the ResNet, current and replayed examples go through separate passes, as in the DER paper's
+    code: in training mode the outputs on the current batch do not depend on what is replayed."""
+    config = make_config(method, {"n_epochs": 1, "batch_size": 4, "minibatch_size": 4, "buffer_size": 8},
+                         tiny_cifar.defaults)
+    run = PopulationRun(tiny_cifar, method, config, [0, 1], dtype=F64)
+    model = run.method
+    assert model.batch_statistics
+    model.train(True)
+    x = torch.rand(2, 4, 3, 32, 32, dtype=F64)
+    first, second = torch.rand(2, 4, 3, 32, 32, dtype=F64), torch.rand(2, 4, 3, 32, 32, dtype=F64)
+    with torch.no_grad():
+        a = model.forward_parts([x, first])[:, :4]
+        b = model.forward_parts([x, second])[:, :4]
+        mixed = model.net(torch.cat([x, first], 1))[:, :4]
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    assert not torch.allclose(a, mixed, atol=1e-6)  # one pass over both would have mixed them

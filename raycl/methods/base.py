@@ -233,6 +233,26 @@ class PopulationMethod:
         uniforms = self.random.uniform(n, 3, dtype=torch.float32).reshape(p * n, 3)
         return crop_flip(x.flatten(0, 1), uniforms).view(x.shape)
 
+    def forward_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The network's outputs on batches ``parts`` (each [P, n_i, ...]), concatenated along the
+        examples. Without batch statistics one pass over all of them gives the same numbers at a
+        fraction of the calls; a network with batch norm (the ResNet) takes one pass per part, as
+        the DER paper's code does, so that current examples are normalised by their own batch
+        statistics and not with the replayed ones."""
+        if len(parts) == 1 or not self.batch_statistics:
+            return self.net(torch.cat(parts, 1))
+        return torch.cat([self.net(part) for part in parts], 1)
+
+    @property
+    def batch_statistics(self) -> bool:
+        """Whether the network normalises by batch statistics in training (batch norm)."""
+        return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.member_modules())
+
+    def member_modules(self):
+        """The modules of one member's network (the stacked network's template where there is one)."""
+        template = getattr(self.net, "_template", None)
+        return (template[0] if template else self.net).modules()
+
     def step(self, losses: torch.Tensor) -> None:
         """One optimiser step for every member on the sum of the members' losses."""
         self.opt.step(self.opt.backward(losses.sum()))

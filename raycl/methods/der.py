@@ -33,9 +33,7 @@ class Der(ReplayPopulationMethod):
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         n = x.shape[1]
         draws = [] if self.buffer.is_empty() else self.replay_draws()
-        # No batch norm in the MNIST MLP, so one forward pass over current and replayed examples
-        # equals the separate passes of the paper's code, at a fraction of the calls.
-        outputs = self.net(torch.cat([self.augment(x), *(self.augment(d.x) for d in draws)], 1))
+        outputs = self.forward_parts([self.augment(x), *(self.augment(d.x) for d in draws)])
         losses = cross_entropy(outputs[:, :n], y)
         if draws:
             losses = losses + self.replay_loss(outputs[:, n:], draws)

@@ -12,12 +12,12 @@ class Er(ReplayPopulationMethod):
     Config = ReplayConfig
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        inputs, labels = self.augment(x), y
+        parts, labels = [self.augment(x)], y
         if not self.buffer.is_empty():
             replay = self.buffer.sample(self.config.minibatch_size)
-            inputs = torch.cat([inputs, self.augment(replay.x)], 1)
+            parts.append(self.augment(replay.x))
             labels = torch.cat([labels, replay.y], 1)
-        losses = cross_entropy(self.net(inputs), labels)
+        losses = cross_entropy(self.forward_parts(parts), labels)
         self.step(losses)
         self.buffer.add(x, y, task=task)
         return losses.detach()
