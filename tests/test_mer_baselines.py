@@ -66,28 +66,52 @@ def test_task_input_trains_only_the_current_input_layer(digits):
 
 
 def test_ewc_penalty_holds_weights_near_the_anchor(digits):
-    from torch.nn.utils import parameters_to_vector
-
-    moves = {}
-    for lam in (0.0, 300.0):
-        stream = PopulationRun(digits, "ewc", cfg("ewc", digits, lr=0.05, ewc_lambda=lam), [0])
-        stream.run_task()
-        method = stream.method.members[0]
-        assert (method.fisher >= 0).all() and method.fisher.sum() > 0
-        assert float(method.penalty().detach()) == 0.0
-        anchor, fisher = method.anchor.clone(), method.fisher.clone()
-        stream.run_task()
-        moves[lam] = float((parameters_to_vector(method.net.parameters()).detach() - anchor).pow(2).mul(fisher).sum())
-    assert moves[300.0] < 0.5 * moves[0.0], moves
+    # Two members, lambda 0 and 300, in one population: the penalised one moves less, Fisher-weighted.
+    stream = PopulationRun(digits, "ewc", [cfg("ewc", digits, lr=0.05, ewc_lambda=lam) for lam in (0.0, 300.0)],
+                           [0, 0])
+    stream.run_task()
+    method = stream.method
+    assert all((f >= 0).all() for f in method.fisher) and all(float(f[m].sum()) > 0 for f in method.fisher[:1]
+                                                              for m in (0, 1))
+    assert method.penalty().detach().tolist() == [0.0, 0.0]
+    anchor, fisher = [a.clone() for a in method.anchor], [f.clone() for f in method.fisher]
+    stream.run_task()
+    moves = sum((p.detach() - a).pow(2).mul(f).flatten(1).sum(1) for p, a, f in zip(method.params(), anchor, fisher))
+    assert float(moves[1]) < 0.5 * float(moves[0]), moves
 
 
 def test_ewc_fisher_decays_with_gamma(digits):
     stream = PopulationRun(digits, "ewc", cfg("ewc", digits, gamma=0.5), [0])
     stream.run_task()
-    first = stream.method.members[0].fisher.clone()
+    first = [f.clone() for f in stream.method.fisher]
     stream.run_task()
-    second_only = stream.method.members[0].fisher - 0.5 * first
-    assert (second_only >= -1e-9).all() and second_only.sum() > 0
+    second_only = [f - 0.5 * old for f, old in zip(stream.method.fisher, first)]
+    assert all((s >= -1e-9).all() for s in second_only) and sum(float(s.sum()) for s in second_only) > 0
+
+
+def test_ewc_fisher_is_the_weighted_square_of_each_example_s_gradient(digits):
+    """The batched estimate against one member's per-example gradients taken one at a time."""
+    import torch.nn.functional as F
+
+    from raycl.methods.base import member_init
+    from raycl.models import build_model
+
+    stream = PopulationRun(digits, "ewc", cfg("ewc", digits), [4], dtype=torch.float64)
+    method = stream.method
+    data = stream._inputs(0, "train")
+    state = copy.deepcopy(method.samples.state_dict())
+    fisher = method.task_fisher(data)
+    method.samples.load_state_dict(state)
+    rows = method.samples.permutation(data.n)[0, :min(1000, data.n)]
+    net = member_init(4, lambda: build_model(digits))[0].double()
+    x, y = data.member(0)
+    reference = [torch.zeros_like(p) for p in net.parameters()]
+    for i in rows.tolist():
+        log_p = F.log_softmax(net(x[i:i + 1]), 1)[0, y[i]]
+        for r, g in zip(reference, torch.autograd.grad(log_p, list(net.parameters()))):
+            r.add_(g.pow(2) * float(log_p.detach().exp()))
+    assert torch.allclose(fisher[0][0], reference[0].t() / len(rows), rtol=1e-9, atol=1e-15)
+    assert torch.allclose(fisher[-1][0, 0], reference[-1] / len(rows), rtol=1e-9, atol=1e-15)
 
 
 @pytest.mark.parametrize("method,values", [

@@ -36,12 +36,37 @@ MIXED = {
             {"lr": 2e-3, "beta_1": -1e-3, "replay_weight": 0.3, "n_replay": 20}],
     "agem": [{"lr": 0.05, "buffer_size": 50}, {"lr": 0.1, "buffer_size": 50},
              {"lr": 0.02, "buffer_size": 50}, {"lr": 0.07, "buffer_size": 50}],
+    "ewc": [{"lr": 0.05, "ewc_lambda": 100.0}, {"lr": 0.1, "ewc_lambda": 1.0, "gamma": 0.5},
+            {"lr": 0.02, "ewc_lambda": 1000.0, "gamma": 0.9}, {"lr": 0.07, "ewc_lambda": 10.0}],
 }
 
 
+def wide(benchmark):
+    """The benchmark's 8x8 images blown up to 28x28 (784 inputs, as MNIST): the first layer's
+    gradient then has more elements than torch reduces on one thread."""
+    def blow_up(x):
+        images = np.kron(x.reshape(-1, 8, 8), np.ones((3, 3), dtype=x.dtype))
+        return np.pad(images, ((0, 0), (2, 2), (2, 2))).reshape(len(x), 784)
+
+    tasks = [dataclasses.replace(t, train_x=blow_up(t.train_x), val_x=blow_up(t.val_x), test_x=blow_up(t.test_x))
+             for t in benchmark.tasks]
+    return dataclasses.replace(benchmark, tasks=tasks, input_shape=(784,))
+
+
+@pytest.fixture
+def torch_threads(request):
+    """Run the test with ``request.param`` torch threads (the suite runs with one)."""
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("torch_threads", [1, 2], indirect=True, ids=["1 thread", "2 threads"])
 @pytest.mark.parametrize("method", sorted(MIXED))
-def test_a_member_alone_equals_that_member_in_a_population_of_four(method, digits):
-    bench = short(digits, 200)
+def test_a_member_alone_equals_that_member_in_a_population_of_four(method, digits, torch_threads):
+    """With two threads too: a reduction that torch splits over threads at P = 1 but not at P = 4
+    (a two-pass sum) would change a member's numbers with its company."""
+    bench = wide(short(digits, 200))
     rows = configs(method, bench, MIXED[method])
     seeds = [3, 4, 5, 6]
     together = run_population(bench, method, rows, seeds, dtype=F64)
@@ -199,11 +224,11 @@ def test_structural_hyperparameters_must_be_shared(digits):
         PopulationRun(digits, "derpp", rows, [0, 1])
     # Methods run member by member only share the step schedule.
     bench = short(digits)
-    population = run_population(bench, "agem", [make_config("agem", {"buffer_size": 20, "n_epochs": 1}),
-                                                make_config("agem", {"buffer_size": 40, "n_epochs": 1})], [0, 1])
+    population = run_population(bench, "gem", [make_config("gem", {"buffer_size": 20, "n_epochs": 1}),
+                                               make_config("gem", {"buffer_size": 40, "n_epochs": 1})], [0, 1])
     assert [m.config.buffer_size for m in population.method.members] == [20, 40]
     with pytest.raises(RayclError, match="must share 'n_epochs'"):
-        PopulationRun(digits, "agem", [make_config("agem", {"n_epochs": 1}), make_config("agem", {"n_epochs": 2})],
+        PopulationRun(digits, "gem", [make_config("gem", {"n_epochs": 1}), make_config("gem", {"n_epochs": 2})],
                       [0, 1])
 
 

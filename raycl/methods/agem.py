@@ -4,58 +4,72 @@ At the end of each task ``buffer_size // n_tasks`` of its examples join the memo
 computes the gradient ``g_ref`` on ``minibatch_size`` memories drawn at random; if the current
 gradient ``g`` points against it (g . g_ref < 0), the conflicting component is removed:
 g <- g - (g . g_ref / g_ref . g_ref) g_ref, so the step does not increase the memory loss to
-first order.
+first order. Vectorised: every member projects its own gradient on its own reference.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from raycl.methods.base import ReplayConfig, ReplayMethod
-from raycl.population.random import Stream, stream_generator
-
-
-def project_agem(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
-    """``g`` with its component against ``g_ref`` removed when the two conflict (in place)."""
-    dot = torch.dot(g, g_ref)
-    if dot < 0:
-        g.sub_(g_ref, alpha=float(dot / torch.dot(g_ref, g_ref).clamp_min(1e-12)))
-    return g
+from raycl.errors import RayclError
+from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
+from raycl.population.nets import member_sum
+from raycl.population.random import MemberRandom, Stream
 
 
-class Agem(ReplayMethod):
+def project_agem(grads: list[torch.Tensor], refs: list[torch.Tensor]) -> torch.Tensor:
+    """Every member's gradient (a list of stacked [P, ...] tensors) with its component against its
+    reference removed where the two conflict, in place; returns the [P] coefficients removed."""
+    dot = member_sum([g * r for g, r in zip(grads, refs)])
+    norm = member_sum([r * r for r in refs]).clamp_min(1e-12)
+    coefficient = torch.where(dot < 0, dot / norm, torch.zeros_like(dot))
+    for g, r in zip(grads, refs):
+        g.sub_(coefficient.view(-1, *([1] * (g.dim() - 1))) * r)
+    return coefficient
+
+
+class Agem(ReplayPopulationMethod):
     name = "agem"
     Config = ReplayConfig
-    flat_sgd_reason = "projects one flat SGD gradient"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.g_ref = torch.zeros_like(self.opt.flat_grad)
-        self.sample_generator = stream_generator(self.seed, Stream.AGEM_SAMPLES)
+    def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
+                 member_benchmarks=None):
+        super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
+        self.samples = MemberRandom(seeds, Stream.AGEM_SAMPLES, device)
+        self.g_ref: list[torch.Tensor] | None = None  # the last step's reference gradients
+
+    def make_optimizer(self, params):
+        if self.config.optimizer != "sgd":
+            raise RayclError(f"method 'agem' projects its SGD gradient; optimizer must be 'sgd', got "
+                             f"{self.config.optimizer!r}")
+        return super().make_optimizer(params)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        refs = None
         if not self.buffer.is_empty():
             replay = self.buffer.sample(self.config.minibatch_size)
-            self.opt.zero_grad()
-            F.cross_entropy(self.net(self.augment(replay.x)), replay.y).backward()
-            self.g_ref.copy_(self.opt.flat_grad)
-        self.opt.zero_grad()
-        loss = F.cross_entropy(self.net(self.augment(x)), y)
-        loss.backward()
-        if not self.buffer.is_empty():
-            project_agem(self.opt.flat_grad, self.g_ref)
-        self.opt.step()
-        return loss.detach()
+            refs = self.opt.backward(cross_entropy(self.net(self.augment(replay.x)), replay.y).sum())
+        losses = cross_entropy(self.net(self.augment(x)), y)
+        grads = self.opt.backward(losses.sum())
+        if refs is not None:
+            project_agem(grads, refs)
+            self.g_ref = refs
+        self.opt.step(grads)
+        return losses.detach()
 
-    def end_task(self, task: int, train_x: torch.Tensor, train_y: torch.Tensor) -> None:
-        n = min(self.config.buffer_size // self.n_tasks, len(train_y))
-        idx = torch.randperm(len(train_y), generator=self.sample_generator)[:n].to(self.device)
-        self.buffer.add(train_x[idx], train_y[idx], task=task)
+    def end_task(self, task: int, data) -> None:
+        n = min(self.config.buffer_size // self.benchmark.n_tasks, data.n)
+        x, y = data.gather(self.samples.permutation(data.n)[:, :n].to(self.device))
+        self.buffer.add(x, y, task=task)
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.samples.select(keep)
+        self.g_ref = None
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "sample_rng": self.sample_generator.get_state()}
+        return {**super().state_dict(), "samples": self.samples.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.sample_generator.set_state(state["sample_rng"])
+        self.samples.load_state_dict(state["samples"])

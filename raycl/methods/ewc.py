@@ -3,7 +3,8 @@
 After each task the diagonal Fisher information of its training data is estimated from
 per-example gradients of log p(y|x), weighted by p(y|x), and folded into a running estimate
 ``F <- gamma * F + F_task``; the anchor moves to the current weights. Training adds
-``ewc_lambda * sum(F * (theta - anchor)^2)`` to the cross-entropy.
+``ewc_lambda * sum(F * (theta - anchor)^2)`` to the cross-entropy. Vectorised: the Fisher and the
+anchor are stacked per member, and each per-example backward serves every member.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
-from torch.nn.utils import parameters_to_vector
 
 from raycl.hparams import hp
-from raycl.methods.base import ContinualMethod, TrainConfig
-from raycl.population.random import Stream, stream_generator
+from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
+from raycl.population.nets import member_sum
+from raycl.population.random import MemberRandom, Stream
 
 # Examples of a task used to estimate its Fisher information (all of them on the MER benchmarks).
 FISHER_EXAMPLES = 1000
@@ -30,53 +31,71 @@ class EwcConfig(TrainConfig):
                       per_member=True)
 
 
-class Ewc(ContinualMethod):
+class Ewc(PopulationMethod):
     name = "ewc"
     Config = EwcConfig
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fisher: torch.Tensor | None = None
-        self.anchor: torch.Tensor | None = None
-        self.fisher_generator = stream_generator(self.seed, Stream.FISHER_SAMPLES)
+    def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
+                 member_benchmarks=None):
+        super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
+        self.fisher: list[torch.Tensor] | None = None  # per parameter, stacked [P, ...]
+        self.anchor: list[torch.Tensor] | None = None
+        self.samples = MemberRandom(seeds, Stream.FISHER_SAMPLES, device)
+
+    def params(self) -> list[torch.Tensor]:
+        return [p for p in self.net.parameters() if p.requires_grad]
 
     def penalty(self) -> torch.Tensor:
-        if self.fisher is None:
-            return torch.zeros((), device=self.device)
-        theta = parameters_to_vector(self.net.parameters())
-        return (self.fisher * (theta - self.anchor).pow(2)).sum()
+        """sum(F * (theta - anchor)^2) per member: [P]."""
+        return member_sum([f * (p - a).pow(2) for f, p, a in zip(self.fisher, self.params(), self.anchor)])
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        loss = F.cross_entropy(self.net(self.augment(x)), y)
-        total = loss + self.config.ewc_lambda * self.penalty() if self.fisher is not None else loss
+        losses = cross_entropy(self.net(self.augment(x)), y)
+        total = losses + self.rate("ewc_lambda") * self.penalty() if self.fisher is not None else losses
         self.step(total)
-        return loss.detach()
+        return losses.detach()
 
-    def task_fisher(self, train_x: torch.Tensor, train_y: torch.Tensor) -> torch.Tensor:
-        """Mean over examples of p(y|x) * (d log p(y|x) / d theta)^2, one backward per example."""
-        n = min(FISHER_EXAMPLES, len(train_y))
-        idx = torch.randperm(len(train_y), generator=self.fisher_generator)[:n].to(self.device)
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        fisher = torch.zeros_like(parameters_to_vector(params))
+    def task_fisher(self, data) -> list[torch.Tensor]:
+        """Mean over each member's examples of p(y|x) * (d log p(y|x) / d theta)^2: one backward per
+        example, for every member at once."""
+        n = min(FISHER_EXAMPLES, data.n)
+        x, y = data.gather(self.samples.permutation(data.n)[:, :n].to(self.device))
+        params = self.params()
+        fisher = [torch.zeros_like(p) for p in params]
         was_training = self.net.training
-        self.net.eval()
-        for i in idx:
-            log_p = F.log_softmax(self.net(train_x[i:i + 1]), 1)[0, train_y[i]]
-            grads = torch.autograd.grad(log_p, params)
-            fisher.add_(torch.cat([g.flatten() for g in grads]).pow_(2), alpha=float(log_p.detach().exp()))
+        self.net.train(False)
+        for i in range(n):
+            log_p = F.log_softmax(self.net(x[:, i:i + 1]), -1)[:, 0].gather(1, y[:, i:i + 1])[:, 0]  # [P]
+            grads = torch.autograd.grad(log_p.sum(), params)
+            weight = log_p.detach().exp()
+            for f, g in zip(fisher, grads):
+                f.add_(g.pow(2) * weight.view(-1, *([1] * (g.dim() - 1))))
         self.net.train(was_training)
-        return fisher.div_(n)
+        return [f.div_(n) for f in fisher]
 
-    def end_task(self, task: int, train_x: torch.Tensor, train_y: torch.Tensor) -> None:
-        fisher = self.task_fisher(train_x, train_y)
-        self.fisher = fisher if self.fisher is None else self.fisher.mul_(self.config.gamma).add_(fisher)
-        self.anchor = parameters_to_vector(self.net.parameters()).detach().clone()
+    def end_task(self, task: int, data) -> None:
+        fisher = self.task_fisher(data)
+        if self.fisher is None:
+            self.fisher = fisher
+        else:
+            gamma = self.rate("gamma")
+            self.fisher = [old.mul_(gamma.view(-1, *([1] * (old.dim() - 1)))).add_(new)
+                           for old, new in zip(self.fisher, fisher)]
+        self.anchor = [p.detach().clone() for p in self.params()]
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.samples.select(keep)
+        if self.fisher is not None:
+            index = keep.to(self.device)
+            self.fisher = [f[index] for f in self.fisher]
+            self.anchor = [a[index] for a in self.anchor]
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "fisher": self.fisher, "anchor": self.anchor,
-                "fisher_rng": self.fisher_generator.get_state()}
+                "samples": self.samples.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.fisher, self.anchor = state["fisher"], state["anchor"]
-        self.fisher_generator.set_state(state["fisher_rng"])
+        self.samples.load_state_dict(state["samples"])

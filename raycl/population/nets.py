@@ -87,6 +87,25 @@ def stack_members(members: list[nn.Module]) -> nn.Module:
     return MemberLoop(members)
 
 
+# Long per-member reductions are summed in chunks of this many elements, each below the size from
+# which torch splits one reduction over threads: a member's sum then comes out in the same order
+# whatever the number of members or threads.
+SUM_CHUNK = 8192
+
+
+def member_sum(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of every element of each member's slice, over a list of stacked [P, ...] tensors: [P]."""
+    total = None
+    for t in tensors:
+        flat = t.reshape(t.shape[0], -1)
+        pad = -flat.shape[1] % SUM_CHUNK
+        if pad:
+            flat = torch.nn.functional.pad(flat, (0, pad))
+        part = flat.view(t.shape[0], -1, SUM_CHUNK).sum(2).sum(1)
+        total = part if total is None else total + part
+    return total
+
+
 def select_members(net: nn.Module, keep: torch.Tensor) -> None:
     """Keep only members ``keep`` in every stacked parameter and buffer of ``net`` (a population
     network, trained or frozen; an optimiser selects its own state)."""
