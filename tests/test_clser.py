@@ -27,10 +27,10 @@ def test_evaluates_the_stable_model_and_the_others_on_request(digits):
         stream = PopulationRun(digits, "clser", config(digits, eval_model=which), [0])
         loss = stream.run_task().loss
         assert np.isfinite(loss)
-        m = stream.method.members[0]
-        outputs[which] = m.predict(x, 0)
+        m = stream.method
+        outputs[which] = m.predict(x[None], 0)[0]
         expected = {"stable": m.stable.model, "plastic": m.plastic.model, "working": m.net}[which]
-        assert torch.equal(outputs[which], expected(x))
+        assert torch.equal(outputs[which], expected(x[None])[0])
     # Same seed, same training: the three models really differ.
     assert not torch.allclose(outputs["stable"], outputs["plastic"])
     assert not torch.allclose(outputs["stable"], outputs["working"])
@@ -41,24 +41,28 @@ def test_targets_come_from_the_memory_more_confident_in_the_label(digits):
     stream = PopulationRun(digits, "clser", config(digits), [0])
     stream.run_task()
     stream.run_task()
-    m = stream.method.members[0]
+    m = stream.method
     sample = m.buffer.sample(100)
-    targets = m.memory_targets(sample.x, sample.y)
-    stable, plastic = m.stable(sample.x), m.plastic(sample.x)
-    p_s = stable.softmax(1).gather(1, sample.y[:, None]).squeeze(1)
-    p_p = plastic.softmax(1).gather(1, sample.y[:, None]).squeeze(1)
+    targets = m.memory_targets(sample.x, sample.y)[0]
+    stable, plastic = m.stable(sample.x)[0], m.plastic(sample.x)[0]
+    y = sample.y[0]
+    p_s = stable.softmax(1).gather(1, y[:, None]).squeeze(1)
+    p_p = plastic.softmax(1).gather(1, y[:, None]).squeeze(1)
     chosen = torch.where((p_s > p_p)[:, None], stable, plastic)
     assert torch.equal(targets, chosen)
     assert (p_s > p_p).any() and (p_s <= p_p).any()
 
 
 def test_stochastic_updates_follow_their_frequencies(digits):
-    stream = PopulationRun(digits, "clser", config(digits, plastic_update_freq=0.9, stable_update_freq=0.2), [0])
+    # Two members of one population with their own frequencies.
+    stream = PopulationRun(digits, "clser", [config(digits, plastic_update_freq=0.9, stable_update_freq=0.2),
+                                             config(digits, plastic_update_freq=0.3, stable_update_freq=0.6)], [0, 1])
     stream.run_task()
-    m = stream.method.members[0]
+    m = stream.method
     steps = m.global_step
-    assert abs(m.plastic.updates / steps - 0.9) < 0.1
-    assert abs(m.stable.updates / steps - 0.2) < 0.1
+    for member, (plastic, stable) in enumerate([(0.9, 0.2), (0.3, 0.6)]):
+        assert abs(int(m.plastic.updates[member]) / steps - plastic) < 0.1
+        assert abs(int(m.stable.updates[member]) / steps - stable) < 0.1
 
 
 def test_resuming_from_a_task_boundary_gives_the_same_numbers(digits, assert_resumes_identically):

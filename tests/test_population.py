@@ -36,6 +36,10 @@ MIXED = {
             {"lr": 2e-3, "beta_1": -1e-3, "replay_weight": 0.3, "n_replay": 20}],
     "agem": [{"lr": 0.05, "buffer_size": 50}, {"lr": 0.1, "buffer_size": 50},
              {"lr": 0.02, "buffer_size": 50}, {"lr": 0.07, "buffer_size": 50}],
+    "clser": [{"lr": 0.05, "buffer_size": 50, "reg_weight": 0.5, "stable_update_freq": 0.5},
+              {"lr": 0.1, "buffer_size": 50, "reg_weight": 1.0, "plastic_alpha": 0.9, "stable_alpha": 0.95},
+              {"lr": 0.02, "buffer_size": 50, "reg_weight": 0.1, "plastic_update_freq": 0.7},
+              {"lr": 0.07, "buffer_size": 50, "stable_alpha": 0.99}],
     "ewc": [{"lr": 0.05, "ewc_lambda": 100.0}, {"lr": 0.1, "ewc_lambda": 1.0, "gamma": 0.5},
             {"lr": 0.02, "ewc_lambda": 1000.0, "gamma": 0.9}, {"lr": 0.07, "ewc_lambda": 10.0}],
 }

@@ -1,4 +1,6 @@
-"""Exponential-moving-average copies of a network, shared by the dual-memory methods (CLS-ER, SYNERgy)."""
+"""Exponential-moving-average copies of a network, shared by the dual-memory methods (CLS-ER, SYNERgy):
+``EmaModel`` of one network (SYNERgy, run member by member) and ``PopulationEma`` of a population
+network, every member with its own decay and its own decision to update."""
 
 from __future__ import annotations
 
@@ -39,3 +41,45 @@ class EmaModel:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.updates = state["updates"]
+
+
+class PopulationEma:
+    """A frozen copy of a population network whose member p tracks it as
+    ``ema_p <- a_p * ema_p + (1 - a_p) * net_p`` when told to, ``a_p = min(1 - 1 / (step + 1), alpha_p)``
+    (the same rule as :class:`EmaModel`, per member)."""
+
+    def __init__(self, net: nn.Module, alphas: torch.Tensor):
+        self.alphas = alphas
+        self.model = frozen_copy(net)
+        self.updates = torch.zeros(len(alphas), dtype=torch.long)
+
+    def update(self, net: nn.Module, step: int, members: torch.Tensor) -> None:
+        """Move the members flagged in ``members`` [P] towards the network; the others stay as they are."""
+        warm = 1.0 - 1.0 / (step + 1)
+        weight = torch.where(members.to(self.alphas.device), 1.0 - self.alphas.clamp(max=warm),
+                             torch.zeros_like(self.alphas))
+        with torch.no_grad():
+            for mine, theirs in zip(self.model.parameters(), net.parameters()):
+                mine.lerp_(theirs, weight.to(mine).view(-1, *([1] * (mine.dim() - 1))))
+            for mine, theirs in zip(self.model.buffers(), net.buffers()):
+                if mine.dim() > 0:
+                    flagged = members.to(mine.device).view(-1, *([1] * (mine.dim() - 1)))
+                    mine.copy_(torch.where(flagged, theirs, mine))
+        self.updates += members.cpu().long()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def select(self, keep: torch.Tensor, alphas: torch.Tensor) -> None:
+        from raycl.population.nets import select_members
+
+        select_members(self.model, keep)
+        self.alphas = alphas
+        self.updates = self.updates[keep.cpu()]
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"].clone()
