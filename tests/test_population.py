@@ -40,6 +40,10 @@ MIXED = {
               {"lr": 0.1, "buffer_size": 50, "reg_weight": 1.0, "plastic_alpha": 0.9, "stable_alpha": 0.95},
               {"lr": 0.02, "buffer_size": 50, "reg_weight": 0.1, "plastic_update_freq": 0.7},
               {"lr": 0.07, "buffer_size": 50, "stable_alpha": 0.99}],
+    "synergy": [{"lr": 0.05, "buffer_size": 50, "ema_update_freq": 0.5, "fisher_update_freq": 0.5},
+                {"lr": 0.1, "buffer_size": 50, "penalty_weight": 1.0, "ema_alpha": 0.9},
+                {"lr": 0.02, "buffer_size": 50, "reg_weight": 1.0, "penalty_weight": 0.0},
+                {"lr": 0.07, "buffer_size": 50, "fisher_alpha": 0.9}],
     "ewc": [{"lr": 0.05, "ewc_lambda": 100.0}, {"lr": 0.1, "ewc_lambda": 1.0, "gamma": 0.5},
             {"lr": 0.02, "ewc_lambda": 1000.0, "gamma": 0.9}, {"lr": 0.07, "ewc_lambda": 10.0}],
 }

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from raycl.methods import make_config
-from raycl.methods.base import ContinualMethod
+from raycl.methods.base import PopulationMethod
 from raycl.methods.synergy import Synergy
 from raycl.train import PopulationRun, run
 
@@ -20,50 +20,84 @@ def test_replay_keeps_the_first_task(digits):
 
 
 def test_needs_no_task_boundaries():
-    assert Synergy.begin_task is ContinualMethod.begin_task
-    assert Synergy.end_task is ContinualMethod.end_task
+    assert Synergy.begin_task is PopulationMethod.begin_task
+    assert Synergy.end_task is PopulationMethod.end_task
 
 
 def test_fisher_is_estimated_and_the_penalty_pulls_towards_the_ema(digits):
-    distances = {}
-    for weight in (0.0, 100.0):
-        stream = PopulationRun(digits, "synergy", config(digits, penalty_weight=weight, fisher_update_freq=1.0), [0])
-        losses = [stream.run_task().loss for _ in range(2)]
-        assert np.isfinite(losses).all()
-        m = stream.method.members[0]
-        distances[weight] = sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(m.net.parameters(),
+    # Penalty weights 0 and 100 as two members of one population.
+    stream = PopulationRun(digits, "synergy", [config(digits, penalty_weight=w, fisher_update_freq=1.0)
+                                               for w in (0.0, 100.0)], [0, 0])
+    losses = [stream.run_task().loss for _ in range(2)]
+    assert np.isfinite(losses).all()
+    m = stream.method
+    distances = sum((p.detach() - q).pow(2).flatten(1).sum(1) for p, q in zip(m.net.parameters(),
                                                                              m.ema.model.parameters()))
-        if weight:
-            assert all(torch.isfinite(f).all() and (f >= 0).all() for f in m.fisher)
-            assert sum(float(f.sum()) for f in m.fisher) > 0
-    assert distances[100.0] < distances[0.0], distances
+    assert all(torch.isfinite(f).all() and (f >= 0).all() for f in m.fisher)
+    assert sum(float(f[1].sum()) for f in m.fisher) > 0
+    assert sum(float(f[0].sum()) for f in m.fisher) == 0  # never estimated without a penalty
+    assert float(distances[1]) < float(distances[0]), distances
 
 
 def test_fast_fisher_matches_per_example_gradients(digits):
-    stream = PopulationRun(digits, "synergy", config(digits), [0])
+    """The batched estimate of a population of two against per-example gradients of each member's
+    own plain network (torch.func)."""
+    from torch.func import functional_call, grad, vmap
+
+    import torch.nn.functional as F
+
+    from raycl.methods.base import member_init
+    from raycl.models import build_model
+
+    stream = PopulationRun(digits, "synergy", [config(digits), config(digits, ema_alpha=0.9)], [0, 1],
+                           dtype=torch.float64)
     stream.run_task()
-    m = stream.method.members[0]
+    m = stream.method
     assert m.linear_only
     sample = m.buffer.sample(32)
     fast = m._estimate_fisher(sample.x, sample.y)
-    m.linear_only = False
-    general = m._estimate_fisher(sample.x, sample.y)
-    for a, b in zip(fast, general):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    for member in (0, 1):
+        net = member_init(0, lambda: build_model(digits))[0].double()
+        params = {}
+        for (name, _), stacked in zip(net.named_parameters(), m.ema.model.parameters()):
+            params[name] = stacked[member].t() if stacked.dim() == 3 and name.endswith("weight") else stacked[member].flatten()
+        x, y = sample.x[member], sample.y[member]
+        weight = F.softmax(functional_call(net, params, (x,)), 1).gather(1, y[:, None])[:, 0]
+
+        def loss(p, xi, yi):
+            return F.cross_entropy(functional_call(net, p, (xi[None],)), yi[None])
+
+        grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+        for (name, _), f in zip(net.named_parameters(), fast):
+            reference = (grads[name].pow(2) * weight.view(-1, *[1] * (grads[name].dim() - 1))).mean(0)
+            mine = f[member].t() if name.endswith("weight") else f[member].flatten()
+            assert torch.allclose(mine, reference, rtol=1e-9, atol=1e-15), name
 
 
 def test_evaluates_the_semantic_memory(digits):
     stream = PopulationRun(digits, "synergy", config(digits), [0])
     stream.run_task()
-    m = stream.method.members[0]
-    x = digits.to_tensor(digits.tasks[0].test_x[:16])
+    m = stream.method
+    x = digits.to_tensor(digits.tasks[0].test_x[:16])[None]
     assert torch.equal(m.predict(x, 0), m.ema.model(x))
     assert not torch.equal(m.predict(x, 0), m.net(x))
     working = PopulationRun(digits, "synergy", config(digits, eval_model="working"), [0])
     working.run_task()
-    assert torch.equal(working.method.members[0].predict(x, 0), working.method.members[0].net(x))
+    assert torch.equal(working.method.predict(x, 0), working.method.net(x))
 
 
 def test_resuming_from_a_task_boundary_gives_the_same_numbers(digits, assert_resumes_identically):
     cfg = make_config("synergy", {"buffer_size": 50}, digits.defaults)
     assert_resumes_identically(digits, "synergy", cfg, seed=3)
+
+
+def test_the_fisher_of_a_network_with_batch_norm_comes_from_per_example_gradients(tiny_cifar):
+    values = {"buffer_size": 8, "batch_size": 4, "minibatch_size": 4, "n_epochs": 1, "fisher_update_freq": 1.0}
+    stream = PopulationRun(tiny_cifar, "synergy", [make_config("synergy", values, tiny_cifar.defaults)] * 2, [0, 1])
+    stream.run_task()
+    stream.run_task()
+    m = stream.method
+    assert not m.linear_only
+    assert all(torch.isfinite(f).all() and (f >= 0).all() for f in m.fisher)
+    assert all(float(f[p].sum()) > 0 for p in (0, 1) for f in m.fisher[:1])
+    assert (m.fisher_updates > 0).all()

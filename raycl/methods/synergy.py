@@ -6,7 +6,9 @@ Fisher-weighted pull of the working weights towards the semantic memory's. The F
 is the semantic memory's, estimated on the whole buffer from per-example squared gradients of the
 log-likelihood of the stored label, each weighted by that label's probability; it is refreshed
 with probability ``fisher_update_freq`` after a step and smoothed with ``fisher_alpha`` (the
-first estimate is taken as it is). Nothing depends on task boundaries.
+first estimate is taken as it is). Nothing depends on task boundaries. Vectorised: the semantic
+memory is a stacked moving average of the population network, the Fisher is stacked, and every
+member has its own weights, decays, frequencies and coins.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from raycl.hparams import hp
-from raycl.methods.base import ReplayConfig, ReplayMethod
-from raycl.methods.ema import EmaModel
-from raycl.population.random import Stream, stream_generator
+from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
+from raycl.methods.ema import PopulationEma
+from raycl.population.nets import MemberLoop, StackedLinear, member_sum
+from raycl.population.random import MemberRandom, Stream
 
 
 @dataclasses.dataclass
@@ -29,49 +32,69 @@ class SynergyConfig(ReplayConfig):
     # Defaults are the paper's general ones; its rot-mnist arguments are in the search space notes.
     reg_weight: float = hp(0.1, "weight of the logit consistency to the EMA model on buffer examples", low=0.0,
                            per_member=True, most_stable=2.0)  # the tops of their search ranges
-    ema_alpha: float = hp(0.99, "decay of the semantic memory's moving average", low=0.0, high=1.0)
-    ema_update_freq: float = hp(0.9, "probability of updating the semantic memory after a step", low=0.0, high=1.0)
+    ema_alpha: float = hp(0.99, "decay of the semantic memory's moving average", low=0.0, high=1.0,
+                          per_member=True)
+    ema_update_freq: float = hp(0.9, "probability of updating the semantic memory after a step", low=0.0, high=1.0,
+                                per_member=True)
     penalty_weight: float = hp(10.0, "weight of the Fisher-weighted anchoring to the EMA weights", low=0.0,
                                per_member=True, most_stable=20.0)
-    fisher_alpha: float = hp(0.999, "decay of the Fisher moving average", low=0.0, high=1.0)
-    fisher_update_freq: float = hp(0.9, "probability of re-estimating the Fisher after a step", low=0.0, high=1.0)
+    fisher_alpha: float = hp(0.999, "decay of the Fisher moving average", low=0.0, high=1.0, per_member=True)
+    fisher_update_freq: float = hp(0.9, "probability of re-estimating the Fisher after a step", low=0.0, high=1.0,
+                                   per_member=True)
     eval_model: str = hp("ema", "model evaluated: the semantic memory or the working model",
                          choices=("ema", "working"))
 
 
-class Synergy(ReplayMethod):
+class Synergy(ReplayPopulationMethod):
     name = "synergy"
     Config = SynergyConfig
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ema = EmaModel(self.net, self.config.ema_alpha)
+    def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
+                 member_benchmarks=None):
+        super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
+        self.ema = PopulationEma(self.net, self.rate("ema_alpha"))
         self.fisher = [torch.zeros_like(p) for p in self.net.parameters()]
-        self.fisher_updates = 0
-        self.coin = stream_generator(self.seed, Stream.SYNERGY_COINS)
-        self.linear_only = all(
-            isinstance(m, nn.Linear) or not list(m.parameters(recurse=False)) for m in self.net.modules())
+        self.fisher_updates = torch.zeros(self.size, dtype=torch.long)
+        self.coins = MemberRandom(seeds, Stream.SYNERGY_COINS, device)
+        self.linear_only = isinstance(self.net, nn.Module) and not isinstance(self.net, MemberLoop)
         self.global_step = 0
 
     def _estimate_fisher(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """Mean over examples of p(y|x) x the squared gradient of log p(y|x), for the EMA model."""
+        """Per member, the mean over examples of p(y|x) x the squared gradient of log p(y|x), for its
+        EMA model: x [P, m, ...], y [P, m] -> stacked like the parameters."""
         with torch.no_grad():
-            weight = F.softmax(self.ema(x), 1).gather(1, y[:, None]).squeeze(1)
+            weight = F.softmax(self.ema(x), -1).gather(2, y[..., None])[..., 0]  # [P, m]
         if self.linear_only:
             return self._linear_fisher(x, y, weight)
-        params = {k: v.detach() for k, v in self.ema.model.named_parameters()}
+        return self._per_example_fisher(x, y, weight)
 
-        def loss(p, xi, yi):
-            return F.cross_entropy(functional_call(self.ema.model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+    def _per_example_fisher(self, x, y, weight) -> list[torch.Tensor]:
+        """Per-example gradients member by member (torch.func over the original network)."""
+        model = self.ema.model
+        template = model._template[0]
+        names = model._param_names
+        out = [[] for _ in names]
+        for member in range(x.shape[0]):
+            params = {n: t[member].detach() for n, t in zip(names, model.stacked_params)}
+            buffers = {n: getattr(model, f"stacked_buffer_{i}")[member] for i, n in enumerate(model._buffer_names)}
 
-        grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-        return [(grads[k].pow(2) * weight.view(-1, *[1] * (grads[k].dim() - 1))).mean(0) for k in params]
+            def loss(p, xi, yi):
+                logits = functional_call(template, {**p, **buffers}, (xi.unsqueeze(0),))
+                return F.cross_entropy(logits, yi.unsqueeze(0))
+
+            grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x[member], y[member])
+            w = weight[member]
+            for k, name in enumerate(names):
+                g = grads[name]
+                out[k].append((g.pow(2) * w.view(-1, *[1] * (g.dim() - 1))).mean(0))
+        return [torch.stack(parts) for parts in out]
 
     def _linear_fisher(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
-        """The same for a network of linear layers, each used once, without per-example gradients.
+        """The same for a stack of linear layers, each used once, without per-example gradients.
 
-        Example i's weight gradient is the outer product of the layer's output gradient d_i and
-        input a_i, so the weighted mean of its square is (w d ** 2)^T (a ** 2) / n: one matrix product.
+        Example i's weight gradient is the outer product of the layer's input a_i and output
+        gradient d_i, so the weighted mean of its square is (a ** 2)^T (w d ** 2) / m per member:
+        one batched matrix product.
         """
         inputs, grads, handles = {}, {}, []
 
@@ -80,71 +103,92 @@ class Synergy(ReplayMethod):
             out.register_hook(lambda g: grads.__setitem__(module, g.detach()))
 
         for module in self.ema.model.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, StackedLinear):
                 handles.append(module.register_forward_hook(keep))
         try:
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)  # the frozen copy needs a path for backward
-                F.cross_entropy(self.ema(x), y, reduction="sum").backward()
+                logits = self.ema(x)
+                p, m, c = logits.shape
+                F.cross_entropy(logits.reshape(p * m, c), y.reshape(p * m), reduction="sum").backward()
         finally:
             for h in handles:
                 h.remove()
-        n = x.shape[0]
+        m = x.shape[1]
         per_param = {}
         for module, a in inputs.items():
-            d2 = grads[module].pow(2) * weight[:, None]
-            per_param[module.weight] = (d2.t() @ a.flatten(1).pow(2)) / n
-            if module.bias is not None:
-                per_param[module.bias] = d2.mean(0)
+            d2 = grads[module].pow(2) * weight[..., None]  # [P, m, out]
+            per_param[module.weight] = torch.bmm(a.flatten(2).pow(2).transpose(1, 2), d2) / m
+            per_param[module.bias] = d2.mean(1, keepdim=True)
         return [per_param[p] for p in self.ema.model.parameters()]
 
     def penalty(self) -> torch.Tensor:
-        terms = [(f * (p - q).pow(2)).sum() for f, p, q in zip(self.fisher, self.net.parameters(),
-                                                                self.ema.model.parameters())]
-        return torch.stack(terms).sum()
+        """sum(F * (theta - theta_ema)^2) per member: [P]."""
+        return member_sum([f * (p - q).pow(2) for f, p, q in zip(self.fisher, self.net.parameters(),
+                                                                  self.ema.model.parameters())])
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        n = x.shape[0]
+        n = x.shape[1]
         replay = None if self.buffer.is_empty() else self.buffer.sample(self.config.minibatch_size)
-        inputs, labels = self.augment(x), y
+        parts, labels = [self.augment(x)], y
         if replay is not None:
-            replay_x = self.augment(replay.x)
-            inputs, labels = torch.cat([inputs, replay_x]), torch.cat([y, replay.y])
-        outputs = self.net(inputs)
-        loss = F.cross_entropy(outputs, labels)
+            parts.append(self.augment(replay.x))
+            labels = torch.cat([y, replay.y], 1)
+        outputs = self.forward_parts(parts)
+        losses = cross_entropy(outputs, labels)
         if replay is not None:
             with torch.no_grad():
-                ema_logits = self.ema(replay_x)
-            loss = loss + self.config.reg_weight * F.mse_loss(outputs[n:], ema_logits)
-            if self.config.penalty_weight > 0:
-                loss = loss + self.config.penalty_weight * self.penalty()
-        self.step(loss)
+                ema_logits = self.ema(parts[1])
+            losses = losses + self.rate("reg_weight") * mse(outputs[:, n:], ema_logits)
+            losses = losses + self.rate("penalty_weight") * self.penalty()
+        self.step(losses)
         self.buffer.add(x, y, task=task)
         self.global_step += 1
-        if torch.rand((), generator=self.coin) < self.config.ema_update_freq:
-            self.ema.update(self.net, self.global_step)
-        if (replay is not None and self.config.penalty_weight > 0
-                and torch.rand((), generator=self.coin) < self.config.fisher_update_freq):
+        coins = self.coins.uniform(2, dtype=torch.float64)
+        self.ema.update(self.net, self.global_step, coins[:, 0] < self.rate("ema_update_freq").double())
+        refresh = (coins[:, 1] < self.rate("fisher_update_freq").double()) & (self.rate("penalty_weight") > 0)
+        if replay is not None and bool(refresh.any()):
             stored = self.buffer.all()
             new = self._estimate_fisher(self.augment(stored.x), stored.y)
-            a = 0.0 if self.fisher_updates == 0 else min(1.0 - 1.0 / (self.global_step + 1), self.config.fisher_alpha)
-            self.fisher = [a * f + (1.0 - a) * g for f, g in zip(self.fisher, new)]
-            self.fisher_updates += 1
-        return loss.detach()
+            warm = 1.0 - 1.0 / (self.global_step + 1)
+            alpha = self.rate("fisher_alpha")
+            # The first estimate is taken as it is, later ones smoothed; members not refreshed keep theirs.
+            a = torch.where(self.fisher_updates.to(self.device) == 0, torch.zeros_like(alpha), alpha.clamp(max=warm))
+            flagged = refresh.to(self.device)
+
+            def per_member(t, like):
+                return t.to(like).view(-1, *([1] * (like.dim() - 1)))
+
+            self.fisher = [torch.where(per_member(flagged, f).bool(), per_member(a, f) * f + per_member(1.0 - a, f) * g, f)
+                           for f, g in zip(self.fisher, new)]
+            self.fisher_updates += refresh.cpu().long()
+        return losses.detach()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self.ema(x) if self.config.eval_model == "ema" else self.net(x)
 
+    def set_configs(self, configs: list) -> None:
+        super().set_configs(configs)
+        self.ema.alphas = self.rate("ema_alpha")
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.ema.select(keep, self.rate("ema_alpha"))
+        self.coins.select(keep)
+        index = keep.to(self.device)
+        self.fisher = [f[index] for f in self.fisher]
+        self.fisher_updates = self.fisher_updates[keep.cpu()]
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "ema": self.ema.state_dict(), "fisher": self.fisher,
-                "coin": self.coin.get_state(), "global_step": self.global_step,
+                "coins": self.coins.state_dict(), "global_step": self.global_step,
                 "fisher_updates": self.fisher_updates}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.ema.load_state_dict(state["ema"])
         self.fisher = [f.to(self.device) for f in state["fisher"]]
-        self.coin.set_state(state["coin"])
+        self.coins.load_state_dict(state["coins"])
         self.global_step = state["global_step"]
-        self.fisher_updates = state["fisher_updates"]
+        self.fisher_updates = state["fisher_updates"].clone()
