@@ -25,6 +25,7 @@ def configs(method, bench, rows):
     return [make_config(method, {"n_epochs": 1, **row}, bench.defaults) for row in rows]
 
 
+GEN = {"gen_hidden": 20, "latent_size": 4, "gen_epochs": 2, "gen_batch_size": 32}
 MIXED = {
     "derpp": [{"lr": 0.05, "alpha": 0.3, "beta": 0.5, "buffer_size": 50},
               {"lr": 0.1, "alpha": 1.0, "beta": 0.1, "buffer_size": 50},
@@ -44,6 +45,8 @@ MIXED = {
                 {"lr": 0.1, "buffer_size": 50, "penalty_weight": 1.0, "ema_alpha": 0.9},
                 {"lr": 0.02, "buffer_size": 50, "reg_weight": 1.0, "penalty_weight": 0.0},
                 {"lr": 0.07, "buffer_size": 50, "fisher_alpha": 0.9}],
+    "gen_replay": [{"lr": 0.05, "gen_lr": 1e-3, **GEN}, {"lr": 0.1, "gen_lr": 3e-3, **GEN},
+                   {"lr": 0.02, "gen_lr": 5e-4, **GEN}, {"lr": 0.07, "gen_lr": 2e-3, **GEN}],
     "ewc": [{"lr": 0.05, "ewc_lambda": 100.0}, {"lr": 0.1, "ewc_lambda": 1.0, "gamma": 0.5},
             {"lr": 0.02, "ewc_lambda": 1000.0, "gamma": 0.9}, {"lr": 0.07, "ewc_lambda": 10.0}],
 }

@@ -33,6 +33,7 @@ class Stream(enum.IntEnum):
     CLSER_COINS = 8  # CLS-ER's update coins
     VAE_NOISE = 9  # generative replay's latent noise
     VAE_SHUFFLE = 10  # generative replay's VAE batches
+    VAE_INIT = 11  # generative replay's new VAEs' initial weights
 
 
 _SEED_STRIDE = 1_000_003  # more streams than this per seed would collide with the next seed's
