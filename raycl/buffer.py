@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from raycl.population.random import MemberRandom, Stream
+from raycl.population.random import MemberRandom
 # Once a reservoir is full its draws no longer depend on what it holds, so the slots of this many
 # future insertions, or this many future samples, are drawn in one call (per-step cost of the
 # random numbers falls to a slice).
@@ -202,62 +202,3 @@ class PopulationReservoir:
         self._slot_plan, self._slot_plan_start, self._slot_next = state["slot_plan"]
         self._sample_plan, self._sample_key, self._sample_next = state["sample_plan"]
         self.random.load_state_dict(state["random"])
-
-
-class ReservoirBuffer:
-    """One reservoir, for the methods that train a single network: a population reservoir of one."""
-
-    def __init__(self, capacity: int, x_shape: tuple[int, ...], n_logits: int, device: torch.device | str,
-                 seed: int, store_logits: bool = True):
-        self.random = MemberRandom([seed], Stream.BUFFER, device)
-        self.reservoir = PopulationReservoir(capacity, x_shape, n_logits, self.random, device,
-                                             store_logits=store_logits)
-        self.capacity = capacity
-
-    def __len__(self) -> int:
-        return len(self.reservoir)
-
-    def is_empty(self) -> bool:
-        return self.reservoir.is_empty()
-
-    @property
-    def seen(self) -> int:
-        return self.reservoir.seen
-
-    @property
-    def examples(self) -> torch.Tensor:
-        return self.reservoir.examples[0, :self.capacity]
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return self.reservoir.labels[0, :self.capacity]
-
-    @property
-    def logits(self) -> torch.Tensor | None:
-        return None if self.reservoir.logits is None else self.reservoir.logits[0, :self.capacity]
-
-    @property
-    def tasks(self) -> torch.Tensor:
-        return self.reservoir.tasks[0, :self.capacity]
-
-    def add(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None,
-            task: int | torch.Tensor = 0) -> None:
-        self.reservoir.add(x[None], y[None], None if logits is None else logits[None],
-                           task[None] if isinstance(task, torch.Tensor) else task)
-
-    def sample(self, size: int) -> BufferSample:
-        return _first(self.reservoir.sample(size))
-
-    def all(self) -> BufferSample:
-        return _first(self.reservoir.all())
-
-    def state_dict(self) -> dict:
-        return self.reservoir.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.reservoir.load_state_dict(state)
-
-
-def _first(sample: BufferSample) -> BufferSample:
-    return BufferSample(x=sample.x[0], y=sample.y[0], logits=None if sample.logits is None else sample.logits[0],
-                        task=sample.task[0])

@@ -1,4 +1,5 @@
-"""The one exception type for mistakes a user can make."""
+"""The exceptions: RayclError for a mistake a user can make, DivergedError for a run whose loss
+became non-finite."""
 
 
 class RayclError(Exception):
@@ -14,3 +15,12 @@ def unknown(kind: str, name: object, allowed, where: str = "") -> RayclError:
     place = f" in {where}" if where else ""
     listed = ", ".join(str(a) for a in sorted(allowed)) or "(none)"
     return RayclError(f"unknown {kind} {name!r}{place}; allowed: {listed}")
+
+
+class DivergedError(Exception):
+    """The loss became NaN or infinite: the run cannot continue."""
+
+    def __init__(self, task: int, step: int):
+        super().__init__(f"loss diverged (non-finite) in task {task + 1} near step {step}")
+        self.task = task
+        self.step = step

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from raycl.data import Benchmark
-from raycl.errors import RayclError
+from raycl.errors import DivergedError, RayclError
 from raycl.methods import get_population_method
 from raycl.metrics import summarize
 from raycl.population.random import MemberRandom, Stream
@@ -42,15 +42,6 @@ DIVERGENCE_CHECK_EVERY = 50
 # so a step takes a slice instead of a handful of indexing calls.
 GATHER_STEPS = 64
 GATHER_ELEMENTS = 2**24
-
-
-class DivergedError(Exception):
-    """The loss became NaN or infinite: the run cannot continue."""
-
-    def __init__(self, task: int, step: int):
-        super().__init__(f"loss diverged (non-finite) in task {task + 1} near step {step}")
-        self.task = task
-        self.step = step
 
 
 @dataclasses.dataclass

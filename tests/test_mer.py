@@ -1,7 +1,6 @@
 """MER: the hand-written Algorithm-1 step, the Reptile meta steps, the batched variant, the
 mer-* streams, and MER retaining more than plain online SGD on a short permuted stream."""
 
-import copy
 import dataclasses
 
 import numpy as np
@@ -24,16 +23,34 @@ def small_perm(mnist_data_root):
     return dataclasses.replace(bench, tasks=tasks)
 
 
-def make_mer(bench, net=None, **values):
+def make_mer(bench, seed=0, **values):
+    """A population of one MER member (its network initialised from ``seed``)."""
     cfg = make_config("mer", {"buffer_size": 20, **values}, bench.defaults)
-    torch.manual_seed(0)
-    net = copy.deepcopy(net) if net is not None else build_model(bench)
-    return get_method("mer")(cfg, net, bench, torch.device("cpu"), 0)
+    return get_method("mer")([cfg], [seed], bench, torch.device("cpu"))
+
+
+def flat(mer) -> torch.Tensor:
+    """Member 0's parameters as one vector, in nn.Linear's layout."""
+    return torch.cat([(p[0].t() if p.dim() == 3 else p[0, 0]).flatten() for p in mer.net.parameters()])
+
+
+def set_flat(mer, values: torch.Tensor) -> None:
+    offset = 0
+    with torch.no_grad():
+        for p in mer.net.parameters():
+            member = p[0].t() if p.dim() == 3 else p[0, 0]
+            member.copy_(values[offset:offset + member.numel()].view_as(member))
+            offset += member.numel()
 
 
 def stream(bench, n=12, task=0):
     x = bench.to_tensor(bench.tasks[task].train_x[:n])
     return x, torch.from_numpy(bench.tasks[task].train_y[:n])
+
+
+def one(x, y, i):
+    """Example i as a population of one's batch: [1, 1, ...]."""
+    return x[i:i + 1][None], y[i:i + 1][None]
 
 
 def test_mer_streams_follow_the_protocol(mnist_data_root):
@@ -72,49 +89,52 @@ def test_first_rotation_is_small_and_last_is_near_half_a_turn(mnist_data_root):
 def test_manual_mlp_step_matches_autograd(small_perm, variant):
     fast = make_mer(small_perm, lr=0.1, beta=0.3, gamma=0.6, minibatch_size=5, batches_per_example=3,
                     variant=variant)
-    slow = make_mer(small_perm, net=fast.net, lr=0.1, beta=0.3, gamma=0.6, minibatch_size=5,
-                    batches_per_example=3, variant=variant)
-    slow.opt.flat.copy_(fast.opt.flat)
+    slow = make_mer(small_perm, lr=0.1, beta=0.3, gamma=0.6, minibatch_size=5, batches_per_example=3,
+                    variant=variant)
+    assert fast.manual_mlp_step
     slow.manual_mlp_step = False
-    start = fast.opt.flat.clone()
+    start = flat(fast)
+    assert torch.equal(start, flat(slow))
     x, y = stream(small_perm, 30)
     for i in range(30):
-        a = fast.observe(x[i:i + 1], y[i:i + 1], 0)
-        b = slow.observe(x[i:i + 1], y[i:i + 1], 0)
+        a = fast.observe(*one(x, y, i), 0)
+        b = slow.observe(*one(x, y, i), 0)
         assert torch.allclose(a, b, atol=1e-5)
-    assert torch.allclose(fast.opt.flat, slow.opt.flat, atol=1e-5)
-    assert not torch.allclose(fast.opt.flat, start, atol=1e-3)
+    assert torch.allclose(flat(fast), flat(slow), atol=1e-5)
+    assert not torch.allclose(flat(fast), start, atol=1e-3)
 
 
 @pytest.mark.parametrize("frozen", [{"beta": 0.0}, {"gamma": 0.0}])
 def test_a_zero_meta_step_leaves_the_weights_alone(small_perm, frozen):
     mer = make_mer(small_perm, lr=0.1, minibatch_size=4, batches_per_example=2, **frozen)
-    start = mer.opt.flat.clone()
+    start = flat(mer)
     x, y = stream(small_perm)
     for i in range(len(y)):
-        mer.observe(x[i:i + 1], y[i:i + 1], 0)
-    assert torch.equal(mer.opt.flat, start)
+        mer.observe(*one(x, y, i), 0)
+    assert torch.equal(flat(mer), start)
     assert len(mer.buffer) == len(y)
 
 
 def test_within_and_across_batch_steps_interpolate(small_perm):
     """beta = 1 and gamma = 1 with an empty memory is one SGD step; beta = 0.25 keeps a quarter of it
     for each batch, and gamma = 0.5 half of the example's total move."""
+    from raycl.methods.base import member_init
+
     x, y = stream(small_perm, 1)
     plain = make_mer(small_perm, lr=0.05, beta=1.0, gamma=1.0, batches_per_example=1)
-    reference = copy.deepcopy(plain.net)
+    reference = member_init(0, lambda: build_model(small_perm))[0]  # the member's own initial network
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.05)
     F.cross_entropy(reference(x), y).backward()
     ref_opt.step()
-    start = plain.opt.flat.clone()
-    plain.observe(x, y, 0)
+    start = flat(plain)
+    plain.observe(*one(x, y, 0), 0)
     sgd = torch.cat([p.detach().flatten() for p in reference.parameters()])
-    assert torch.allclose(plain.opt.flat, sgd, atol=1e-6)
+    assert torch.allclose(flat(plain), sgd, atol=1e-6)
 
-    damped = make_mer(small_perm, net=plain.net, lr=0.05, beta=0.25, gamma=0.5, batches_per_example=1)
-    damped.opt.flat.copy_(start)
-    damped.observe(x, y, 0)
-    assert torch.allclose(damped.opt.flat, start + 0.5 * 0.25 * (sgd - start), atol=1e-6)
+    damped = make_mer(small_perm, lr=0.05, beta=0.25, gamma=0.5, batches_per_example=1)
+    set_flat(damped, start)
+    damped.observe(*one(x, y, 0), 0)
+    assert torch.allclose(flat(damped), start + 0.5 * 0.25 * (sgd - start), atol=1e-6)
 
 
 def test_batched_variant_is_one_step_on_example_plus_memories(small_perm):
@@ -122,11 +142,11 @@ def test_batched_variant_is_one_step_on_example_plus_memories(small_perm):
     mer = make_mer(small_perm, lr=0.1, beta=0.5, gamma=1.0, minibatch_size=3, batches_per_example=1,
                    variant="batched")
     for i in range(5):
-        mer.observe(x[i:i + 1], y[i:i + 1], 0)
+        mer.observe(*one(x, y, i), 0)
     seen = []
     original = mer.net.forward
-    mer.net.forward = lambda inp: (seen.append(len(inp)), original(inp))[1]
-    mer.observe(x[5:6], y[5:6], 0)
+    mer.net.forward = lambda inp: (seen.append(inp.shape[1]), original(inp))[1]
+    mer.observe(*one(x, y, 5), 0)
     assert seen == [4]  # the example and three memories, in one forward pass
 
 

@@ -47,6 +47,10 @@ MIXED = {
                 {"lr": 0.07, "buffer_size": 50, "fisher_alpha": 0.9}],
     "gen_replay": [{"lr": 0.05, "gen_lr": 1e-3, **GEN}, {"lr": 0.1, "gen_lr": 3e-3, **GEN},
                    {"lr": 0.02, "gen_lr": 5e-4, **GEN}, {"lr": 0.07, "gen_lr": 2e-3, **GEN}],
+    "mer": [{"lr": 0.05, "beta": 0.1, "buffer_size": 30, "minibatch_size": 3, "batches_per_example": 2},
+            {"lr": 0.1, "beta": 0.5, "gamma": 0.5, "buffer_size": 30, "minibatch_size": 3, "batches_per_example": 2},
+            {"lr": 0.02, "beta": 1.0, "buffer_size": 30, "minibatch_size": 3, "batches_per_example": 2},
+            {"lr": 0.07, "gamma": 0.8, "buffer_size": 30, "minibatch_size": 3, "batches_per_example": 2}],
     "ewc": [{"lr": 0.05, "ewc_lambda": 100.0}, {"lr": 0.1, "ewc_lambda": 1.0, "gamma": 0.5},
             {"lr": 0.02, "ewc_lambda": 1000.0, "gamma": 0.9}, {"lr": 0.07, "ewc_lambda": 10.0}],
 }

@@ -1,9 +1,11 @@
-"""The method interfaces and shared configs.
+"""The method contract and shared configs.
 
-A method is written once. Vectorised methods subclass :class:`PopulationMethod`: they train P
-members at once on batches shaped [P, batch, ...], a solo run being a population of one. Methods
-without a vectorised form subclass :class:`ContinualMethod` (one network); the loop runs their
-members one after another through :class:`MemberwiseMethod`, behind the same interface.
+A method is written once, in population form: :class:`PopulationMethod` trains P members at once
+on batches shaped [P, batch, ...], a solo run being a population of one; it is the only contract
+the loop knows. The few methods without a vectorised form (GEM, joint training, a network per task,
+a task input layer) are solo learners (:class:`ContinualMethod`, one network each) that the loop
+never sees: one adapter, :class:`MemberwiseMethod`, runs them member by member behind the
+population contract, turning a solo learner's DivergedError into the contract's divergence mask.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from raycl.augment import crop_flip, random_crop_flip
-from raycl.buffer import PopulationReservoir, ReservoirBuffer
+from raycl.buffer import PopulationReservoir
 from raycl.data import Benchmark
-from raycl.errors import RayclError
+from raycl.errors import DivergedError, RayclError
 from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
 from raycl.optim import make_optimizer
@@ -132,26 +134,6 @@ class ContinualMethod:
         self.augment_generator.set_state(state["augment_rng"])
 
 
-class ReplayMethod(ContinualMethod):
-    """A method with a reservoir buffer of ``config.buffer_size`` examples."""
-
-    Config: ClassVar[type] = ReplayConfig
-    stores_logits: ClassVar[bool] = False
-
-    def __init__(self, config: ReplayConfig, model: nn.Module, benchmark: Benchmark, device: torch.device,
-                 seed: int):
-        super().__init__(config, model, benchmark, device, seed)
-        self.buffer = ReservoirBuffer(config.buffer_size, benchmark.input_shape, benchmark.n_classes, device,
-                                      seed=seed, store_logits=self.stores_logits)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.buffer.load_state_dict(state["buffer"])
-
-
 def member_init(seed: int, build) -> tuple[Any, torch.Tensor]:
     """``build()`` under the global torch seed ``seed``, and the global random state it left: a
     member's initial weights depend on its seed alone, as a solo run's do."""
@@ -198,11 +180,18 @@ class PopulationMethod:
         self.benchmark = benchmark
         self.device = device
         self.dtype = dtype
-        self.random = MemberRandom(seeds, Stream.METHOD, device)
         self._rates = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=dtype, device=device)
                        for name, spec in param_specs(type(self.config)).items()
                        if spec.per_member and spec.type in (float, int)}
-        self.net = stack_members([member_init(seed, self.build_member_net)[0] for seed in seeds]).to(device, dtype)
+        # Each member sees its own benchmark (its data seed's split, permutations or angles).
+        self.build(member_benchmarks or [benchmark] * len(seeds))
+
+    def build(self, member_benchmarks: list[Benchmark]) -> None:
+        """The members' learning machinery: one stacked network, its optimiser and the method's own
+        random streams (the member-by-member adapter builds one solo learner per member instead)."""
+        self.random = MemberRandom(self.seeds, Stream.METHOD, self.device)
+        self.net = stack_members([member_init(seed, self.build_member_net)[0] for seed in self.seeds]).to(
+            self.device, self.dtype)
         self.opt = self.make_optimizer(self.net.parameters())
 
     @classmethod
@@ -314,7 +303,7 @@ class ReplayPopulationMethod(PopulationMethod):
 
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
-        super().__init__(configs, seeds, benchmark, device, dtype)
+        super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
         self.buffer = PopulationReservoir(self.config.buffer_size, benchmark.input_shape, benchmark.n_classes,
                                           MemberRandom(seeds, Stream.BUFFER, device), device, dtype,
                                           store_logits=self.stores_logits)
@@ -344,15 +333,9 @@ class MemberwiseMethod(PopulationMethod):
     def shared_hyperparameters(cls) -> list[str]:
         return [name for name in SCHEDULE if name in param_specs(cls.Config)]
 
-    def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
-                 dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
-        check_population(configs, repr(self.name), shared=self.shared_hyperparameters())
-        self.configs, self.config, self.seeds = list(configs), configs[0], list(seeds)
-        self.benchmark, self.device, self.dtype = benchmark, device, dtype
-        # Each member sees its own benchmark (its data seed's split, permutations or angles).
-        own = member_benchmarks or [benchmark] * len(seeds)
-        built = [member_init(s, lambda c=c, s=s, b=b: self.solo(c, build_model(b), b, device, s))
-                 for c, s, b in zip(configs, seeds, own)]
+    def build(self, member_benchmarks: list[Benchmark]) -> None:
+        built = [member_init(s, lambda c=c, s=s, b=b: self.solo(c, build_model(b), b, self.device, s))
+                 for c, s, b in zip(self.configs, self.seeds, member_benchmarks)]
         self.members = [member for member, _ in built]
         self.rng_states = [state for _, state in built]
 
@@ -367,9 +350,6 @@ class MemberwiseMethod(PopulationMethod):
                 self.rng_states[p] = torch.get_rng_state()
         return out
 
-    def step(self, losses: torch.Tensor) -> None:
-        raise NotImplementedError("each member steps on its own")
-
     def begin_task(self, task: int) -> None:
         self._each(lambda p, m: m.begin_task(task))
 
@@ -378,7 +358,6 @@ class MemberwiseMethod(PopulationMethod):
 
     def end_task(self, task: int, data) -> torch.Tensor:
         """Returns which members diverged in their end-of-task training (joint training has one)."""
-        from raycl.train import DivergedError
 
         def end(p, member) -> bool:
             x, y = data.member(p)

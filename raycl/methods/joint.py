@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raycl.errors import DivergedError
 from raycl.methods.base import ContinualMethod, TrainConfig
 from raycl.population.random import Stream, stream_generator
 
@@ -40,7 +41,6 @@ class Joint(ContinualMethod):
                 x = self.benchmark.to_tensor(xs[idx.numpy()], self.device)
                 loss = F.cross_entropy(self.net(self.augment(x)), ys[idx.to(self.device)])
                 if not torch.isfinite(loss):
-                    from raycl.train import DivergedError
 
                     raise DivergedError(task, start // batch)
                 self.step(loss)
