@@ -27,6 +27,11 @@ def configs(method, bench, rows):
 
 GEN = {"gen_hidden": 20, "latent_size": 4, "gen_epochs": 2, "gen_batch_size": 32}
 MIXED = {
+    "sgd": [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.02}, {"lr": 0.07}],
+    "er": [{"lr": 0.05, "buffer_size": 50}, {"lr": 0.1, "buffer_size": 50}, {"lr": 0.02, "buffer_size": 50},
+           {"lr": 0.07, "buffer_size": 50}],
+    "der": [{"lr": 0.05, "alpha": 0.3, "buffer_size": 50}, {"lr": 0.1, "alpha": 1.0, "buffer_size": 50},
+            {"lr": 0.02, "alpha": 0.0, "buffer_size": 50}, {"lr": 0.07, "alpha": 0.5, "buffer_size": 50}],
     "derpp": [{"lr": 0.05, "alpha": 0.3, "beta": 0.5, "buffer_size": 50},
               {"lr": 0.1, "alpha": 1.0, "beta": 0.1, "buffer_size": 50},
               {"lr": 0.02, "alpha": 0.0, "beta": 1.0, "buffer_size": 50},
@@ -175,6 +180,37 @@ def test_a_member_diverging_mid_task_leaves_the_others_as_if_alone(method, digit
         for setting in bench.settings:
             assert np.array_equal(population.test[setting][i], alone.test[setting][0], equal_nan=True)
             assert np.array_equal(population.val[setting][i], alone.val[setting][0], equal_nan=True)
+
+
+@pytest.mark.parametrize("method", sorted(MIXED))
+def test_a_diverging_member_of_any_method_leaves_the_others_as_if_alone(method, digits):
+    bench = short(digits, 100)
+    rows = [dict(r) for r in MIXED[method][:3]]
+    rows[1]["lr"] = 1e300  # overflows in float64 within a few steps, SGD and Adam alike
+    population_configs = configs(method, bench, rows)
+    population = run_population(bench, method, population_configs, [0, 1, 2], dtype=F64)
+    assert population.alive == [0, 2] and list(population.diverged) == [1]
+    for i in (0, 2):
+        alone = run_population(bench, method, [population_configs[i]], [i], dtype=F64)
+        for setting in bench.settings:
+            assert np.array_equal(population.test[setting][i], alone.test[setting][0], equal_nan=True), (i, setting)
+
+
+@pytest.mark.parametrize("method", sorted(MIXED))
+def test_every_method_resumes_mid_stream_with_the_same_numbers(method, digits):
+    bench = short(digits, 100)
+    population_configs = configs(method, bench, MIXED[method][:2])
+    whole = run_population(bench, method, population_configs, [0, 1], dtype=F64)
+    first = PopulationRun(bench, method, population_configs, [0, 1], dtype=F64)
+    first.run_task()
+    first.run_task()
+    second = PopulationRun(bench, method, population_configs, [0, 1], dtype=F64)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    for _ in second:
+        pass
+    for setting in bench.settings:
+        assert np.array_equal(whole.test[setting], second.test[setting], equal_nan=True), setting
+        assert np.array_equal(whole.val[setting], second.val[setting], equal_nan=True), setting
 
 
 @pytest.mark.parametrize("method", ["derpp", "vib", "gem"])
