@@ -334,7 +334,7 @@ def test_existing_experiment_needs_resume_and_bad_options_are_clear(tmp_path, ra
     from raycl.tune.search import SearchOptions, run_search
 
     with pytest.raises(RayclError, match="unknown protocol 'final'; allowed: chf, current-task, end-of-training, "
-                                         "first-task, seen-tasks, seen-tasks-val"):
+                                         "first-task, pbt, seen-tasks, seen-tasks-val"):
         run_search(SearchOptions(method="sgd", protocol="final"))
     with pytest.raises(RayclError, match="--buffer-size does not apply to method 'sgd'"):
         run_search(SearchOptions(method="sgd", buffer_size=10, storage_path=str(tmp_path)))
@@ -405,10 +405,10 @@ def test_tune_cli_flags_are_checked():
         assert flag in help_text
 
 
-@pytest.mark.parametrize("population", [1, 4])
-def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, population):
+def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path):
+    # One configuration per trial; a cohort search interrupted and resumed is the rung-records test's.
     storage = tmp_path / "exp"
-    samples = 8 if population == 1 else 16
+    population, samples = 1, 8
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
            "--samples", str(samples), "--population", str(population), "--max-concurrent", "1",
            "--storage-path", str(storage), "--name", "stop", "--best-args", str(tmp_path / "best.yaml"),

@@ -365,7 +365,9 @@ def _pbt_config(options: SearchOptions, space: SearchSpace, benchmark: Benchmark
     # depend on how fast each ran, and a search reruns the same.
     scheduler = PopulationBasedTraining(time_attr="task", metric="objective", mode="max", perturbation_interval=1,
                                         hyperparam_mutations=domains, custom_explore_fn=within_bounds, synch=True)
-    return domains, tune.TuneConfig(num_samples=options.samples, scheduler=scheduler,
+    # Reused actors: an exploit restores another trial's checkpoint into the same process instead of
+    # starting a new one at every task.
+    return domains, tune.TuneConfig(num_samples=options.samples, scheduler=scheduler, reuse_actors=True,
                                     max_concurrent_trials=options.max_concurrent,
                                     search_alg=BasicVariantGenerator(random_state=options.search_seed))
 
