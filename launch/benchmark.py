@@ -9,10 +9,13 @@ Each run uses one torch thread unless --threads says otherwise.
     python launch/benchmark.py --runs --search 64 --search-population 1 16
     python launch/benchmark.py --runs --population 1 2 4 8 16
 
---population P ... runs `train.py --seeds P` for seq-mnist DER++ 500 (DER paper arguments) for each
-P, once as one population and once with --one-at-a-time (the seeds as separate runs in one
-process), and prints whole-process wall time, peak RSS, the cost per member and the mean test
-accuracy, with the ratios to P = 1 measured in the same invocation.
+--population P ... runs `train.py --seeds P` for seq-mnist DER++ 500 (DER paper arguments; others
+with --population-runs) for each P, once as one population and once with --one-at-a-time (the seeds
+as separate runs in one process), and prints whole-process wall time, peak RSS, the cost per member,
+the mean test accuracy and the largest gap between a member and its solo run, with the ratios to
+P = 1 measured in the same invocation.
+
+    python launch/benchmark.py --runs --population 1 8 --population-runs seq-mnist-agem-500 seq-mnist-ewc
 
 --search N also runs `launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500
 --samples N` (another with --search-method / --search-dataset; for each --trial-seeds S,
@@ -58,6 +61,20 @@ RUNS = {
     "perm-mnist-derpp-500": ["--method", "derpp", "--dataset", "perm-mnist", "--buffer-size", "500", "--lr", "0.2",
                              "--alpha", "1.0", "--beta", "0.5"],
     "rot-mnist-er-500": ["--method", "er", "--dataset", "rot-mnist", "--buffer-size", "500", "--lr", "0.2"],
+    # The seed systems' published settings, shortened where a solo run would take many minutes.
+    "mer-rotations-mer-500": ["--method", "mer", "--dataset", "mer-rotations", "--samples-per-task", "200",
+                              "--buffer-size", "500", "--lr", "0.1", "--beta", "0.01", "--gamma", "1",
+                              "--minibatch-size", "10", "--batches-per-example", "10"],
+    "seq-mnist-clser-500": ["--method", "clser", "--dataset", "seq-mnist", "--buffer-size", "500", "--lr", "0.2",
+                            "--batch-size", "10", "--minibatch-size", "10"],
+    "seq-mnist-synergy-500": ["--method", "synergy", "--dataset", "seq-mnist", "--buffer-size", "500", "--lr", "0.2",
+                              "--batch-size", "10", "--minibatch-size", "10", "--reg-weight", "1",
+                              "--ema-update-freq", "1", "--penalty-weight", "1", "--fisher-alpha", "0.99",
+                              "--fisher-update-freq", "0.8"],
+    "seq-digits-gen_replay": ["--method", "gen_replay", "--dataset", "seq-digits"],
+    "seq-mnist-agem-500": ["--method", "agem", "--dataset", "seq-mnist", "--buffer-size", "500", "--lr", "0.1",
+                           "--minibatch-size", "128"],
+    "seq-mnist-ewc": ["--method", "ewc", "--dataset", "seq-mnist", "--lr", "0.03", "--ewc-lambda", "100"],
 }
 DEFAULT_RUNS = ("seq-mnist-derpp-500", "seq-mnist-er-500", "seq-mnist-sgd", "perm-mnist-derpp-500",
                 "rot-mnist-er-500")
@@ -84,22 +101,32 @@ def measure(name: str, args: list[str], data_root: str | None, threads: int, see
             "per_seed": doc["test"][setting]["per_seed"]}
 
 
-def measure_population(sizes: list[int], data_root: str | None, threads: int, device: str | None) -> None:
-    """train.py --seeds P for seq-mnist DER++ 500, as one population and one seed at a time."""
-    header = (f"{'P':>4} {'mode':>12} {'wall s':>8} {'per member s':>13} {'x wall P=1':>11} {'peak RSS GB':>12} "
-              f"{'test acc':>15}")
+def measure_population(sizes: list[int], run_names: list[str], data_root: str | None, threads: int,
+                       device: str | None) -> None:
+    """train.py --seeds P for each run, as one population and one seed at a time, and how far each
+    member's final test accuracy lies from the same seed's solo run."""
+    header = (f"{'run':24} {'P':>4} {'mode':>13} {'wall s':>8} {'per member s':>13} {'x wall P=1':>11} "
+              f"{'peak RSS GB':>12} {'test acc':>15} {'max |member - solo|':>20}")
     print(header)
     print("-" * len(header))
-    base: dict[str, float] = {}
-    args = RUNS["seq-mnist-derpp-500"] + (["--device", device] if device else [])
-    for size in sizes:
-        for mode, extra in (("population", []), ("one at a time", ["--one-at-a-time"])):
-            if size == 1 and extra:
-                continue  # one seed is one run either way
-            r = measure(f"P={size}", [*args, "--seeds", str(size), *extra], data_root, threads, 0)
-            base.setdefault("wall", r["wall_s"])
-            print(f"{size:>4} {mode:>12} {r['wall_s']:8.2f} {r['wall_s'] / size:13.2f} {r['wall_s'] / base['wall']:11.2f} "
-                  f"{r['peak_rss_gb']:12.3f} {r['test_acc']:7.2f} ± {r['test_std']:.2f}", flush=True)
+    for name in run_names:
+        args = RUNS[name] + (["--device", device] if device else [])
+        base: dict[str, float] = {}
+        for size in sizes:
+            together = None
+            for mode, extra in (("population", []), ("one at a time", ["--one-at-a-time"])):
+                if size == 1 and extra:
+                    continue  # one seed is one run either way
+                r = measure(f"{name} P={size}", [*args, "--seeds", str(size), *extra], data_root, threads, 0)
+                base.setdefault("wall", r["wall_s"])
+                gap = ""
+                if together is None:
+                    together = r["per_seed"]
+                else:
+                    gap = f"{max(abs(a - b) for a, b in zip(together, r['per_seed'])):.2f}"
+                print(f"{name:24} {size:>4} {mode:>13} {r['wall_s']:8.2f} {r['wall_s'] / size:13.2f} "
+                      f"{r['wall_s'] / base['wall']:11.2f} {r['peak_rss_gb']:12.3f} "
+                      f"{r['test_acc']:7.2f} ± {r['test_std']:.2f} {gap:>20}", flush=True)
 
 
 def tree_pss_gb(root_pid: int) -> float:
@@ -239,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="repeat each run, seeds 0..N-1 (default 1)")
     parser.add_argument("--population", type=int, nargs="*", default=None, metavar="P",
                         help="measure seq-mnist DER++ 500 with --seeds P for each P (e.g. 1 2 4 8 16)")
+    parser.add_argument("--population-runs", nargs="+", default=["seq-mnist-derpp-500"], choices=sorted(RUNS),
+                        metavar="RUN", help="the runs of --population (default seq-mnist-derpp-500; "
+                                            f"allowed: {', '.join(sorted(RUNS))})")
     parser.add_argument("--device", default=None, help="torch device of the --population runs (default cpu)")
     parser.add_argument("--chf", type=float, nargs="*", default=None, metavar="DROP",
                         help="time the continual hyperparameter framework as populations and as sequential "
@@ -248,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs:
         measure_runs(args)
     if args.population:
-        measure_population(args.population, args.data_root, args.threads, args.device)
+        measure_population(args.population, args.population_runs, args.data_root, args.threads, args.device)
     if args.chf:
         measure_chf(args.chf, args.chf_method, args.data_root, args.threads)
     if args.search:
