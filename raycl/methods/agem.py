@@ -13,7 +13,7 @@ import torch
 
 from raycl.errors import RayclError
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
-from raycl.population.nets import member_sum
+from raycl.population.nets import member_sum, per_member_view
 from raycl.population.random import MemberRandom, Stream
 
 
@@ -24,7 +24,7 @@ def project_agem(grads: list[torch.Tensor], refs: list[torch.Tensor]) -> torch.T
     norm = member_sum([r * r for r in refs]).clamp_min(1e-12)
     coefficient = torch.where(dot < 0, dot / norm, torch.zeros_like(dot))
     for g, r in zip(grads, refs):
-        g.sub_(coefficient.view(-1, *([1] * (g.dim() - 1))) * r)
+        g.sub_(per_member_view(coefficient, g) * r)
     return coefficient
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from raycl.models import frozen_copy
+from raycl.population.nets import per_member_view, select_members
 
 
 class PopulationEma:
@@ -28,10 +29,10 @@ class PopulationEma:
                              torch.zeros_like(self.alphas))
         with torch.no_grad():
             for mine, theirs in zip(self.model.parameters(), net.parameters()):
-                mine.lerp_(theirs, weight.to(mine).view(-1, *([1] * (mine.dim() - 1))))
+                mine.lerp_(theirs, per_member_view(weight.to(mine), mine))
             for mine, theirs in zip(self.model.buffers(), net.buffers()):
                 if mine.dim() > 0:
-                    flagged = members.to(mine.device).view(-1, *([1] * (mine.dim() - 1)))
+                    flagged = per_member_view(members.to(mine.device), mine)
                     mine.copy_(torch.where(flagged, theirs, mine))
         self.updates += members.cpu().long()
 
@@ -39,8 +40,6 @@ class PopulationEma:
         return self.model(x)
 
     def select(self, keep: torch.Tensor, alphas: torch.Tensor) -> None:
-        from raycl.population.nets import select_members
-
         select_members(self.model, keep)
         self.alphas = alphas
         self.updates = self.updates[keep.cpu()]

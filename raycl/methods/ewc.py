@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from raycl.hparams import hp
 from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
-from raycl.population.nets import member_sum
+from raycl.population.nets import member_sum, per_member_view
 from raycl.population.random import MemberRandom, Stream
 
 # Examples of a task used to estimate its Fisher information (all of them on the MER benchmarks).
@@ -69,7 +69,7 @@ class Ewc(PopulationMethod):
             grads = torch.autograd.grad(log_p.sum(), params)
             weight = log_p.detach().exp()
             for f, g in zip(fisher, grads):
-                f.add_(g.pow(2) * weight.view(-1, *([1] * (g.dim() - 1))))
+                f.add_(g.pow(2) * per_member_view(weight, g))
         self.net.train(was_training)
         return [f.div_(n) for f in fisher]
 
@@ -79,7 +79,7 @@ class Ewc(PopulationMethod):
             self.fisher = fisher
         else:
             gamma = self.rate("gamma")
-            self.fisher = [old.mul_(gamma.view(-1, *([1] * (old.dim() - 1)))).add_(new)
+            self.fisher = [old.mul_(per_member_view(gamma, old)).add_(new)
                            for old, new in zip(self.fisher, fisher)]
         self.anchor = [p.detach().clone() for p in self.params()]
 

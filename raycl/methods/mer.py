@@ -27,7 +27,7 @@ import torch
 from raycl.errors import RayclError
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
-from raycl.population.nets import StackedLinear
+from raycl.population.nets import StackedLinear, per_member_view
 
 VARIANTS = ("per-example", "batched")
 # One kernel for "gradient where the ReLU output is positive, else 0" (a comparison and a product
@@ -74,7 +74,7 @@ class Mer(ReplayPopulationMethod):
     def _towards(params: list[torch.Tensor], start: list[torch.Tensor], keep: torch.Tensor) -> None:
         """params <- start + keep * (params - start), per member (keep [P]; 1 leaves params as they are)."""
         for p, s in zip(params, start):
-            p.data.lerp_(s, (1.0 - keep).to(p).view(-1, *([1] * (p.dim() - 1))))
+            p.data.lerp_(s, per_member_view((1.0 - keep).to(p), p))
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         cfg = self.config

@@ -23,7 +23,7 @@ from torch.func import functional_call, grad, vmap
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
-from raycl.population.nets import MemberLoop, StackedLinear, member_sum
+from raycl.population.nets import MemberLoop, StackedLinear, member_sum, per_member_view
 from raycl.population.random import MemberRandom, Stream
 
 
@@ -155,11 +155,8 @@ class Synergy(ReplayPopulationMethod):
             # The first estimate is taken as it is, later ones smoothed; members not refreshed keep theirs.
             a = torch.where(self.fisher_updates.to(self.device) == 0, torch.zeros_like(alpha), alpha.clamp(max=warm))
             flagged = refresh.to(self.device)
-
-            def per_member(t, like):
-                return t.to(like).view(-1, *([1] * (like.dim() - 1)))
-
-            self.fisher = [torch.where(per_member(flagged, f).bool(), per_member(a, f) * f + per_member(1.0 - a, f) * g, f)
+            self.fisher = [torch.where(per_member_view(flagged, f), per_member_view(a.to(f), f) * f
+                                       + per_member_view((1.0 - a).to(f), f) * g, f)
                            for f, g in zip(self.fisher, new)]
             self.fisher_updates += refresh.cpu().long()
         return losses.detach()

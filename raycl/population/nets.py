@@ -87,6 +87,12 @@ def stack_members(members: list[nn.Module]) -> nn.Module:
     return MemberLoop(members)
 
 
+def per_member_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` [P] as [P, 1, ..., 1], to broadcast one value per member against a stacked
+    [P, ...] tensor ``like``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 # Long per-member reductions are summed in chunks of this many elements, each below the size from
 # which torch splits one reduction over threads: a member's sum then comes out in the same order
 # whatever the number of members or threads.

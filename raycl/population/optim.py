@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raycl.population.nets import per_member_view
+
 
 class PopulationOptimizer:
     """Plain SGD (``kind='sgd'``) or Adam (``kind='adam'``, torch's defaults) over stacked parameters."""
@@ -36,8 +38,7 @@ class PopulationOptimizer:
 
     def _set_lr(self, lr: torch.Tensor) -> None:
         self.lr = lr
-        # The rates broadcast against each parameter: [P, 1, ..., 1].
-        self._rates = [lr.to(p)[(slice(None),) + (None,) * (p.dim() - 1)] for p in self.params]
+        self._rates = [per_member_view(lr.to(p), p) for p in self.params]
 
     @property
     def size(self) -> int:
