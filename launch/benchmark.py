@@ -30,8 +30,9 @@ and the winner's test accuracy over seeds 0-4 retrained on all the training data
 
 --chf DROP ... runs the continual hyperparameter framework on seq-mnist (--chf-method, DER++ 500 by
 default, the DER repository's grid and decay) twice per drop, in process and one thread: as
-populations (the plasticity grid, then the whole stability ladder) and as the sequential loop of
-retrains that stops at the first accepted rung; prints both wall times, the retrains per task and
+populations (the plasticity grid with every learning rate's first stability rung, then the rest of
+the ladder where that rung falls short) and as the sequential loop of retrains that stops at the
+first accepted rung; prints both wall times, the retrains per task and
 whether the decisions agree.
 
     python launch/benchmark.py --runs --chf 0.2 0.03
@@ -231,13 +232,13 @@ def measure_chf(drops: list[float], method: str, data_root: str | None, threads:
             result = select_per_task(Branches(bench, method, base, seed=0), "chf", settings, sequential=sequential)
             runs[form] = (time.perf_counter() - start, result)
         (pop_s, pop), (seq_s, seq) = runs["population"], runs["sequential"]
-        retrains = [sum(1 for c in choice.candidates) for choice in seq.choices]
+        retrains = [len(choice.candidates) for choice in seq.choices]
         print(f"chf {method} seq-mnist 500, drop {drop}: population {pop_s:.1f} s ({pop.trainings} task-trainings), "
               f"sequential {seq_s:.1f} s ({seq.trainings}; retrains per task {retrains}), ratio {pop_s / seq_s:.2f}x, "
               f"decisions {'equal' if decisions(pop) == decisions(seq) else 'DIFFER'}")
         for choice in pop.choices:
             print(f"  task {choice.task + 1}: {choice.values}  A* {choice.evidence['A*']:.2f}  "
-                  f"decays {choice.evidence.get('decays')}  val {choice.candidates[choice.chosen].current:.2f}")
+                  f"decays {choice.evidence.get('decays')}  val {choice.winner.current:.2f}")
         test = pop.run.test[bench.settings[0]][0, -1]
         print(f"  chosen path test {bench.settings[0]} {test.mean():.2f} (per task {', '.join(f'{v:.1f}' for v in test)})",
               flush=True)

@@ -95,8 +95,12 @@ class TaskChoice:
     evidence: dict = dataclasses.field(default_factory=dict)
 
     @property
+    def winner(self) -> Candidate:
+        return self.candidates[self.chosen]
+
+    @property
     def values(self) -> dict:
-        return self.candidates[self.chosen].values
+        return self.winner.values
 
 
 def fork(run: PopulationRun, size: int) -> PopulationRun:
@@ -375,20 +379,25 @@ class SelectionResult:
         return schedule_of(self.choices)
 
 
+def choose_next_task(branches: Branches, protocol: str, chf: ChfSettings | None = None, study=None, define=None,
+                     candidates: int = 8, sequential: bool = False) -> TaskChoice:
+    """The next task by ``protocol``'s rule: chf, or Optuna's proposals chosen on the current task
+    or on every task seen (PBT's candidates depend on its trial's centre: see ``pbt_task``)."""
+    if protocol == "chf":
+        return chf_task(branches, chf or ChfSettings(), sequential)
+    if protocol in ("current-task", "seen-tasks-val"):
+        fix_task(study, branches.next_task)
+        return proposal_task(branches, study, define, candidates, "current" if protocol == "current-task" else "seen")
+    raise RayclError(f"unknown per-task protocol {protocol!r}; allowed: {', '.join(PER_TASK_PROTOCOLS)}")
+
+
 def select_per_task(branches: Branches, protocol: str, chf: ChfSettings | None = None, study=None, define=None,
                     candidates: int = 8, sequential: bool = False,
                     on_task: Callable[[TaskChoice], None] | None = None) -> SelectionResult:
     """Run ``protocol`` over every task left in ``branches``."""
     choices = []
     while not branches.finished:
-        if protocol == "chf":
-            choice = chf_task(branches, chf or ChfSettings(), sequential)
-        elif protocol in ("current-task", "seen-tasks-val"):
-            fix_task(study, branches.next_task)
-            choice = proposal_task(branches, study, define, candidates, "current" if protocol == "current-task"
-                                   else "seen")
-        else:
-            raise RayclError(f"unknown per-task protocol {protocol!r}; allowed: {', '.join(PER_TASK_PROTOCOLS)}")
+        choice = choose_next_task(branches, protocol, chf, study, define, candidates, sequential)
         choices.append(choice)
         if on_task is not None:
             on_task(choice)

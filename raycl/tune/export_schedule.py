@@ -88,7 +88,7 @@ def export_selection(results, options, space, benchmark: Benchmark) -> Selection
     storage.write_bytes(storage.join(experiment, SPACE_FILE), yaml.safe_dump(
         {"method": options.method, "params": space.to_dict()}, sort_keys=False).encode())
     best_args_path = Path(options.best_args or f"best_args/{options.dataset}.yaml")
-    chosen = choices[-1].candidates[choices[-1].chosen]
+    chosen = choices[-1].winner
     provenance = {
         "protocol": options.protocol, "objective": round(chosen.seen, 4),
         "objective_name": f"mean val {benchmark.settings[0]} accuracy over the tasks seen, of the chosen path (%)",
@@ -132,7 +132,7 @@ def print_selection_summary(report: SelectionReport, options, benchmark: Benchma
     names = sorted({k for c in report.choices for k in c.values})
     rows = []
     for c in report.choices:
-        chosen = c.candidates[c.chosen]
+        chosen = c.winner
         extra = ""
         if "A*" in c.evidence:
             extra = f"A* {c.evidence['A*']:.2f}" + (f", threshold {c.evidence['threshold']:.2f}, {c.evidence['decays']} "

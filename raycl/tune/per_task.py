@@ -16,19 +16,17 @@ import dataclasses
 import json
 import pickle
 import tempfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from ray import tune
 
 from raycl.data import Benchmark
 from raycl.methods import make_config
-import zlib
-
-import numpy as np
-
-from raycl.selection import (PBT_STREAM, Branches, Candidate, ChfSettings, TaskChoice, chf_task, fix_task,
-                             pbt_task, per_member_space, proposal_study, proposal_task)
+from raycl.selection import (PBT_STREAM, Branches, Candidate, ChfSettings, TaskChoice, choose_next_task, pbt_task,
+                             per_member_space, proposal_study)
 
 STATE_FILE = "selection.pt"
 CHOICES_FILE = "choices.json"
@@ -74,18 +72,14 @@ def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: st
             centre = state["centre"]
     settings = ChfSettings(**chf)
     while not branches.finished:
-        if protocol == "chf":
-            choice = chf_task(branches, settings)
-        elif protocol == "pbt":
+        if protocol == "pbt":
             rng = np.random.default_rng([search_seed, PBT_STREAM, zlib.crc32(trial_id.encode()), branches.next_task])
             choice = pbt_task(branches, centre, space, candidates, rng)
             centre = dict(choice.values)
         else:
-            fix_task(study, branches.next_task)
-            choice = proposal_task(branches, study, define, candidates,
-                                   "current" if protocol == "current-task" else "seen")
+            choice = choose_next_task(branches, protocol, settings, study, define, candidates)
         choices.append(choice)
-        chosen = choice.candidates[choice.chosen]
+        chosen = choice.winner
         metrics = {"task": choice.task + 1, "objective": chosen.seen, "current_task_val": chosen.current,
                    "chosen": chosen.values, "candidates": len(choice.candidates), "trainings": branches.trainings}
         with tempfile.TemporaryDirectory() as folder:
@@ -141,7 +135,6 @@ def read_selection(results) -> dict | None:
     records = read_selections(results)
     if not records:
         return None
-    best = max(records, key=lambda r: (len(r["choices"]), r["choices"][-1].candidates[r["choices"][-1].chosen].seen))
-    best["trainings_all"] = sum(r["trainings"] for r in records)
+    best = max(records, key=lambda r: (len(r["choices"]), r["choices"][-1].winner.seen))
     best["trials"] = records
     return best

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-PAGE = "index.html"
-
 
 def is_per_task(rows: list[dict]) -> bool:
     return bool(rows) and "candidate" in rows[0] and "task" in rows[0]
