@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     config = schedule[0]
     primary = reference.settings[0]
     log.info("%s on %s (%d tasks), config %s", args.method, dataset, reference.n_tasks, config)
-    lists = {k: v for k, v in values.items() if isinstance(v, (list, tuple))}
-    if lists:
-        log.info("per-task schedule (one value per task): %s", lists)
+    per_task = {k: v for k, v in values.items() if isinstance(v, (list, tuple))}
+    if per_task:
+        log.info("per-task schedule (one value per task): %s", per_task)
     groups = [seeds] if not args.one_at_a_time else [[s] for s in seeds]
     results, diverged = [], []
     for group in groups:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     wall_s = time.perf_counter() - started
     document = {
         "method": args.method, "dataset": dataset, "config": dataclasses.asdict(config),
-        "schedule": {k: v for k, v in values.items() if isinstance(v, (list, tuple))},
+        "schedule": per_task,
         "seeds": [r.seed for r in results], "diverged_seeds": diverged, "wall_s": wall_s,
         "train_s": [r.train_s for r in results], "val_fraction": args.val_fraction,
         "population": "one at a time" if args.one_at_a_time else len(seeds),

@@ -11,6 +11,7 @@ population contract, turning a solo learner's DivergedError into the contract's 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import torch
@@ -180,11 +181,14 @@ class PopulationMethod:
         self.benchmark = benchmark
         self.device = device
         self.dtype = dtype
-        self._rates = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=dtype, device=device)
-                       for name, spec in param_specs(type(self.config)).items()
-                       if spec.per_member and spec.type in (float, int)}
+        self._rates = self._member_rates(configs)
         # Each member sees its own benchmark (its data seed's split, permutations or angles).
         self.build(member_benchmarks or [benchmark] * len(seeds))
+
+    def _member_rates(self, configs: list) -> dict[str, torch.Tensor]:
+        """Each numeric per-member hyperparameter as one [P] tensor over ``configs``."""
+        return {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=self.dtype, device=self.device)
+                for name, spec in param_specs(type(self.config)).items() if spec.per_member and spec.type in (float, int)}
 
     def build(self, member_benchmarks: list[Benchmark]) -> None:
         """The members' learning machinery: one stacked network, its optimiser and the method's own
@@ -232,9 +236,10 @@ class PopulationMethod:
             return self.net(torch.cat(parts, 1))
         return torch.cat([self.net(part) for part in parts], 1)
 
-    @property
+    @functools.cached_property
     def batch_statistics(self) -> bool:
-        """Whether the network normalises by batch statistics in training (batch norm)."""
+        """Whether the network normalises by batch statistics in training (batch norm); asked at every
+        step, fixed by the architecture, so found once."""
         return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.member_modules())
 
     def member_modules(self):
@@ -270,9 +275,7 @@ class PopulationMethod:
         hyperparameters may change."""
         check_changes(self.configs, configs, repr(self.name))
         self.configs = list(configs)
-        for name in self._rates:
-            self._rates[name] = torch.tensor([float(getattr(c, name)) for c in configs], dtype=self.dtype,
-                                             device=self.device)
+        self._rates = self._member_rates(configs)
         self.opt.set_lr(self.rate("lr"))
 
     def select(self, keep: torch.Tensor) -> None:
@@ -358,7 +361,6 @@ class MemberwiseMethod(PopulationMethod):
 
     def end_task(self, task: int, data) -> torch.Tensor:
         """Returns which members diverged in their end-of-task training (joint training has one)."""
-
         def end(p, member) -> bool:
             x, y = data.member(p)
             try:

@@ -81,7 +81,7 @@ class GenReplay(PopulationMethod):
         self.bce = self.benchmark.mean is None
         self.vae_random = MemberRandom(seeds, Stream.VAE_INIT, device)
         self.vaes = [self._new_vae()]
-        self.gen_opt = PopulationOptimizer("adam", self.vaes[0].parameters(), self.rate("gen_lr"))
+        self.gen_opt = self._vae_optimizer()
         self.noise = MemberRandom(seeds, Stream.VAE_NOISE, device)
         self.gen_shuffle = MemberRandom(seeds, Stream.VAE_SHUFFLE, device)
         self.old_solver: nn.Module | None = None
@@ -93,6 +93,10 @@ class GenReplay(PopulationMethod):
         seeds = self.vae_random.below(2**31 - 1, 1)[:, 0].tolist()
         members = [member_init(s, lambda: Vae(self.in_features, c.gen_hidden, c.latent_size))[0] for s in seeds]
         return stack_members(members).to(self.device, self.dtype)
+
+    def _vae_optimizer(self) -> PopulationOptimizer:
+        """Adam over the newest VAE, each member at its own ``gen_lr``."""
+        return PopulationOptimizer("adam", self.vaes[-1].parameters(), self.rate("gen_lr"))
 
     def _replay_count(self, batch: int, task: int) -> int:
         n = self.config.replay_size or batch
@@ -155,7 +159,7 @@ class GenReplay(PopulationMethod):
         if self.config.vae_per_task:
             if self.trained_vaes == len(self.vaes):
                 self.vaes.append(self._new_vae())
-                self.gen_opt = PopulationOptimizer("adam", self.vaes[-1].parameters(), self.rate("gen_lr"))
+                self.gen_opt = self._vae_optimizer()
             self._train_generator(self.vaes[-1], x, [], task)
         else:
             previous = [frozen_copy(self.vaes[0])] if self.trained_vaes else []
@@ -194,7 +198,7 @@ class GenReplay(PopulationMethod):
             self.vaes.append(self._new_vae())
         for vae, saved in zip(self.vaes, state["vaes"]):
             vae.load_state_dict(saved)
-        self.gen_opt = PopulationOptimizer("adam", self.vaes[-1].parameters(), self.rate("gen_lr"))
+        self.gen_opt = self._vae_optimizer()
         self.gen_opt.load_state_dict(state["gen_opt"])
         self.vae_random.load_state_dict(state["vae_random"])
         self.noise.load_state_dict(state["noise"])

@@ -41,7 +41,6 @@ class Joint(ContinualMethod):
                 x = self.benchmark.to_tensor(xs[idx.numpy()], self.device)
                 loss = F.cross_entropy(self.net(self.augment(x)), ys[idx.to(self.device)])
                 if not torch.isfinite(loss):
-
                     raise DivergedError(task, start // batch)
                 self.step(loss)
 
