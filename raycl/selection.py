@@ -220,24 +220,22 @@ def chf_task(branches: Branches, settings: ChfSettings, sequential: bool = False
             if accepted(candidate):
                 break
         ladder = candidates[len(plasticity):]
-        phase_of = {k: 1 + k for k in range(len(ladder))}  # one training call per rung
-        position_of = dict.fromkeys(phase_of, 0)
+        places = [(1 + k, 0) for k in range(len(ladder))]  # one training call per rung
     else:
-        ladder = [first_rungs[best]]
-        phase_of, position_of = {0: 0}, {0: len(plasticity) + best}
+        # Where each rung of the ladder was trained: (training call of this task, member in it).
+        ladder, places = [first_rungs[best]], [(0, len(plasticity) + best)]
         if not accepted(ladder[0]) and settings.decay_limit > 0:
             rest = [rung(lr, k) for k in range(1, settings.decay_limit + 1)]
             branches.train(rest)
             candidates += rest
             ladder += rest
-            phase_of.update({k: 1 for k in range(1, len(ladder))})
-            position_of.update({k: k - 1 for k in range(1, len(ladder))})
+            places += [(1, i) for i in range(len(rest))]
     finite = [k for k, c in enumerate(ladder) if not c.diverged]
     if not finite:
         raise RayclError(f"task {task + 1}: every stability candidate diverged")
     k = next((k for k, c in enumerate(ladder) if accepted(c)), finite[-1])
     evidence.update(accepted=accepted(ladder[k]), decays=k)
-    branches.choose(phase_of[k], position_of[k])
+    branches.choose(*places[k])
     return TaskChoice(task, candidates, candidates.index(ladder[k]), evidence)
 
 
