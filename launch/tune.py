@@ -98,19 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
 
     per_task = p.add_argument_group("per-task protocols (--protocol chf, current-task, seen-tasks-val, pbt)")
-    per_task.add_argument("--chf-grid", type=float, nargs="+", default=[0.1, 0.05, 0.03, 0.01], metavar="LR",
+    defaults = SearchOptions  # its fields hold the defaults
+    per_task.add_argument("--chf-grid", type=float, nargs="+", default=list(defaults.chf_grid), metavar="LR",
                           help="chf: learning rates of the maximal-plasticity search (default: the DER "
-                               "repository's 0.1 0.05 0.03 0.01)")
-    per_task.add_argument("--chf-drop", type=float, default=0.2, metavar="P",
+                               f"repository's {' '.join(str(lr) for lr in defaults.chf_grid)})")
+    per_task.add_argument("--chf-drop", type=float, default=defaults.chf_drop, metavar="P",
                           help="chf: the stability decay stops once the task's val accuracy reaches (1 - P) x the "
-                               "best fine-tuning accuracy (default 0.2)")
-    per_task.add_argument("--chf-decay", type=float, default=0.5,
-                          help="chf: factor of each stability decay (default 0.5)")
-    per_task.add_argument("--chf-decay-limit", type=int, default=7, metavar="N",
-                          help="chf: at most N decays per task (default 7, as FACIL)")
-    per_task.add_argument("--candidates", type=int, default=8, metavar="K",
+                               f"best fine-tuning accuracy (default {defaults.chf_drop})")
+    per_task.add_argument("--chf-decay", type=float, default=defaults.chf_decay,
+                          help=f"chf: factor of each stability decay (default {defaults.chf_decay})")
+    per_task.add_argument("--chf-decay-limit", type=int, default=defaults.chf_decay_limit, metavar="N",
+                          help=f"chf: at most N decays per task (default {defaults.chf_decay_limit}, as FACIL)")
+    per_task.add_argument("--candidates", type=int, default=defaults.candidates, metavar="K",
                           help="current-task, seen-tasks-val: candidates Optuna proposes per task; pbt: candidates "
-                               "per trial and task, its centre and perturbations of it (default 8)")
+                               f"per trial and task, its centre and perturbations of it (default {defaults.candidates})")
 
     sched = p.add_argument_group("early stopping (ASHA's rule per configuration, on the task count)")
     sched.add_argument("--grace-period", type=whole_or_auto("--grace-period"), default=AUTO,

@@ -10,6 +10,7 @@ from raycl import storage
 from raycl.data import BENCHMARK_NAMES, Benchmark, load_benchmark
 from raycl.errors import RayclError, unknown
 from raycl.methods import METHODS, get_method
+from raycl.selection import ChfSettings
 from raycl.tune.rungs import RUNGS_FILE, rung_schedule
 from raycl.tune.space import DefineByRun, SearchSpace, load_space
 from raycl.tune.trainable import OBJECTIVE, cl_trainable, named_trainable
@@ -84,10 +85,10 @@ class SearchOptions:
     verbose: int = 1
     # Per-task protocols: the continual hyperparameter framework's grid and decay (the DER
     # repository's values), and the candidates Optuna proposes per task.
-    chf_grid: tuple[float, ...] = (0.1, 0.05, 0.03, 0.01)
-    chf_drop: float = 0.2
-    chf_decay: float = 0.5
-    chf_decay_limit: int = 7
+    chf_grid: tuple[float, ...] = ChfSettings.grid
+    chf_drop: float = ChfSettings.drop
+    chf_decay: float = ChfSettings.decay
+    chf_decay_limit: int = ChfSettings.decay_limit
     candidates: int = 8
 
     @property
@@ -131,9 +132,7 @@ class SearchOptions:
             raise RayclError("--resume needs --name of the experiment to continue")
 
     @property
-    def chf_settings(self):
-        from raycl.selection import ChfSettings
-
+    def chf_settings(self) -> ChfSettings:
         return ChfSettings(tuple(self.chf_grid), self.chf_drop, self.chf_decay, self.chf_decay_limit)
 
     @property
@@ -294,7 +293,7 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
     """One trial that chooses the hyperparameters task by task (raycl.selection), then its export."""
     from ray import tune
 
-    from raycl.tune.per_task import SelectionProgress, selection_trainable
+    from raycl.tune.per_task import SelectionProgress, read_selection, selection_trainable
 
     experiment = options.experiment_dir
     base = {d.name: d.values[0] for d in space.dimensions if d.kind == "fixed"}
@@ -319,8 +318,6 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
             failure_config=tune.FailureConfig(max_failures=1),
             verbose=0 if options.verbose <= 1 else options.verbose - 1, callbacks=callbacks))
     results = tuner.fit()
-    from raycl.tune.per_task import read_selection
-
     record = read_selection(results)
     if options.protocol == "pbt" and results.num_terminated + results.num_errors < len(results):
         record = None
