@@ -23,6 +23,7 @@ import argparse
 import sys
 
 from raycl.cli import entry_point
+from raycl.device import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None,
                    help="folder holding MNIST/raw/ (default: $RAYCL_DATA, else ~/.cache/raycl)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial and per test run (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial and per test run (default 0)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="GPUs per trial and per test run: 0, a fraction in (0, 1) (trials share a GPU) or 1; a "
+                        "value no node of the cluster has is an error at once (default 0)")
+    p.add_argument("--wait-for-resources", action="store_true",
+                   help="do not stop when no node of the cluster has --gpus-per-trial GPUs: wait for Ray to place "
+                        "the trials (a cluster still scaling up)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="what the searches and test runs train at: fp32, tf32 or bf16 (default fp32)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or host:port)")
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2, 3),
                    help="Tune's output per search: 0 only this script's lines (default), 1 progress tables")
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         trial_seeds=args.trial_seeds,
         resume=args.resume, paper_start=args.paper_start, search_seed=args.search_seed, data_root=args.data_root,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
-        verbose=args.verbose,
+        wait_for_resources=args.wait_for_resources, precision=args.precision, verbose=args.verbose,
     )
     _, markdown = reproduce(options, progress=lambda line: print(line, flush=True))
     print()

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sys
 import time
 
@@ -24,6 +25,7 @@ import torch
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
 from raycl.data import BENCHMARK_NAMES, load_benchmark
+from raycl.device import PRECISIONS, apply_precision, resolve_device
 from raycl.errors import RayclError
 from raycl.files import atomic_write_text, load_best_args, read_yaml
 from raycl.methods import METHODS, make_config
@@ -61,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "method and --buffer-size; flags given here override them")
     parser.add_argument("--json", metavar="OUT", default=None,
                         help="write config, per-seed and mean ± std accuracies (percent) to OUT")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", default=os.environ.get("RAYCL_DEVICE", "auto"),
+                        help="where to train: auto (cuda if this machine has a GPU, else cpu), cpu, cuda or "
+                             "cuda:N (default $RAYCL_DEVICE, else auto)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32 (exact), tf32 (TF32 matrix products and convolutions on a GPU, fp32 on CPUs) "
+                             "or bf16 (forward passes in bf16 autocast, float32 weights) (default fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--one-at-a-time", action="store_true",
                         help="train the seeds one after another, each a population of one, instead of as one "
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.seeds < 1:
         raise RayclError(f"--seeds must be at least 1, got {args.seeds}")
+    device = resolve_device(args.device)
     dataset = args.dataset or (_dataset_from_best_args(args.load_best_args) if args.load_best_args else "seq-digits")
     values = {}
     given = given_hyperparameters(args, args.method) if args.method in METHODS else {}
@@ -103,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     schedule = [make_config(args.method, v, reference.defaults_for(args.method)) for v in task_values]
     config = schedule[0]
     primary = reference.settings[0]
+    apply_precision(args.precision, device, convolutional=reference.model != "mlp")
     log.info("%s on %s (%d tasks), config %s", args.method, dataset, reference.n_tasks, config)
     per_task = {k: v for k, v in values.items() if isinstance(v, (list, tuple))}
     if per_task:
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         group_data = [data_seeds[seeds.index(s)] for s in group]
         distinct = list(dict.fromkeys(group_data))  # seeds sharing a data seed share its arrays
         population = PopulationRun([benchmarks[d] for d in distinct], args.method, config, group,
-                                   [distinct.index(d) for d in group_data], args.device)
+                                   [distinct.index(d) for d in group_data], device, precision=args.precision)
         run_start = time.perf_counter()
         while not population.finished:
             population.set_configs([schedule[population.next_task]] * len(population.alive))
@@ -142,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_s": [r.train_s for r in results], "val_fraction": args.val_fraction,
         "population": "one at a time" if args.one_at_a_time else len(seeds),
         "data_seeds": "same as seeds" if args.data_seed is None else args.data_seed,
+        "device": str(device), "precision": args.precision,
     }
     if results:
         document["test"] = aggregate(results, "test")

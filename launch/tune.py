@@ -24,6 +24,7 @@ import sys
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
 from raycl.data import BENCHMARK_NAMES
+from raycl.device import PRECISIONS
 from raycl.methods import METHODS
 from raycl.tune.search import AUTO, PROTOCOLS, SearchOptions
 
@@ -131,8 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--cpus-per-trial", type=float, default=1.0,
                      help="CPUs per trial; also its torch thread count (default 1)")
     res.add_argument("--gpus-per-trial", type=float, default=0.0,
-                     help="GPUs per trial, fractions allowed (0.5 = two trials per GPU); a trial given a "
-                          "GPU trains on it (default 0)")
+                     help="GPUs per trial: 0 (train on CPUs), a fraction in (0, 1) (0.5 = two trials per GPU, "
+                          "each capped at that share of its memory) or 1; a trial given a GPU trains on it, and "
+                          "one given none on its CPUs. A value no node of the cluster has is an error at once "
+                          "(default 0)")
+    res.add_argument("--wait-for-resources", action="store_true",
+                     help="do not stop when no node of the cluster has --gpus-per-trial GPUs: wait for Ray to "
+                          "place the trials (a cluster still scaling up)")
+    res.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                     help="what the trials and the final evaluation train at: fp32 (exact), tf32 (TF32 matrix "
+                          "products and convolutions on a GPU, fp32 on CPUs) or bf16 (forward passes in bf16 "
+                          "autocast, float32 weights); recorded in the best-args provenance (default fp32)")
     res.add_argument("--max-concurrent", type=int, default=None,
                      help="at most this many trials at once (default: as many as resources allow)")
     res.add_argument("--address", default=None,
@@ -195,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         reduction_factor=args.reduction_factor, audit_fraction=args.audit_fraction, seed=args.seed, search_seed=args.search_seed,
         trial_seeds=args.trial_seeds, trial_data_seeds=args.trial_data_seeds, population=args.population,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        wait_for_resources=args.wait_for_resources, precision=args.precision,
         max_concurrent=args.max_concurrent, address=args.address, storage_path=args.storage_path,
         name=args.name, resume=args.resume, optuna_storage=args.optuna_storage, best_args=args.best_args,
         parquet=args.parquet, final_eval_seeds=args.final_eval_seeds, data_root=args.data_root,

@@ -117,11 +117,12 @@ class Branches:
     """A run's chosen state and the candidates trained from it, task by task."""
 
     def __init__(self, benchmarks: Benchmark | Sequence[Benchmark], method: str, base_config, seed: int,
-                 device=None, dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, precision: str = "fp32"):
         self.base = base_config
         self.method = method
+        # Every candidate is a copy of this run (``fork``): same device and precision.
         self.chosen = PopulationRun(benchmarks, method, [base_config], [seed], device=device, dtype=dtype,
-                                    test_every_task=False)
+                                    test_every_task=False, precision=precision)
         self.setting = self.chosen.benchmark.settings[0]
         self._phases: list[PopulationRun | list[PopulationRun]] = []
         self.trainings = 0  # member-tasks trained, every candidate counted
@@ -350,10 +351,10 @@ def schedule_of(choices: list[TaskChoice]) -> dict[str, list]:
     return {n: [c.values.get(n) for c in choices] for n in names}
 
 
-def run_schedule(benchmarks, method: str, configs: list, seeds: Sequence[int], device=None,
-                 dtype: torch.dtype = torch.float32, on_task=None) -> PopulationRun:
+def run_schedule(benchmarks, method: str, configs: list, seeds: Sequence[int], device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, on_task=None, precision: str = "fp32") -> PopulationRun:
     """Train a population whose hyperparameters follow ``configs`` (one config object per task)."""
-    run = PopulationRun(benchmarks, method, configs[0], seeds, device=device, dtype=dtype)
+    run = PopulationRun(benchmarks, method, configs[0], seeds, device=device, dtype=dtype, precision=precision)
     for task_config in configs:
         run.set_configs([task_config] * len(run.alive))
         report = run.run_task()

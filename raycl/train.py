@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from raycl.data import Benchmark
+from raycl.device import autocast, check_precision
 from raycl.errors import DivergedError, RayclError
 from raycl.methods import get_population_method
 from raycl.metrics import summarize
@@ -103,18 +104,13 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-def default_device() -> torch.device:
-    """CUDA when this process was given a GPU (Ray hides it otherwise), else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _accuracies(logits: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...], settings) -> dict[str, torch.Tensor]:
-    """Correct predictions per member: logits [P, n, C], labels [P, n] -> setting -> [P]."""
+def _accuracies(logits: torch.Tensor, y: torch.Tensor, classes: torch.Tensor, settings) -> dict[str, torch.Tensor]:
+    """Correct predictions per member: logits [P, n, C], labels [P, n], the task's ``classes`` on the
+    device -> setting -> [P]."""
     correct = {}
     for setting in settings:
         if setting == "task_il":
-            cls = torch.tensor(classes, device=logits.device)
-            pred = cls[logits[..., cls].argmax(-1)]
+            pred = classes[logits[..., classes].argmax(-1)]
         else:
             pred = logits.argmax(-1)
         correct[setting] = (pred == y).sum(-1)
@@ -124,41 +120,51 @@ def _accuracies(logits: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...],
 class MemberInputs:
     """One split of one task for every member, each from its own benchmark, on the device as uint8.
 
-    Members that share a benchmark share its arrays; pixel maps are applied here, once per task.
+    Members that share a benchmark share its arrays; pixel maps are applied once per task (or, with
+    ``arrays`` from the caller's cache, once per stream).
     """
 
     def __init__(self, benchmarks: Sequence[Benchmark], member_data: list[int], task: int, split: str,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype,
+                 arrays: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None):
         used = sorted(set(member_data))
-        tasks = [benchmarks[b].tasks[task] for b in used]
-        ys = [getattr(t, f"{split}_y") for t in tasks]
-        self.n = len(ys[0])
-        if any(len(y) != self.n for y in ys):
+        load = arrays or (lambda b: split_arrays(benchmarks[b], task, split, device))
+        parts = [load(b) for b in used]
+        self.n = len(parts[0][1])
+        if any(len(y) != self.n for _, y in parts):
             raise RayclError(f"members of one population need {split} sets of one size; task {task + 1} has "
-                             f"{sorted({len(y) for y in ys})} examples across their data seeds")
-        xs = [t.inputs(split) for t in tasks]
-        with warnings.catch_warnings():
-            # Arrays from the object store are read-only; nothing writes through these views.
-            warnings.simplefilter("ignore", UserWarning)
-            self.x = torch.from_numpy(xs[0] if len(xs) == 1 else np.concatenate(xs)).to(device)
-            self.y = torch.from_numpy(ys[0] if len(ys) == 1 else np.concatenate(ys)).to(device)
-        self.offset = torch.tensor([used.index(b) * self.n for b in member_data], device=device)
-        self.scale = benchmarks[0].scale
-        self.dtype = dtype
+                             f"{sorted({len(y) for _, y in parts})} examples across their data seeds")
+        self.x = parts[0][0] if len(parts) == 1 else torch.cat([x for x, _ in parts])
+        self.y = parts[0][1] if len(parts) == 1 else torch.cat([y for _, y in parts])
+        self.offsets = [used.index(b) * self.n for b in member_data]  # host copy: no device read per member
+        self.offset = torch.tensor(self.offsets, device=device)
+        self.scale = benchmarks[0].scaler(device, dtype)
 
     def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Examples ``rows`` [P, k] of each member's split: inputs [P, k, ...], labels [P, k]."""
         flat = (rows + self.offset[:, None]).flatten()
         x = self.x.index_select(0, flat).view(*rows.shape, *self.x.shape[1:])
-        return self.scale(x, self.dtype), self.y.index_select(0, flat).view(rows.shape)
+        return self.scale(x), self.y.index_select(0, flat).view(rows.shape)
 
     def member(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole split of the member at ``position``."""
-        start = int(self.offset[position])
-        return self.scale(self.x[start:start + self.n], self.dtype), self.y[start:start + self.n]
+        start = self.offsets[position]
+        return self.scale(self.x[start:start + self.n]), self.y[start:start + self.n]
 
     def select(self, keep: torch.Tensor) -> None:
+        positions = keep.tolist()
+        self.offsets = [self.offsets[i] for i in positions]
         self.offset = self.offset[keep.to(self.offset.device)]
+
+
+def split_arrays(benchmark: Benchmark, task: int, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One task's ``split`` of ``benchmark`` on ``device``: uint8 inputs (pixel map applied) and labels."""
+    data = benchmark.tasks[task]
+    with warnings.catch_warnings():
+        # Arrays from the object store are read-only; nothing writes through these views.
+        warnings.simplefilter("ignore", UserWarning)
+        return (torch.from_numpy(data.inputs(split)).to(device),
+                torch.from_numpy(getattr(data, f"{split}_y")).to(device))
 
 
 class PopulationRun:
@@ -170,8 +176,8 @@ class PopulationRun:
     """
 
     def __init__(self, benchmarks: Benchmark | Sequence[Benchmark], method: str, configs, seeds: Sequence[int],
-                 member_data: Sequence[int] | None = None, device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32, test_every_task: bool = True):
+                 member_data: Sequence[int] | None = None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, test_every_task: bool = True, precision: str = "fp32"):
         self.benchmarks = [benchmarks] if isinstance(benchmarks, Benchmark) else list(benchmarks)
         self.benchmark = self.benchmarks[0]
         self.seeds = [int(s) for s in seeds]
@@ -192,8 +198,9 @@ class PopulationRun:
                                                                self.benchmark.settings):
                 raise RayclError("members of one population must train on one benchmark (data seeds may differ)")
         self.method_name = method
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = torch.device(device)
         self.dtype = dtype
+        self.precision = check_precision(precision)
         self.test_every_task = test_every_task
         # Denormal floats appear in small gradients and slow CPU matrix products several-fold.
         torch.set_flush_denormal(True)
@@ -211,6 +218,8 @@ class PopulationRun:
         self.val_loss = nan.copy()  # mean cross-entropy on val: breaks ties between equal accuracies
         self.next_task = 0
         self.train_s = 0.0
+        self._eval_arrays: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._task_classes: dict[int, torch.Tensor] = {}
         self.val_baseline, self.test_baseline = self._baselines()
 
     @property
@@ -222,8 +231,21 @@ class PopulationRun:
         return self.next_task >= self.benchmark.n_tasks or not self.alive
 
     def _inputs(self, task: int, split: str) -> MemberInputs:
+        """A task's split for the live members. Evaluation splits are uploaded once and stay on the
+        device for the whole stream; a training split is uploaded when its task starts."""
+        def cached(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            key = (b, task, split)
+            if key not in self._eval_arrays:
+                self._eval_arrays[key] = split_arrays(self.benchmarks[b], task, split, self.device)
+            return self._eval_arrays[key]
+
         return MemberInputs(self.benchmarks, [self.member_data[m] for m in self.alive], task, split, self.device,
-                            self.dtype)
+                            self.dtype, arrays=None if split == "train" else cached)
+
+    def _classes(self, task: int) -> torch.Tensor:
+        if task not in self._task_classes:
+            self._task_classes[task] = torch.tensor(self.benchmark.tasks[task].classes, device=self.device)
+        return self._task_classes[task]
 
     # ----- evaluation -------------------------------------------------------------------------
     def evaluate(self, task: int, split: str) -> dict[str, np.ndarray]:
@@ -237,9 +259,9 @@ class PopulationRun:
         totals = {s: torch.zeros(live, dtype=torch.long, device=self.device) for s in settings}
         loss = torch.zeros(live, dtype=torch.float64, device=self.device)
         chunk = max(MIN_EVAL_CHUNK, EVAL_CHUNK // live)
-        classes = self.benchmark.tasks[task].classes
+        classes = self._classes(task)
         self.method.train(False)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.precision, self.device):
             for start in range(0, data.n, chunk):
                 rows = torch.arange(start, min(start + chunk, data.n), device=self.device).expand(live, -1)
                 x, y = data.gather(rows)
@@ -249,8 +271,9 @@ class PopulationRun:
                 for s, c in _accuracies(logits, y, classes, settings).items():
                     totals[s] += c
         self.method.train(True)
-        out = {s: 100.0 * c.cpu().numpy() / data.n for s, c in totals.items()}
-        out["loss"] = loss.cpu().numpy() / data.n
+        counts = torch.stack([totals[s].double() for s in settings] + [loss]).cpu().numpy()  # the one read
+        out = {s: 100.0 * counts[i] / data.n for i, s in enumerate(settings)}
+        out["loss"] = counts[-1] / data.n
         return out
 
     def _baselines(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -345,7 +368,8 @@ class PopulationRun:
                     xs, ys = data.gather(order[:, start:start + chunk])
                 offset = start % chunk
                 x, y = xs[:, offset:offset + batch], ys[:, offset:offset + batch]
-                loss_sum += self.method.observe(x, y, task)
+                with autocast(self.precision, self.device):
+                    loss_sum += self.method.observe(x, y, task)
                 steps += 1
                 if steps % DIVERGENCE_CHECK_EVERY == 0:
                     keep = self._drop_diverged(~torch.isfinite(loss_sum), task, steps)
@@ -439,21 +463,23 @@ class PopulationRun:
 
 
 def run_population(benchmarks, method: str, configs, seeds: Sequence[int], member_data: Sequence[int] | None = None,
-                   device=None, on_task: Callable[[TaskReport], None] | None = None,
-                   dtype: torch.dtype = torch.float32) -> PopulationRun:
+                   device: torch.device | str = "cpu", on_task: Callable[[TaskReport], None] | None = None,
+                   dtype: torch.dtype = torch.float32, precision: str = "fp32") -> PopulationRun:
     """Train a population over the whole stream; returns the finished run (``result(m)`` per member)."""
-    population = PopulationRun(benchmarks, method, configs, seeds, member_data, device, dtype)
+    population = PopulationRun(benchmarks, method, configs, seeds, member_data, device, dtype, precision=precision)
     for report in population:
         if on_task is not None:
             on_task(report)
     return population
 
 
-def run(benchmark: Benchmark, method: str, config, seed: int = 0, device=None,
-        on_task: Callable[[TaskReport], None] | None = None, dtype: torch.dtype = torch.float32) -> RunResult:
+def run(benchmark: Benchmark, method: str, config, seed: int = 0, device: torch.device | str = "cpu",
+        on_task: Callable[[TaskReport], None] | None = None, dtype: torch.dtype = torch.float32,
+        precision: str = "fp32") -> RunResult:
     """Train ``method`` alone (a population of one) over the whole stream; raises DivergedError if it diverges."""
     start = time.perf_counter()
-    population = run_population(benchmark, method, config, [seed], device=device, on_task=on_task, dtype=dtype)
+    population = run_population(benchmark, method, config, [seed], device=device, on_task=on_task, dtype=dtype,
+                                precision=precision)
     if population.diverged:
         raise population.diverged[0]
     return population.result(0, wall_s=time.perf_counter() - start)

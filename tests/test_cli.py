@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +27,7 @@ def run_cli(script, *args, cwd=None):
     (["--method", "er", "--batch-size", "0"], "hyperparameter 'batch_size' (--batch-size) must be an int in [1, inf]"),
     (["--method", "er", "--optimizer", "rmsprop"], "must be one of sgd, adam"),
     (["--method", "er", "--load-best-args", "/nonexistent/best.yaml"], "file not found: /nonexistent/best.yaml"),
+    (["--method", "er", "--device", "gpu0"], "unknown device 'gpu0'; allowed: auto, cpu, cuda, cuda:N"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     proc = run_cli("train.py", *args)
@@ -70,6 +72,8 @@ def test_train_writes_json_with_seeds_and_settings(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["method"] == "derpp" and doc["dataset"] == "seq-digits" and doc["seeds"] == [0, 1]
     assert doc["config"]["lr"] == 0.1 and doc["config"]["buffer_size"] == 100
+    # --device auto: the GPU where this machine has one, else the CPU; fp32 unless told.
+    assert doc["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and doc["precision"] == "fp32"
     for split in ("test", "val"):
         for setting in ("class_il", "task_il"):
             entry = doc[split][setting]
@@ -81,6 +85,18 @@ def test_train_writes_json_with_seeds_and_settings(tmp_path):
     assert proc.stderr.count("task  5/5") == 1 and "over 2 seeds" in proc.stderr
     assert proc.stderr.count(" done: test class_il") == 2
     assert "test ACC" in proc.stdout and "±" in proc.stdout
+
+
+def test_train_precision_is_one_of_the_known_ones_and_reaches_the_run(tmp_path):
+    proc = run_cli("train.py", "--method", "er", "--precision", "fp16")
+    assert proc.returncode == 2 and "argument --precision: invalid choice: 'fp16'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = tmp_path / "run.json"
+    proc = run_cli("train.py", "--method", "sgd", "--n-epochs", "1", "--device", "cpu", "--precision", "bf16",
+                   "--json", str(out), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["device"] == "cpu" and doc["precision"] == "bf16"
 
 
 def test_load_best_args_and_flags_override(tmp_path):

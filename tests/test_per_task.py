@@ -30,6 +30,7 @@ def test_a_per_task_search_exports_its_schedule_and_train_replays_it(tmp_path, r
     assert {r["phase"] for r in rows} == {"plasticity", "stability"}
     entry = yaml.safe_load(Path(tmp_path / "best.yaml").read_text())["seq-digits"]["der"][30]
     assert entry["provenance"]["protocol"] == "chf" and len(entry["provenance"]["per_task"]) == 5
+    assert entry["provenance"]["precision"] == "fp32"
     for task, (choice, row) in enumerate(zip(entry["provenance"]["per_task"], [r for r in rows if r["chosen"]])):
         assert choice["chosen"]["alpha"] == pytest.approx(row["config.alpha"])
         for name in ("lr", "alpha"):

@@ -116,5 +116,6 @@ def test_reproduce_cli_lists_rows_and_rejects_bad_ones():
     assert bad.returncode == 2 and "unknown row 'rot-mnist/foo/1'" in bad.stderr
     assert "Traceback" not in bad.stderr
     help_text = run("--help").stdout
-    for flag in ("--rows", "--samples", "--seeds", "--resume", "--no-paper-start", "--out"):
+    for flag in ("--rows", "--samples", "--seeds", "--resume", "--no-paper-start", "--out", "--gpus-per-trial",
+                 "--wait-for-resources", "--precision"):
         assert flag in help_text

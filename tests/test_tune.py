@@ -144,7 +144,8 @@ def space_file(tmp_path, method, params):
 
 
 def test_search_exports_best_args_and_one_parquet_row_per_trial(tmp_path, ray_cluster):
-    report = search(tmp_path, buffer_size=100, final_eval_seeds=2)
+    # tf32 trains as fp32 on CPUs: the numbers are fp32's, the provenance says what was asked for.
+    report = search(tmp_path, buffer_size=100, final_eval_seeds=2, precision="tf32")
     table = pq.read_table(report.parquet_path).to_pylist()
     assert len(table) == 6 and len({r["trial_id"] for r in table}) == 6
     assert {r["status"] for r in table} <= {"completed", "pruned"}
@@ -160,13 +161,14 @@ def test_search_exports_best_args_and_one_parquet_row_per_trial(tmp_path, ray_cl
     assert entry["provenance"]["protocol"] == "seen-tasks" and entry["provenance"]["samples"] == 6
     assert entry["provenance"]["objective"] == pytest.approx(report.best.objective, abs=1e-3)
     assert "lr" in entry["provenance"]["search_space"]["params"]
-    assert report.final_eval["seeds"] == [0, 1]
+    assert entry["provenance"]["precision"] == "tf32"
+    assert report.final_eval["seeds"] == [0, 1] and report.final_eval["precision"] == "tf32"
     assert 0 < report.final_eval["test"]["class_il"]["mean"] <= 100
 
     # A second search into the same file keeps the first entry.
     search(tmp_path, method="er", samples=2, buffer_size=100, name="second")
     data = yaml.safe_load(Path(tmp_path / "best.yaml").read_text())
-    assert set(data["seq-digits"]) == {"derpp", "er"}
+    assert set(data["seq-digits"]) == {"derpp", "er"} and data["seq-digits"]["er"][100]["provenance"]["precision"] == "fp32"
     assert data["seq-digits"]["derpp"][100] == entry
 
     # launch/train.py replays the exported configuration.
@@ -401,7 +403,8 @@ def test_tune_cli_flags_are_checked():
     assert "Traceback" not in proc.stderr
     help_text = run("--help").stdout
     for flag in ("--samples", "--protocol", "--grace-period", "--cpus-per-trial", "--gpus-per-trial", "--address",
-                 "--storage-path", "--resume", "--dashboard", "--optuna-storage", "--final-eval-seeds"):
+                 "--storage-path", "--resume", "--dashboard", "--optuna-storage", "--final-eval-seeds",
+                 "--wait-for-resources", "--precision"):
         assert flag in help_text
 
 

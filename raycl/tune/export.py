@@ -181,6 +181,8 @@ def export_search(results, options, space, benchmark: Benchmark, population_reas
             "data_seed": options.data_seed, "samples_per_task": options.samples_per_task,
             "trial_seeds": options.trial_seeds, "population": options.population,
             "trial_data_seeds": options.trial_data_seeds if options.trial_seeds > 1 else None,
+            # What the trials trained at: a winner found at bf16 or tf32 is replayed knowing it.
+            "precision": options.precision,
         }
         save_best_args(best_args_path, options.dataset, options.method, plain_config(best.config), provenance)
 

@@ -99,7 +99,7 @@ def export_selection(results, options, space, benchmark: Benchmark) -> Selection
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "raycl_version": raycl.__version__, "experiment": str(experiment), "seed": options.seed,
         "search_seed": options.search_seed, "val_fraction": options.val_fraction, "data_seed": options.data_seed,
-        "samples_per_task": options.samples_per_task,
+        "samples_per_task": options.samples_per_task, "precision": options.precision,
     }
     if options.protocol == "chf":
         provenance["chf"] = dataclasses.asdict(options.chf_settings)

@@ -11,22 +11,28 @@ from raycl.train import run_population
 
 
 def _train_seeds(benchmarks, method: str, config: dict, seeds: list[int], threads: int,
-                 data: dict | None = None):
+                 data: dict | None = None, gpus: float = 0.0, precision: str = "fp32"):
+    """Train ``config`` on ``seeds`` as one population, on the GPU Ray assigned this task (``gpus`` of
+    one), else the CPU, at ``precision``."""
     import torch
+
+    from raycl.tune.placement import trial_device
 
     torch.set_num_threads(threads)
     if benchmarks is None:
         from raycl.data import load_benchmark
 
         benchmarks = [load_benchmark(**data, seed=s) for s in seeds]
+    device = trial_device(gpus, precision, benchmarks[0])
     from raycl.selection import run_schedule, schedule_configs
 
     defaults = benchmarks[0].defaults_for(method)
     if any(isinstance(v, (list, tuple)) for v in config.values()):  # a per-task schedule
         configs = [make_config(method, c, defaults) for c in schedule_configs(config, benchmarks[0].n_tasks)]
-        population = run_schedule(benchmarks, method, configs, seeds)
+        population = run_schedule(benchmarks, method, configs, seeds, device=device, precision=precision)
     else:
-        population = run_population(benchmarks, method, make_config(method, config, defaults), seeds)
+        population = run_population(benchmarks, method, make_config(method, config, defaults), seeds,
+                                    device=device, precision=precision)
     return [population.result(m) for m in population.alive], [seeds[m] for m in population.diverged]
 
 
@@ -44,17 +50,18 @@ def evaluate_seeds(options, config: dict) -> dict:
     remote = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(_train_seeds)
     seeds = list(range(options.seed, options.seed + options.final_eval_seeds))
     threads = max(1, int(options.cpus_per_trial))
+    device = {"gpus": options.gpus_per_trial, "precision": options.precision}
     if options.final_eval_vary_data:
-        future = remote.remote(None, options.method, config, seeds, threads, data)
+        future = remote.remote(None, options.method, config, seeds, threads, data, **device)
     else:
         # The final evaluation always covers the whole stream, whatever the search protocol.
         future = remote.remote([load_benchmark(**data, seed=options.data_seed)], options.method, config, seeds,
-                               threads)
+                               threads, **device)
     results, diverged = ray.get(future)
     out = {"seeds": [r.seed for r in results], "diverged_seeds": diverged,
            "data_seeds": [r.seed for r in results] if options.final_eval_vary_data
            else [options.data_seed] * len(results),
-           "val_fraction": val_fraction}
+           "val_fraction": val_fraction, "precision": options.precision}
     if results:
         out["test"] = aggregate(results, "test")
         if val_fraction > 0:

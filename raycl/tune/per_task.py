@@ -43,10 +43,16 @@ def choice_from_dict(doc: dict) -> TaskChoice:
 
 def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, base: dict, seed: int,
                         protocol: str, chf: dict, candidates: int, space, search_seed: int, threads: int,
-                        optuna_storage: str | None = None, study_name: str = "per-task") -> None:
+                        optuna_storage: str | None = None, study_name: str = "per-task", gpus: float = 0.0,
+                        precision: str = "fp32") -> None:
+    """Choose the hyperparameters task by task by ``protocol``, on the GPU Ray assigned the trial
+    (``gpus`` of one), else the CPU, at ``precision``."""
+    from raycl.tune.placement import trial_device
+
     torch.set_num_threads(max(1, threads))
+    device = trial_device(gpus, precision, benchmarks[0])
     base_config = make_config(method, base, benchmarks[0].defaults_for(method))
-    branches = Branches(benchmarks, method, base_config, seed)
+    branches = Branches(benchmarks, method, base_config, seed, device=device, precision=precision)
     study = define = None
     space = per_member_space(space, type(base_config))
     centre = dict(config)  # PBT: the trial's hyperparameters, the centre of its candidates
@@ -60,7 +66,8 @@ def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: st
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+            # Onto this trial's device, whichever the checkpoint was saved from (GPU or CPU node).
+            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False)
         branches.chosen.load_state_dict(state["run"])
         branches.trainings, branches.train_s = state["trainings"], state["train_s"]
         choices = [choice_from_dict(c) for c in state["choices"]]

@@ -133,7 +133,9 @@ class ReproduceOptions:
     search_seed: int = 0
     data_root: str | None = None
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float = 0.0  # 0, a fraction in (0, 1) or 1, as a search's
+    wait_for_resources: bool = False
+    precision: str = "fp32"
     address: str | None = None
     verbose: int = 0
 
@@ -174,6 +176,7 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
         method=row.method, dataset=row.dataset, samples=options.samples, buffer_size=buffer_size, fixed=fixed,
         start_points=[row.args] if options.paper_start and row.args else [], search_seed=options.search_seed,
         cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial, address=options.address,
+        wait_for_resources=options.wait_for_resources, precision=options.precision,
         storage_path=str(out / "experiments"), name=experiment_name(row),
         best_args=str(out / "best_args" / f"{row.dataset}.yaml"), final_eval_seeds=options.seeds,
         trial_seeds=options.trial_seeds,
@@ -218,6 +221,12 @@ def reproduce(options: ReproduceOptions, progress=print) -> tuple[dict, str]:
     if options.samples < 1 or options.seeds < 1 or options.trial_seeds < 1:
         raise RayclError(f"--samples, --seeds and --trial-seeds must be at least 1, got {options.samples}, "
                          f"{options.seeds} and {options.trial_seeds}")
+    from raycl.device import PRECISIONS
+    from raycl.tune.placement import check_gpus_per_trial
+
+    check_gpus_per_trial(options.gpus_per_trial)
+    if options.precision not in PRECISIONS:
+        raise unknown("precision", options.precision, PRECISIONS)
     table = load_paper_table(options.paper)
     rows = table.select(options.rows)
     out = Path(options.out).expanduser().resolve()

@@ -8,9 +8,11 @@ import os
 
 from raycl import storage
 from raycl.data import BENCHMARK_NAMES, Benchmark, load_benchmark
+from raycl.device import PRECISIONS
 from raycl.errors import RayclError, unknown
 from raycl.methods import METHODS, get_method
 from raycl.selection import ChfSettings
+from raycl.tune.placement import check_cluster_has_gpus, check_gpus_per_trial, cluster_slots
 from raycl.tune.rungs import RUNGS_FILE, rung_schedule
 from raycl.tune.space import DefineByRun, SearchSpace, load_space
 from raycl.tune.trainable import OBJECTIVE, cl_trainable, named_trainable
@@ -63,7 +65,13 @@ class SearchOptions:
     population: int | str = 1
     search_seed: int = 0
     cpus_per_trial: float = 1.0
+    # 0, a fraction in (0, 1) (trials share a GPU) or 1: a trial trains on one device.
     gpus_per_trial: float = 0.0
+    # Skip the check that some node has --gpus-per-trial GPUs: wait for Ray to place the trials (a
+    # cluster still scaling up).
+    wait_for_resources: bool = False
+    # fp32, tf32 or bf16 (raycl.device): every trial and the final evaluation train at it.
+    precision: str = "fp32"
     max_concurrent: int | None = None
     address: str | None = None
     storage_path: str = "experiments"
@@ -126,8 +134,9 @@ class SearchOptions:
                                      "whose candidates are a population already)")
         if self.cpus_per_trial <= 0:
             raise RayclError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
-        if self.gpus_per_trial < 0:
-            raise RayclError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        check_gpus_per_trial(self.gpus_per_trial)
+        if self.precision not in PRECISIONS:
+            raise unknown("precision", self.precision, PRECISIONS)
         if self.resume and not self.name:
             raise RayclError("--resume needs --name of the experiment to continue")
 
@@ -218,14 +227,11 @@ def describe_rungs(options: SearchOptions, final_task: int) -> str:
     return f"rungs after task{'s' if len(rungs) > 1 else ''} {listed}{why}, reduction factor {options.reduction_factor}"
 
 
-def trial_slots(options: SearchOptions) -> int:
-    """How many trials the Ray cluster runs at once (by CPUs, GPUs and --max-concurrent)."""
-    import ray
-
-    resources = ray.cluster_resources()
-    slots = int(resources.get("CPU", 1) // options.cpus_per_trial)
-    if options.gpus_per_trial > 0:
-        slots = min(slots, int(resources.get("GPU", 0) // options.gpus_per_trial))
+def trial_slots(options: SearchOptions, nodes: list[dict] | None = None) -> int:
+    """How many trials the Ray cluster runs at once, as Ray packs them: per alive node (``ray.nodes()``
+    by default) by its CPUs and, for trials given GPUs, floor(1/g) per GPU for a fraction g (one per
+    GPU for 1); summed over the nodes, at most --max-concurrent, at least one."""
+    slots = cluster_slots(nodes, options.cpus_per_trial, options.gpus_per_trial)
     if options.max_concurrent:
         slots = min(slots, options.max_concurrent)
     return max(1, slots)
@@ -299,7 +305,8 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
     base = {d.name: d.values[0] for d in space.dimensions if d.kind == "fixed"}
     trainable = tune.with_resources(tune.with_parameters(
         selection_trainable, benchmarks=benchmarks, method=options.method, base=base, seed=options.seed,
-        protocol=options.protocol, chf=dataclasses.asdict(options.chf_settings), candidates=options.candidates,
+        gpus=options.gpus_per_trial, precision=options.precision, protocol=options.protocol,
+        chf=dataclasses.asdict(options.chf_settings), candidates=options.candidates,
         space=space, search_seed=options.search_seed, threads=max(1, int(options.cpus_per_trial)),
         optuna_storage=options.optuna_storage, study_name=options.experiment_name),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
@@ -445,6 +452,9 @@ def run_search(options: SearchOptions):
                          "--name")
 
     init_ray(options)
+    if not options.wait_for_resources:
+        # A trial asking for more GPU than any node has would wait for Ray to place it forever.
+        check_cluster_has_gpus(options.gpus_per_trial)
     from ray import tune
 
     final_task = benchmark.n_tasks
@@ -467,7 +477,7 @@ def run_search(options: SearchOptions):
     trainable = named_trainable(tune.with_resources(
         tune.with_parameters(cl_trainable, benchmarks=benchmarks, method=options.method,
                              seeds=trial_seeds(options), threads=max(1, int(options.cpus_per_trial)),
-                             rungs=rungs, board=board),
+                             rungs=rungs, board=board, gpus=options.gpus_per_trial, precision=options.precision),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     ), options.ray_name, per_trial=not reuse_actors)
     # --verbose 0 and 1: Tune says nothing (its older output engine is the one silent at 0) and 1

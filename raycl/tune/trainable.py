@@ -118,7 +118,7 @@ class Cohort:
 
     def __init__(self, configs: list[dict], benchmarks: list[Benchmark], method: str, seeds: list[int],
                  rungs: tuple[int, ...] = (), judge: Judge | None = None, audit: list[bool] | None = None,
-                 device=None, dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, precision: str = "fp32"):
         self.seeds = list(seeds)
         per_config = len(self.seeds)
         defaults = benchmarks[0].defaults_for(method)
@@ -127,7 +127,7 @@ class Cohort:
         data = [i if len(benchmarks) == per_config else 0 for i in range(per_config)]
         self.stream = PopulationRun(
             benchmarks, method, [h for h in hyperparameters for _ in self.seeds], self.seeds * len(configs),
-            member_data=data * len(configs), device=device, dtype=dtype, test_every_task=False)
+            member_data=data * len(configs), device=device, dtype=dtype, test_every_task=False, precision=precision)
         audit = list(audit or [False] * len(configs))
         self.records = [ConfigRecord(audit=bool(a)) for a in audit]
         self.rungs = tuple(rungs) if judge is not None else ()
@@ -223,12 +223,16 @@ def read_records(folder: Path) -> list[ConfigRecord] | None:
 
 
 def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seeds: list[int], threads: int,
-                 rungs: tuple[int, ...] = (), board=None) -> None:
+                 rungs: tuple[int, ...] = (), board=None, gpus: float = 0.0, precision: str = "fp32") -> None:
     """Train the cohort ``config[COHORT]`` under Tune, every configuration on every seed of ``seeds``,
-    judged at ``rungs`` by the search's rung ``board``."""
+    judged at ``rungs`` by the search's rung ``board``; on the GPU Ray assigned the trial (``gpus`` of
+    one), else the CPU, at ``precision``."""
     import ray
 
+    from raycl.tune.placement import trial_device
+
     torch.set_num_threads(max(1, threads))
+    device = trial_device(gpus, precision, benchmarks[0])
     configs = config[COHORT]
     audit = list(config.get(AUDIT) or [False] * len(configs))
     trial_id = tune.get_context().get_trial_id()
@@ -238,16 +242,17 @@ def cl_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, seed
         from raycl.tune.rungs import cohort_judge
 
         judge = cohort_judge(lambda *call: ray.get(board.judge.remote(*call)), names, audit)
-    cohort = Cohort(configs, benchmarks, method, seeds, rungs, judge, audit)
+    cohort = Cohort(configs, benchmarks, method, seeds, rungs, judge, audit, device=device, precision=precision)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            cohort.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False))
+            # Onto this trial's device, whichever the checkpoint was saved from (GPU or CPU node).
+            cohort.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False))
         log.info("resumed at task %d with %d live configurations", cohort.stream.next_task + 1, len(cohort.live))
     node = ray.get_runtime_context().get_node_id()
     # The actor's log (the Ray dashboard shows it) says which trials it ran.
-    print(f"trial {trial_id}: {len(cohort.records)} configuration(s) x {len(seeds)} seed(s), "
-          f"from task {cohort.stream.next_task + 1}", flush=True)
+    print(f"trial {trial_id}: {len(cohort.records)} configuration(s) x {len(seeds)} seed(s) on {device} "
+          f"({precision}), from task {cohort.stream.next_task + 1}", flush=True)
     while not cohort.finished:
         task = cohort.run_task()
         metrics = cohort.report(task)
