@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
 from raycl.population.random import MemberRandom
+
+if TYPE_CHECKING:
+    from raycl.data import Benchmark
+
 # Once a reservoir is full its draws no longer depend on what it holds, so the slots of this many
 # future insertions, or this many future samples, are drawn in one call (per-step cost of the
 # random numbers falls to a slice).
@@ -29,17 +34,24 @@ class PopulationReservoir:
     equal probability. Members see the same number of examples (lockstep), each draws its own
     slots from its own stream. Each slot keeps x, y, the logits given at insertion (if any) and
     the task. One extra slot per member takes the writes of examples that win no slot.
+
+    With ``images`` (the benchmark the examples come from) x is kept as the benchmark's uint8
+    bytes, a quarter of float32's memory in the buffer and its checkpoints, and scaled again on
+    the way out: the same floats as were added.
     """
 
     def __init__(self, capacity: int, x_shape: tuple[int, ...], n_logits: int, random: MemberRandom,
-                 device: torch.device | str, dtype: torch.dtype = torch.float32, store_logits: bool = True):
+                 device: torch.device | str, dtype: torch.dtype = torch.float32, store_logits: bool = True,
+                 images: Benchmark | None = None):
         self.capacity = capacity
         self.device = torch.device(device)
         self.random = random
+        self.scaler = None if images is None else images.scaler(self.device, dtype)
         # Stored flat, member after member ([P * (capacity + 1), ...]): reads and writes are single
         # index_select / index_copy_ calls; ``examples`` etc. are the [P, capacity + 1, ...] views.
         rows = random.size * (capacity + 1)
-        self._examples = torch.zeros((rows, *x_shape), device=self.device, dtype=dtype)
+        stored = dtype if self.scaler is None else torch.uint8
+        self._examples = torch.zeros((rows, *x_shape), device=self.device, dtype=stored)
         self._labels = torch.zeros(rows, dtype=torch.long, device=self.device)
         self._logits = torch.zeros((rows, n_logits), device=self.device, dtype=dtype) if store_logits else None
         self._tasks = torch.zeros(rows, dtype=torch.long, device=self.device)
@@ -61,7 +73,14 @@ class PopulationReservoir:
 
     @property
     def examples(self) -> torch.Tensor:
+        """The stored inputs [P, capacity + 1, ...] as kept (uint8 bytes for images)."""
         return self._members_view(self._examples)
+
+    def _inputs(self, stored: torch.Tensor) -> torch.Tensor:
+        return stored if self.scaler is None else self.scaler(stored)
+
+    def _stored(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach().to(self._examples.dtype) if self.scaler is None else self.scaler.to_uint8(x)
 
     @property
     def labels(self) -> torch.Tensor:
@@ -116,7 +135,7 @@ class PopulationReservoir:
         n = x.shape[1]
         rows = (self._slots(n) + self._base).flatten()
         self.seen += n
-        self._examples.index_copy_(0, rows, x.detach().flatten(0, 1).to(self._examples.dtype))
+        self._examples.index_copy_(0, rows, self._stored(x.flatten(0, 1)))
         self._labels.index_copy_(0, rows, y.flatten())
         if self._logits is not None and logits is not None:
             self._logits.index_copy_(0, rows, logits.detach().flatten(0, 1).to(self._logits.dtype))
@@ -161,13 +180,13 @@ class PopulationReservoir:
         def take(flat):
             return flat.index_select(0, rows).view(p, k, *flat.shape[1:])
 
-        return BufferSample(x=take(self._examples), y=take(self._labels),
+        return BufferSample(x=self._inputs(take(self._examples)), y=take(self._labels),
                             logits=None if self._logits is None else take(self._logits), task=take(self._tasks))
 
     def all(self) -> BufferSample:
         n = len(self)
         logits = self.logits
-        return BufferSample(x=self.examples[:, :n], y=self.labels[:, :n],
+        return BufferSample(x=self._inputs(self.examples[:, :n]), y=self.labels[:, :n],
                             logits=None if logits is None else logits[:, :n], task=self.tasks[:, :n])
 
     def select(self, keep: torch.Tensor) -> None:
@@ -193,12 +212,21 @@ class PopulationReservoir:
                 "random": self.random.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``, saved on any device: every tensor lands on this buffer's."""
+        if state["examples"].dtype != self._examples.dtype:
+            raise ValueError(f"the checkpoint stores buffer inputs as {state['examples'].dtype}, this buffer "
+                             f"as {self._examples.dtype}")
         self._examples.copy_(state["examples"])
         self._labels.copy_(state["labels"])
         if self._logits is not None:
             self._logits.copy_(state["logits"])
         self._tasks.copy_(state["tasks"])
         self.seen = state["seen"]
-        self._slot_plan, self._slot_plan_start, self._slot_next = state["slot_plan"]
-        self._sample_plan, self._sample_key, self._sample_next = state["sample_plan"]
+
+        def here(plan):
+            return None if plan is None else plan.to(self.device)
+
+        slot_plan, self._slot_plan_start, self._slot_next = state["slot_plan"]
+        sample_plan, self._sample_key, self._sample_next = state["sample_plan"]
+        self._slot_plan, self._sample_plan = here(slot_plan), here(sample_plan)
         self.random.load_state_dict(state["random"])

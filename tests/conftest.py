@@ -6,6 +6,9 @@ import pytest
 # A new local Ray cluster turns token auth on unless told otherwise.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The suite trains on the CPU even on a GPU machine (launch/train.py's default device); a test that
+# wants CUDA asks for it (tests/test_cuda.py). Ray trials given no GPU train on the CPU anyway.
+os.environ.setdefault("RAYCL_DEVICE", "cpu")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,20 +46,10 @@ def processes_mentioning(text: str) -> list[int]:
 def tiny_cifar(tmp_path_factory):
     """seq-cifar10 from a synthetic CIFAR-10 folder of 20 random images a batch file (the ResNet
     benchmark, with batch norm and augmentation, without the download)."""
-    import pickle
-
-    import numpy as np
-
     from raycl.data import load_benchmark
+    from raycl.data.synthetic import write_cifar10
 
-    root = tmp_path_factory.mktemp("cifar")
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
-                         "labels": list(np.tile(np.arange(10), 2))}, f)
+    root = write_cifar10(tmp_path_factory.mktemp("cifar"), images_per_batch=20, seed=1)
     return load_benchmark("seq-cifar10", root)
 
 

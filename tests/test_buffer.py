@@ -145,3 +145,21 @@ def test_tasks_and_counts_recorded(batch):
     # Every stored example carries the task it came in: its id says which.
     assert torch.equal(buffer.tasks[:len(buffer)], buffer.labels[:len(buffer)] // 20)
     assert set(buffer.tasks[:len(buffer)].tolist()) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_images_are_stored_as_bytes_and_come_back_as_the_floats_added(tiny_cifar, dtype):
+    """A normalised benchmark's images (mean/std, the hardest round trip) are kept as uint8 and
+    scaled again on the way out, bit for bit what was added; a checkpoint holds the bytes."""
+    raw = torch.from_numpy(tiny_cifar.tasks[0].train_x[:6]).view(2, 3, *tiny_cifar.input_shape)
+    images = tiny_cifar.scale(raw, dtype)
+    buffer = PopulationReservoir(8, tiny_cifar.input_shape, tiny_cifar.n_classes,
+                                 MemberRandom([0, 1], Stream.BUFFER), "cpu", dtype, images=tiny_cifar)
+    buffer.add(images, torch.zeros(2, 3, dtype=torch.long))
+    assert buffer.examples.dtype == torch.uint8
+    assert torch.equal(buffer.examples[:, :3], raw)
+    stored = buffer.all()
+    assert stored.x.dtype == dtype and torch.equal(stored.x, images)
+    picked = buffer.gather(torch.tensor([[2, 0], [1, 1]])).x
+    assert torch.equal(picked, torch.stack([images[0, [2, 0]], images[1, [1, 1]]]))
+    assert buffer.state_dict()["examples"].dtype == torch.uint8

@@ -90,14 +90,39 @@ class Benchmark:
     def scale(self, raw: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """uint8 inputs (a tensor, any leading dimensions) as floats in [0, 1], normalised where the
         benchmark says so."""
-        out = raw.to(dtype).div_(255.0)
-        device = out.device
+        return self.scaler(raw.device, dtype)(raw)
+
+    def scaler(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Scaler:
+        """The benchmark's uint8-to-float map on ``device``, its constants made once."""
+        return Scaler(self.mean, self.std, len(self.input_shape), torch.device(device), dtype)
+
+
+class Scaler:
+    """uint8 images to the floats a network sees (``x / 255``, then ``(x - mean) / std`` where the
+    benchmark normalises), and back: ``to_uint8`` recovers the stored bytes exactly from scaled
+    images, since the round trip's error stays far below half a grey level."""
+
+    def __init__(self, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, input_dims: int,
+                 device: torch.device, dtype: torch.dtype):
+        self.dtype = dtype
+        self.mean = self.std = None
+        if mean is not None:
+            shape = (-1,) + (1,) * (input_dims - 1)
+            self.mean = torch.tensor(mean, device=device, dtype=dtype).view(shape)
+            self.std = torch.tensor(std, device=device, dtype=dtype).view(shape)
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        out = raw.to(self.dtype).div_(255.0)
         if self.mean is not None:
-            shape = (-1,) + (1,) * (len(self.input_shape) - 1)
-            mean = torch.tensor(self.mean, device=device, dtype=dtype).view(shape)
-            std = torch.tensor(self.std, device=device, dtype=dtype).view(shape)
-            out = out.sub_(mean).div_(std)
+            out = out.sub_(self.mean).div_(self.std)
         return out
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled images back to their uint8 bytes."""
+        x = x.detach().to(self.dtype)
+        if self.mean is not None:
+            x = x * self.std + self.mean
+        return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
