@@ -34,7 +34,7 @@ def _replay_sizes(digits, **values):
         x = digits.to_tensor(digits.tasks[task].train_x[:10])[None]
         y = torch.from_numpy(digits.tasks[task].train_y[:10])[None]
         asked.clear()
-        assert np.isfinite(m.observe(x, y, task).numpy()).all()
+        assert np.isfinite(m.observe(x, y, task).cpu().numpy()).all()
         sizes.append(sum(asked))
         m.end_task(task, stream._inputs(task, "train"))
     m.generate = generate

@@ -133,9 +133,10 @@ def test_task_il_masks_other_tasks_logits():
 
     logits = torch.tensor([[0.0, 0.0, 5.0, 1.0], [0.0, 0.0, 1.0, 5.0]])
     y = torch.tensor([3, 3])
-    acc = _accuracies(logits, y, (2, 3), ("class_il", "task_il"))
+    classes = torch.tensor([2, 3])  # the task's classes, on the device of the logits
+    acc = _accuracies(logits, y, classes, ("class_il", "task_il"))
     assert acc == {"class_il": 1, "task_il": 1}
-    acc = _accuracies(torch.tensor([[9.0, 0.0, 1.0, 2.0]]), torch.tensor([3]), (2, 3), ("class_il", "task_il"))
+    acc = _accuracies(torch.tensor([[9.0, 0.0, 1.0, 2.0]]), torch.tensor([3]), classes, ("class_il", "task_il"))
     assert acc == {"class_il": 0, "task_il": 1}
 
 

@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from raycl.augment import crop_flip, random_crop_flip
 from raycl.buffer import PopulationReservoir
 from raycl.data import Benchmark
+from raycl.device import full_precision
 from raycl.errors import DivergedError, RayclError
 from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
 from raycl.optim import make_optimizer
 from raycl.population.nets import select_members, stack_members
 from raycl.population.optim import PopulationOptimizer
-from raycl.population.random import MemberRandom, Stream, stream_generator
+from raycl.population.random import MemberRandom, Stream, from_host_state, host_state, stream_generator
 
 
 @dataclasses.dataclass
@@ -127,12 +128,12 @@ class ContinualMethod:
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict(),
-                "augment_rng": self.augment_generator.get_state()}
+                "augment_rng": host_state(self.augment_generator.get_state())}
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
-        self.augment_generator.set_state(state["augment_rng"])
+        self.augment_generator.set_state(from_host_state(state["augment_rng"]))
 
 
 def member_init(seed: int, build) -> tuple[Any, torch.Tensor]:
@@ -181,14 +182,16 @@ class PopulationMethod:
         self.benchmark = benchmark
         self.device = device
         self.dtype = dtype
-        self._rates = self._member_rates(configs)
+        self._rates, self._host_rates = self._member_rates(configs)
         # Each member sees its own benchmark (its data seed's split, permutations or angles).
         self.build(member_benchmarks or [benchmark] * len(seeds))
 
-    def _member_rates(self, configs: list) -> dict[str, torch.Tensor]:
-        """Each numeric per-member hyperparameter as one [P] tensor over ``configs``."""
-        return {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=self.dtype, device=self.device)
+    def _member_rates(self, configs: list) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Each numeric per-member hyperparameter as one [P] tensor over ``configs``, on the device
+        and (the same values) on the host."""
+        host = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=self.dtype)
                 for name, spec in param_specs(type(self.config)).items() if spec.per_member and spec.type in (float, int)}
+        return {name: values.to(self.device) for name, values in host.items()}, host
 
     def build(self, member_benchmarks: list[Benchmark]) -> None:
         """The members' learning machinery: one stacked network, its optimiser and the method's own
@@ -215,8 +218,14 @@ class PopulationMethod:
         return PopulationOptimizer(self.config.optimizer, params, self.rate("lr"))
 
     def rate(self, name: str) -> torch.Tensor:
-        """The per-member hyperparameter ``name`` as a [P] tensor."""
+        """The per-member hyperparameter ``name`` as a [P] tensor on the device."""
         return self._rates[name]
+
+    def host_rate(self, name: str) -> torch.Tensor:
+        """The same values as :meth:`rate` (in the method's dtype) on the CPU: what host-side
+        decisions (update coins, which members compute a term) compare with, so that a step never
+        waits for the device."""
+        return self._host_rates[name]
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of [P, n, C, H, W] inputs (identity where the benchmark has none)."""
@@ -248,8 +257,10 @@ class PopulationMethod:
         return (template[0] if template else self.net).modules()
 
     def step(self, losses: torch.Tensor) -> None:
-        """One optimiser step for every member on the sum of the members' losses."""
-        self.opt.step(self.opt.backward(losses.sum()))
+        """One optimiser step for every member on the sum of the members' losses (outside any
+        autocast of the forward passes: gradients and weights stay in full precision)."""
+        with full_precision(self.device):
+            self.opt.step(self.opt.backward(losses.sum()))
 
     def begin_task(self, task: int) -> None:
         pass
@@ -275,7 +286,7 @@ class PopulationMethod:
         hyperparameters may change."""
         check_changes(self.configs, configs, repr(self.name))
         self.configs = list(configs)
-        self._rates = self._member_rates(configs)
+        self._rates, self._host_rates = self._member_rates(configs)
         self.opt.set_lr(self.rate("lr"))
 
     def select(self, keep: torch.Tensor) -> None:
@@ -288,6 +299,7 @@ class PopulationMethod:
         self.opt.select(keep)
         self.random.select(keep)
         self._rates = {k: v[keep.to(v.device)] for k, v in self._rates.items()}
+        self._host_rates = {k: v[keep.cpu()] for k, v in self._host_rates.items()}
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "random": self.random.state_dict()}
@@ -309,7 +321,7 @@ class ReplayPopulationMethod(PopulationMethod):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
         self.buffer = PopulationReservoir(self.config.buffer_size, benchmark.input_shape, benchmark.n_classes,
                                           MemberRandom(seeds, Stream.BUFFER, device), device, dtype,
-                                          store_logits=self.stores_logits)
+                                          store_logits=self.stores_logits, images=benchmark)
 
     def select(self, keep: torch.Tensor) -> None:
         super().select(keep)
@@ -357,7 +369,7 @@ class MemberwiseMethod(PopulationMethod):
         self._each(lambda p, m: m.begin_task(task))
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        return torch.stack(self._each(lambda p, m: m.observe(x[p].float(), y[p], task)))
+        return torch.stack(self._each(lambda p, m: m.observe(x[p].float(), y[p], task).to(self.device)))
 
     def end_task(self, task: int, data) -> torch.Tensor:
         """Returns which members diverged in their end-of-task training (joint training has one)."""
@@ -369,7 +381,7 @@ class MemberwiseMethod(PopulationMethod):
                 return True
             return False
 
-        return torch.tensor(self._each(end), dtype=torch.bool)
+        return torch.tensor(self._each(end), dtype=torch.bool, device=self.device)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task: int) -> torch.Tensor:
@@ -397,12 +409,13 @@ class MemberwiseMethod(PopulationMethod):
         self.rng_states = [self.rng_states[i].clone() for i in positions]
 
     def state_dict(self) -> dict:
-        return {"members": [m.state_dict() for m in self.members], "rng_states": list(self.rng_states)}
+        return {"members": [m.state_dict() for m in self.members],
+                "rng_states": [host_state(s) for s in self.rng_states]}
 
     def load_state_dict(self, state: dict) -> None:
         for member, member_state in zip(self.members, state["members"], strict=True):
             member.load_state_dict(member_state)
-        self.rng_states = list(state["rng_states"])
+        self.rng_states = [from_host_state(s) for s in state["rng_states"]]
 
 
 def population_class(method_cls: type) -> type:

@@ -48,7 +48,8 @@ class Clser(ReplayPopulationMethod):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
         self.plastic = PopulationEma(self.net, self.rate("plastic_alpha"))
         self.stable = PopulationEma(self.net, self.rate("stable_alpha"))
-        self.coins = MemberRandom(seeds, Stream.CLSER_COINS, device)
+        # Drawn on the host: whether a memory updates is decided without reading the device.
+        self.coins = MemberRandom(seeds, Stream.CLSER_COINS, "cpu")
         self.global_step = 0
 
     @torch.no_grad()
@@ -74,8 +75,8 @@ class Clser(ReplayPopulationMethod):
         self.buffer.add(x, y, task=task)
         self.global_step += 1
         coins = self.coins.uniform(2, dtype=torch.float64)
-        self.plastic.update(self.net, self.global_step, coins[:, 0] < self.rate("plastic_update_freq").double())
-        self.stable.update(self.net, self.global_step, coins[:, 1] < self.rate("stable_update_freq").double())
+        self.plastic.update(self.net, self.global_step, coins[:, 0] < self.host_rate("plastic_update_freq").double())
+        self.stable.update(self.net, self.global_step, coins[:, 1] < self.host_rate("stable_update_freq").double())
         return losses.detach()
 
     @torch.no_grad()

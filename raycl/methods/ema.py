@@ -8,6 +8,7 @@ from torch import nn
 
 from raycl.models import frozen_copy
 from raycl.population.nets import per_member_view, select_members
+from raycl.population.random import from_host_state, host_state
 
 
 class PopulationEma:
@@ -20,21 +21,21 @@ class PopulationEma:
     def __init__(self, net: nn.Module, alphas: torch.Tensor):
         self.alphas = alphas
         self.model = frozen_copy(net)
-        self.updates = torch.zeros(len(alphas), dtype=torch.long)
+        self.updates = torch.zeros(len(alphas), dtype=torch.long)  # per member, on the host
 
     def update(self, net: nn.Module, step: int, members: torch.Tensor) -> None:
-        """Move the members flagged in ``members`` [P] towards the network; the others stay as they are."""
+        """Move the members flagged in ``members`` [P] (a CPU bool tensor: the host's decision, from
+        the members' coins) towards the network; the others stay as they are."""
         warm = 1.0 - 1.0 / (step + 1)
-        weight = torch.where(members.to(self.alphas.device), 1.0 - self.alphas.clamp(max=warm),
-                             torch.zeros_like(self.alphas))
+        flagged = members.to(self.alphas.device)  # copied to the device, never read back
+        weight = torch.where(flagged, 1.0 - self.alphas.clamp(max=warm), torch.zeros_like(self.alphas))
         with torch.no_grad():
             for mine, theirs in zip(self.model.parameters(), net.parameters()):
                 mine.lerp_(theirs, per_member_view(weight.to(mine), mine))
             for mine, theirs in zip(self.model.buffers(), net.buffers()):
                 if mine.dim() > 0:
-                    flagged = per_member_view(members.to(mine.device), mine)
-                    mine.copy_(torch.where(flagged, theirs, mine))
-        self.updates += members.cpu().long()
+                    mine.copy_(torch.where(per_member_view(flagged.to(mine.device), mine), theirs, mine))
+        self.updates += members.long()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -45,8 +46,8 @@ class PopulationEma:
         self.updates = self.updates[keep.cpu()]
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "updates": self.updates}
+        return {"model": self.model.state_dict(), "updates": host_state(self.updates)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.updates = state["updates"].clone()
+        self.model.load_state_dict(state["model"])  # copied into the model's tensors, on its device
+        self.updates = from_host_state(state["updates"])

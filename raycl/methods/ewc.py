@@ -97,5 +97,6 @@ class Ewc(PopulationMethod):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.fisher, self.anchor = state["fisher"], state["anchor"]
+        on_device = (lambda tensors: None if tensors is None else [t.to(self.device) for t in tensors])
+        self.fisher, self.anchor = on_device(state["fisher"]), on_device(state["anchor"])
         self.samples.load_state_dict(state["samples"])

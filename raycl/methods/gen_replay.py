@@ -79,7 +79,8 @@ class GenReplay(PopulationMethod):
         self.in_features = math.prod(self.benchmark.input_shape)
         # BCE needs inputs in [0, 1]; benchmarks that normalise their inputs get squared error.
         self.bce = self.benchmark.mean is None
-        self.vae_random = MemberRandom(seeds, Stream.VAE_INIT, device)
+        # On the host: it only seeds the new VAEs' initialisation, which runs on the CPU.
+        self.vae_random = MemberRandom(seeds, Stream.VAE_INIT, "cpu")
         self.vaes = [self._new_vae()]
         self.gen_opt = self._vae_optimizer()
         self.noise = MemberRandom(seeds, Stream.VAE_NOISE, device)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from raycl.errors import DivergedError
 from raycl.methods.base import ContinualMethod, TrainConfig
-from raycl.population.random import Stream, stream_generator
+from raycl.population.random import Stream, from_host_state, host_state, stream_generator
 
 
 class Joint(ContinualMethod):
@@ -25,7 +25,7 @@ class Joint(ContinualMethod):
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         # Nothing is learnt online; end_task trains on the union of the tasks seen.
-        return torch.zeros(())
+        return torch.zeros((), device=self.device)
 
     def end_task(self, task: int, train_x: torch.Tensor, train_y: torch.Tensor) -> None:
         seen = self.benchmark.tasks[: task + 1]
@@ -45,8 +45,8 @@ class Joint(ContinualMethod):
                 self.step(loss)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "shuffle_rng": self.shuffle_generator.get_state()}
+        return {**super().state_dict(), "shuffle_rng": host_state(self.shuffle_generator.get_state())}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.shuffle_generator.set_state(state["shuffle_rng"])
+        self.shuffle_generator.set_state(from_host_state(state["shuffle_rng"]))

@@ -24,7 +24,7 @@ from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
 from raycl.population.nets import MemberLoop, StackedLinear, member_sum, per_member_view
-from raycl.population.random import MemberRandom, Stream
+from raycl.population.random import MemberRandom, Stream, from_host_state, host_state
 
 
 @dataclasses.dataclass
@@ -54,8 +54,9 @@ class Synergy(ReplayPopulationMethod):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
         self.ema = PopulationEma(self.net, self.rate("ema_alpha"))
         self.fisher = [torch.zeros_like(p) for p in self.net.parameters()]
-        self.fisher_updates = torch.zeros(self.size, dtype=torch.long)
-        self.coins = MemberRandom(seeds, Stream.SYNERGY_COINS, device)
+        self.fisher_updates = torch.zeros(self.size, dtype=torch.long)  # per member, on the host
+        # Drawn on the host: whether the memory or the Fisher updates is decided without reading the device.
+        self.coins = MemberRandom(seeds, Stream.SYNERGY_COINS, "cpu")
         self.linear_only = isinstance(self.net, nn.Module) and not isinstance(self.net, MemberLoop)
         self.global_step = 0
 
@@ -144,21 +145,22 @@ class Synergy(ReplayPopulationMethod):
         self.step(losses)
         self.buffer.add(x, y, task=task)
         self.global_step += 1
+        # The coins and every decision taken on them are the host's: nothing here reads the device.
         coins = self.coins.uniform(2, dtype=torch.float64)
-        self.ema.update(self.net, self.global_step, coins[:, 0] < self.rate("ema_update_freq").double())
-        refresh = (coins[:, 1] < self.rate("fisher_update_freq").double()) & (self.rate("penalty_weight") > 0)
+        self.ema.update(self.net, self.global_step, coins[:, 0] < self.host_rate("ema_update_freq").double())
+        refresh = (coins[:, 1] < self.host_rate("fisher_update_freq").double()) & (self.host_rate("penalty_weight") > 0)
         if replay is not None and bool(refresh.any()):
             stored = self.buffer.all()
             new = self._estimate_fisher(self.augment(stored.x), stored.y)
             warm = 1.0 - 1.0 / (self.global_step + 1)
-            alpha = self.rate("fisher_alpha")
+            alpha = self.host_rate("fisher_alpha")
             # The first estimate is taken as it is, later ones smoothed; members not refreshed keep theirs.
-            a = torch.where(self.fisher_updates.to(self.device) == 0, torch.zeros_like(alpha), alpha.clamp(max=warm))
+            a = torch.where(self.fisher_updates == 0, torch.zeros_like(alpha), alpha.clamp(max=warm)).to(self.device)
             flagged = refresh.to(self.device)
             self.fisher = [torch.where(per_member_view(flagged, f), per_member_view(a.to(f), f) * f
                                        + per_member_view((1.0 - a).to(f), f) * g, f)
                            for f, g in zip(self.fisher, new)]
-            self.fisher_updates += refresh.cpu().long()
+            self.fisher_updates += refresh.long()
         return losses.detach()
 
     @torch.no_grad()
@@ -180,7 +182,7 @@ class Synergy(ReplayPopulationMethod):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "ema": self.ema.state_dict(), "fisher": self.fisher,
                 "coins": self.coins.state_dict(), "global_step": self.global_step,
-                "fisher_updates": self.fisher_updates}
+                "fisher_updates": host_state(self.fisher_updates)}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -188,4 +190,4 @@ class Synergy(ReplayPopulationMethod):
         self.fisher = [f.to(self.device) for f in state["fisher"]]
         self.coins.load_state_dict(state["coins"])
         self.global_step = state["global_step"]
-        self.fisher_updates = state["fisher_updates"].clone()
+        self.fisher_updates = from_host_state(state["fisher_updates"])

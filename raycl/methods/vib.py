@@ -121,8 +121,10 @@ class Vib(PopulationMethod):
         loss = loss + torch.where(beta_1 <= 0, beta_2, beta_1 + beta_2) * kl
         rewarded = beta_1 < 0
         # The reconstruction term exists only for members that reward I(Z;X); for the others
-        # it adds an exact zero, so a member's numbers do not depend on its companions.
-        if bool(rewarded.any()):
+        # it adds an exact zero, so a member's numbers do not depend on its companions. Whether
+        # any member rewards it is the host's copy of the same values: the step never waits on
+        # the device.
+        if bool((self.host_rate("beta_1") < 0).any()):
             recon = self._recon_loss(self.net.reconstructor(z), flat)
             loss = loss + torch.where(rewarded, -beta_1 * recon, torch.zeros_like(recon))
         return loss
@@ -189,7 +191,8 @@ class Vib(PopulationMethod):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.replay_x, self.replay_targets = state["replay_x"], state["replay_targets"]
+        self.replay_x = state["replay_x"].to(self.device)
+        self.replay_targets = state["replay_targets"].to(self.device)
         self.tasks_done = state["tasks_done"]
         if state["previous"] is not None:
             self.previous = copy.deepcopy(self.net).eval().requires_grad_(False)

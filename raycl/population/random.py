@@ -12,10 +12,26 @@ from __future__ import annotations
 import enum
 import math
 
+import numpy as np
 import torch
 
 # Numbers pre-drawn per member: amortises one generator call per member over many small draws.
 _BLOCK = 8192
+
+
+def host_state(tensor: torch.Tensor) -> np.ndarray:
+    """Host-side state (a generator's state, a host stream's numbers, a count of host decisions) as
+    it goes into a state dict: a NumPy copy, which ``torch.load(map_location=...)`` leaves on the
+    host while it moves every tensor to the run's device."""
+    return tensor.detach().cpu().numpy().copy()
+
+
+def from_host_state(saved) -> torch.Tensor:
+    """Host-side state of a state dict back as a CPU tensor of its own (from a NumPy array, or from
+    a tensor on any device as older checkpoints hold it)."""
+    if isinstance(saved, torch.Tensor):
+        return saved.detach().to("cpu", copy=True)
+    return torch.from_numpy(np.array(saved, copy=True))
 
 
 class Stream(enum.IntEnum):
@@ -141,11 +157,17 @@ class MemberRandom:
         self._block = self._block[keep.to(self.device)]
 
     def state_dict(self) -> dict:
-        return {"generators": [g.get_state() for g in self.generators],
-                "block": self._block[:, self._offset:].cpu()}
+        """The generators' states (host state) and the numbers drawn but not handed out yet: a
+        tensor on the device where the stream lives there (copied, never read back), host state
+        where it lives on the CPU (a host stream: coins, seeds)."""
+        rest = self._block[:, self._offset:]
+        return {"generators": [host_state(g.get_state()) for g in self.generators],
+                "block": host_state(rest) if self.device.type == "cpu" else rest.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         for g, s in zip(self.generators, state["generators"], strict=True):
-            g.set_state(s)
-        self._block = state["block"].to(self.device)
+            g.set_state(from_host_state(s))
+        block = state["block"]
+        block = block if isinstance(block, torch.Tensor) else from_host_state(block)
+        self._block = block.to(self.device, torch.float64)
         self._offset = 0
