@@ -36,6 +36,13 @@ first accepted rung; prints both wall times, the retrains per task and
 whether the decisions agree.
 
     python launch/benchmark.py --runs --chf 0.2 0.03
+
+--gpu runs the GPU path's checks and figures on one CUDA device (launch/gpu_benchmark.py): every
+method on CUDA, float64 CUDA against CPU, resumes across devices, member-steps per second and peak
+memory by population size for the MLP and the ResNet, fp32 against bf16. Without CUDA it says so
+and exits 2.
+
+    python launch/benchmark.py --gpu
 """
 
 from __future__ import annotations
@@ -275,7 +282,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="time the continual hyperparameter framework as populations and as sequential "
                              "retrains for each accuracy drop (e.g. 0.2 0.03)")
     parser.add_argument("--chf-method", default="derpp", help="method of --chf (default derpp)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="only the GPU path's checks and figures on one CUDA device (exit 2 without one)")
+    parser.add_argument("--gpu-mlp-populations", type=int, nargs="+", default=[1, 16, 64, 256], metavar="P",
+                        help="population sizes of --gpu's seq-mnist MLP figures (default 1 16 64 256)")
+    parser.add_argument("--gpu-resnet-populations", type=int, nargs="+", default=[1, 4, 16], metavar="P",
+                        help="population sizes of --gpu's ResNet figures (default 1 4 16)")
     args = parser.parse_args(argv)
+    if args.gpu:
+        import gpu_benchmark
+
+        return gpu_benchmark.main(args.data_root, args.gpu_mlp_populations, args.gpu_resnet_populations)
     if args.runs:
         measure_runs(args)
     if args.population:
