@@ -1,0 +1,77 @@
+"""The search's vocabulary: what a configuration's status can be, the names of its metrics and
+columns, the files a search writes, and the record a cohort keeps of each configuration.
+
+A leaf module (no torch, no Ray, nothing of raycl's), so that the trainable, the export, the
+progress lines, the report and the tools all read one spelling of each name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class Status(enum.StrEnum):
+    """A configuration's status. A StrEnum: it is the string in the table, the records and the logs."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # trained every task
+    PRUNED = "pruned"  # stopped at a rung
+    DIVERGED = "diverged"  # a seed's loss turned non-finite
+    ERRORED = "errored"  # its trial failed
+
+
+ENDED_STATUSES = (Status.COMPLETED, Status.PRUNED, Status.DIVERGED, Status.ERRORED)
+
+# Metrics a trial reports and the table holds.
+OBJECTIVE = "objective"  # mean validation accuracy over the tasks seen (the benchmark's first setting)
+RUNG_SCORE = "rung_score"  # the objective with ties broken by the lower validation loss
+TASK = "task"  # tasks trained so far (Tune's time attribute)
+
+# Keys of a trial's config.
+COHORT = "cohort"  # the list of the cohort's configurations
+AUDIT = "audit"  # which of them are audited (never stopped early)
+
+# Files of an experiment folder.
+TRIALS_FILE = "trials.parquet"  # one row per configuration
+SPACE_FILE = "search_space.yaml"  # the space searched, as run
+RESULT_FILE = "result.json"  # Tune's per-trial report log
+RUNGS_FILE = "rungs.jsonl"  # every rung decision of the search
+SIGNAL_FILE = "rung_signal.json"  # each rung's predictive value
+# Files of a checkpoint.
+COHORT_STATE_FILE = "stream.pt"  # a cohort's population state
+SELECTION_STATE_FILE = "selection.pt"  # a per-task selection's state
+COHORT_FILE = "cohort.json"  # every configuration's record
+MATRICES_FILE = "matrices.json"  # accuracy matrices so far per configuration
+CHOICES_FILE = "choices.json"  # a per-task selection's choices so far
+
+
+@dataclasses.dataclass
+class ConfigRecord:
+    """What a cohort knows of one of its configurations."""
+
+    status: str = Status.RUNNING
+    tasks: int = 0
+    objective_by_task: list[float] = dataclasses.field(default_factory=list)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    test: dict | None = None
+    reason: str | None = None
+    audit: bool = False
+
+    def summary(self) -> dict:
+        """The part the searcher sees (never test accuracy)."""
+        return {"status": self.status, TASK: self.tasks, OBJECTIVE: self.metrics.get(OBJECTIVE),
+                RUNG_SCORE: self.metrics.get(RUNG_SCORE), "reason": self.reason}
+
+
+def config_id(cohort: str, index: int, size: int) -> str:
+    """The name of configuration ``index`` of a cohort trial of ``size``: the trial's id when alone."""
+    return cohort if size == 1 else f"{cohort}-{index}"
+
+
+def ended_status(status: str, tasks: int, final_task: int, errored: bool) -> Status:
+    """A configuration's status once its trial has ended: one still running then failed with its
+    trial, or was stopped (by ASHA) before the last task, or trained them all."""
+    if status != Status.RUNNING:
+        return Status(status)
+    return Status.ERRORED if errored else Status.COMPLETED if tasks >= final_task else Status.PRUNED
