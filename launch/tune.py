@@ -26,7 +26,7 @@ from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparamete
 from raycl.data import BENCHMARK_NAMES
 from raycl.device import PRECISIONS
 from raycl.methods import METHODS
-from raycl.tune.search import AUTO, PROTOCOLS, SearchOptions
+from raycl.tune.options import AUTO, PROTOCOLS, SearchOptions
 
 
 def whole_or_auto(flag: str):
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     except SearchInterrupted as exc:
         print(exc, file=sys.stderr)
         return 130
-    return 0 if report.best is not None else 1
+    return 0 if report.best_config is not None else 1
 
 
 if __name__ == "__main__":

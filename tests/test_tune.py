@@ -625,7 +625,8 @@ def test_default_output_is_a_few_status_lines_and_the_summary(tmp_path):
 
 
 def test_rungs_start_where_the_method_s_stability_mechanism_acts():
-    from raycl.tune.search import SearchOptions, describe_rungs, search_rungs
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.rungs import describe_rungs, search_rungs
 
     assert search_rungs(SearchOptions(method="derpp"), 5) == (2,)  # replay acts from task 2
     assert search_rungs(SearchOptions(method="derpp", dataset="rot-mnist"), 20) == (2, 8)

@@ -1,31 +1,26 @@
-"""After a search: classify trials, write best-args YAML and a Parquet table, print a summary."""
+"""After a stream search: classify every configuration, and what the search writes (the trials table,
+the best-args entry and its provenance, the rung signal, through :mod:`raycl.tune.outputs`); the
+summary it prints."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import io
 import json
 import logging
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
-
-import raycl
-from raycl import storage
 from raycl.data import Benchmark
-from raycl.files import save_best_args
 from raycl.tune import rung_signal
+from raycl.tune.outputs import plain_config, provenance, write_outputs
+from raycl.tune.rungs import describe_rungs, search_rungs
 from raycl.tune.space import edge_warnings
-from raycl.tune.trainable import (COHORT, COMPLETED, DIVERGED, OBJECTIVE, ConfigRecord, config_id, ended_status,
-                                   read_records)
+from raycl.tune.tables import config_table, final_eval_line, short_value
+from raycl.vocabulary import SPACE_FILE  # noqa: F401 (raycl.tune.report reads it here)
+from raycl.vocabulary import COHORT, COHORT_FILE, ENDED_STATUSES, OBJECTIVE, ConfigRecord, Status, config_id, ended_status
 
 log = logging.getLogger(__name__)
 
-SPACE_FILE = "search_space.yaml"
-STATUSES = ("completed", "pruned", "diverged", "errored")
+STATUSES = ENDED_STATUSES
 
 
 @dataclasses.dataclass
@@ -48,6 +43,10 @@ class TrialRecord:
 
 @dataclasses.dataclass
 class SearchReport:
+    """What a stream search found. ``best`` is the winning configuration's record (None when none
+    completed); ``best_config``, as on :class:`raycl.tune.export_schedule.SelectionReport`, is the
+    config its best-args entry holds."""
+
     trials: list[TrialRecord]
     best: TrialRecord | None
     counts: dict[str, int]
@@ -59,13 +58,18 @@ class SearchReport:
     signal: list[rung_signal.RungSignal] = dataclasses.field(default_factory=list)
     edge: list[str] = dataclasses.field(default_factory=list)
 
+    @property
+    def best_config(self) -> dict | None:
+        return None if self.best is None else self.best.config
+
 
 def _read_records(result) -> list[ConfigRecord] | None:
     if result.checkpoint is None:
         return None
     try:
         with result.checkpoint.as_directory() as folder:
-            return read_records(Path(folder))
+            path = Path(folder) / COHORT_FILE  # written by the trainable's checkpoints
+            return [ConfigRecord(**r) for r in json.loads(path.read_text())] if path.is_file() else None
     except Exception as exc:  # an unreadable checkpoint must not sink the export of the others
         log.warning("could not read the configurations' records of %s: %s", result.path, exc)
         return None
@@ -85,17 +89,18 @@ def collect_trials(results, final_task: int) -> list[TrialRecord]:
             last = {**record.metrics, **{k: metrics[k] for k in ("node_id", "node_ip") if k in metrics}}
             records.append(TrialRecord(
                 trial_id=config_id(cohort, index, len(configs)), status=status, config=dict(config),
-                objective=None if status in ("errored", DIVERGED) or OBJECTIVE not in record.metrics
+                objective=None if status in (Status.ERRORED, Status.DIVERGED) or OBJECTIVE not in record.metrics
                 else float(record.metrics[OBJECTIVE]),
                 tasks_trained=record.tasks, objective_by_task=list(record.objective_by_task), last_metrics=last,
-                test=record.test if status == COMPLETED else None,
-                error=error if status == "errored" else record.reason, cohort=cohort, cohort_member=index,
+                test=record.test if status == Status.COMPLETED else None,
+                error=error if status == Status.ERRORED else record.reason, cohort=cohort, cohort_member=index,
                 audit=record.audit,
             ))
     return records
 
 
-def write_parquet(records: list[TrialRecord], path: str, context: dict) -> None:
+def trial_rows(records: list[TrialRecord], context: dict) -> list[dict]:
+    """The trials table: one row per configuration."""
     params = sorted({k for r in records for k in r.config})
     metric_names = sorted({k for r in records for k in r.last_metrics
                            if k.startswith("val_") or k.startswith(f"{OBJECTIVE}_")})
@@ -117,100 +122,45 @@ def write_parquet(records: list[TrialRecord], path: str, context: dict) -> None:
             row[f"test_{s}"] = float(sum(r.test[s]) / len(r.test[s])) if r.test and s in r.test else None
             row[f"test_{s}_by_task"] = r.test.get(s) if r.test else None
         rows.append(row)
-    table = pa.Table.from_pylist(rows)
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    storage.write_bytes(path, sink.getvalue())
+    return rows
 
 
 def _format_table(records: list[TrialRecord], params: list[str], limit: int = 5) -> str:
-    rows = [[r.trial_id, f"{r.objective:.2f}", str(r.tasks_trained), *[short_value(r.config.get(p)) for p in params]]
-            for r in records[:limit]]
-    return format_table(["trial", "objective", "tasks", *params], rows)
+    top = records[:limit]
+    return config_table(["trial", "objective", "tasks"], [[r.trial_id, f"{r.objective:.2f}", str(r.tasks_trained)]
+                                                          for r in top], [r.config for r in top], params)
 
 
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """Plain text columns, left-aligned, two spaces apart."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows])
-
-
-def short_value(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def export_search(results, options, space, benchmark: Benchmark, population_reason: str | None = None) -> SearchReport:
-    from raycl.tune.search import describe_rungs, search_rungs
-
+def export_search(results, options, space, benchmark: Benchmark) -> SearchReport:
+    """Classify every configuration of a stream search's ``results`` and write the search's outputs."""
     final_task = benchmark.n_tasks
     records = collect_trials(results, final_task)
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
-    completed = sorted((r for r in records if r.status == "completed"), key=lambda r: -r.objective)
+    completed = sorted((r for r in records if r.status == Status.COMPLETED), key=lambda r: -r.objective)
     best = completed[0] if completed else None
     tasks_trained = sum(r.tasks_trained for r in records)
     task_fraction = tasks_trained / max(1, len(records) * final_task)
-    experiment = options.experiment_dir
+    protocol_tasks = options.protocol_tasks if options.protocol == "first-task" else None
     context = {"method": options.method, "dataset": options.dataset, "protocol": options.protocol,
-               "protocol_tasks": options.protocol_tasks if options.protocol == "first-task" else None,
-               "experiment": options.experiment_name}
-    parquet_path = options.parquet or storage.join(experiment, "trials.parquet")
-    write_parquet(records, parquet_path, context)
-    # The space goes with the experiment, so a report made elsewhere knows each parameter's scale.
-    storage.write_bytes(storage.join(experiment, SPACE_FILE), yaml.safe_dump(
-        {"method": options.method, "params": space.to_dict()}, sort_keys=False).encode())
+               "protocol_tasks": protocol_tasks, "experiment": options.experiment_name}
     rungs = search_rungs(options, final_task)
     signal = rung_signal.rung_signal(records, rungs)
-    storage.write_bytes(storage.join(experiment, rung_signal.SIGNAL_FILE), json.dumps(
-        {"rungs": list(rungs), "rungs_described": describe_rungs(options, final_task),
-         "reduction_factor": options.reduction_factor, "audit_fraction": options.audit_fraction,
-         "signal": [s.to_dict() for s in signal]}, indent=1).encode())
-
-    best_args_path = None
+    kept = None
     if best is not None:
-        best_args_path = Path(options.best_args or f"best_args/{options.dataset}.yaml")
-        provenance = {
-            "objective": round(best.objective, 4), "objective_name": f"mean val {benchmark.settings[0]} "
-            "accuracy over seen tasks (%)", "protocol": options.protocol,
-            "protocol_tasks": context["protocol_tasks"], "samples": options.samples,
-            "search_space": {"source": space.source, "params": space.to_dict()},
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "raycl_version": raycl.__version__, "trial_id": best.trial_id, "experiment": str(experiment),
-            "seed": options.seed, "search_seed": options.search_seed, "val_fraction": options.val_fraction,
-            "data_seed": options.data_seed, "samples_per_task": options.samples_per_task,
-            "trial_seeds": options.trial_seeds, "population": options.population,
-            "trial_data_seeds": options.trial_data_seeds if options.trial_seeds > 1 else None,
-            # What the trials trained at: a winner found at bf16 or tf32 is replayed knowing it.
-            "precision": options.precision,
-        }
-        save_best_args(best_args_path, options.dataset, options.method, plain_config(best.config), provenance)
-
-    report = SearchReport(trials=records, best=best, counts=counts, task_fraction=task_fraction,
-                          best_args_path=best_args_path, parquet_path=parquet_path, rungs=rungs, signal=signal,
-                          edge=edge_warnings(space, best.config) if best is not None else [])
-    if best is not None and options.final_eval_seeds:
-        from raycl.tune.final_eval import evaluate_seeds
-
-        report.final_eval = evaluate_seeds(options, best.config)
-    print_summary(report, options, space, benchmark, population_reason)
-    return report
-
-
-def plain_config(config: dict) -> dict:
-    """``config`` with NumPy scalars (as Optuna may hand them) turned into Python values."""
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
-
-
-def final_eval_line(final_eval: dict, what: str) -> str:
-    return f"final evaluation of {what} over {len(final_eval['seeds'])} seeds (test): " + ", ".join(
-        f"{s} {v['mean']:.2f} ± {v['std']:.2f}" for s, v in final_eval["test"].items())
+        kept = (plain_config(best.config), provenance(
+            options, space, objective=round(best.objective, 4),
+            objective_name=f"mean val {benchmark.settings[0]} accuracy over seen tasks (%)",
+            protocol_tasks=protocol_tasks, samples=options.samples, trial_id=best.trial_id,
+            trial_seeds=options.trial_seeds, population=options.population,
+            trial_data_seeds=options.trial_data_seeds if options.trial_seeds > 1 else None))
+    written = write_outputs(options, space, trial_rows(records, context), kept, (final_task, rungs, signal))
+    return SearchReport(trials=records, best=best, counts=counts, task_fraction=task_fraction,
+                        best_args_path=written.best_args_path, parquet_path=written.table_path, rungs=rungs,
+                        signal=signal, edge=edge_warnings(space, best.config) if best is not None else [])
 
 
 def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
                   population_reason: str | None = None) -> None:
-    from raycl.tune.search import describe_rungs
-
     cohorts = len({r.cohort for r in report.trials})
     trained = (f"{len(report.trials)} configurations in {cohorts} cohorts of up to {options.population}"
                if options.population > 1 else f"{len(report.trials)} trials")
@@ -238,7 +188,7 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
             else ""
         out.append(f"best trial {b.trial_id}: objective {b.objective:.2f}{over}")
         out.append("  config: " + ", ".join(f"{k}={short_value(v)}" for k, v in sorted(b.config.items())))
-        completed = sorted((r for r in report.trials if r.status == "completed"), key=lambda r: -r.objective)
+        completed = sorted((r for r in report.trials if r.status == Status.COMPLETED), key=lambda r: -r.objective)
         out.append("top configurations (completed trials, by objective):")
         out.append(_format_table(completed, space.searched, limit=5))
         out.append(f"best args: {report.best_args_path}")

@@ -1,40 +1,30 @@
-"""After a per-task search: the schedule into best-args, one table row per (task, candidate), a summary."""
+"""After a per-task search: the schedule into best-args, one table row per (task, candidate), a summary.
+What is written goes through :mod:`raycl.tune.outputs`."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import io
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
-
-import raycl
-from raycl import storage
 from raycl.data import Benchmark
-from raycl.files import save_best_args
-from raycl.tune.export import SPACE_FILE, final_eval_line, format_table, plain_config, short_value
+from raycl.tune.outputs import plain_config, provenance, write_outputs
+from raycl.tune.tables import final_eval_line, format_table, short_value
 
 
 @dataclasses.dataclass
 class SelectionReport:
-    """What a per-task search chose: the schedule (a best-args config whose per-task values are lists)
-    and each task's candidates with their evidence."""
+    """What a per-task search chose: ``best_config``, the schedule (the best-args config, whose per-task
+    values are lists), and each task's candidates with their evidence. It has no ``best`` record: that
+    name is a stream search's winning configuration (:class:`raycl.tune.export.SearchReport`)."""
 
     choices: list
-    config: dict
+    best_config: dict
     trainings: int
     train_s: float
     test: dict
     best_args_path: Path
     parquet_path: str
     final_eval: dict | None = None
-
-    @property
-    def best(self) -> dict:
-        return self.config
 
 
 def schedule_config(base: dict, choices: list) -> dict:
@@ -64,6 +54,7 @@ def selection_rows(choices: list, context: dict) -> list[dict]:
 
 
 def export_selection(results, options, space, benchmark: Benchmark) -> SelectionReport:
+    """The choices of a per-task search's ``results``, and the search's outputs written."""
     from raycl.errors import RayclError
     from raycl.tune.per_task import read_selection
 
@@ -74,54 +65,34 @@ def export_selection(results, options, space, benchmark: Benchmark) -> Selection
     choices = record["choices"]
     base = {d.name: d.values[0] for d in space.dimensions if d.kind == "fixed"}
     config = schedule_config(base, choices)
-    experiment = options.experiment_dir
     context = {"method": options.method, "dataset": options.dataset, "protocol": options.protocol,
                "experiment": options.experiment_name}
-    parquet_path = options.parquet or storage.join(experiment, "trials.parquet")
-    sink = io.BytesIO()
     rows = []
     for trial in record["trials"]:  # one for chf and the proposal protocols; PBT's every trial's lineage
         rows += selection_rows(trial["choices"], {**context, "trial_id": trial.get("trial_id"),
                                                   "winner": trial is record})
-    pq.write_table(pa.Table.from_pylist(rows), sink)
-    storage.write_bytes(parquet_path, sink.getvalue())
-    storage.write_bytes(storage.join(experiment, SPACE_FILE), yaml.safe_dump(
-        {"method": options.method, "params": space.to_dict()}, sort_keys=False).encode())
-    best_args_path = Path(options.best_args or f"best_args/{options.dataset}.yaml")
     chosen = choices[-1].winner
-    provenance = {
-        "protocol": options.protocol, "objective": round(chosen.seen, 4),
+    specific = {
+        "objective": round(chosen.seen, 4),
         "objective_name": f"mean val {benchmark.settings[0]} accuracy over the tasks seen, of the chosen path (%)",
         "per_task": [{"task": c.task + 1, "chosen": plain_config(c.values),
                       "evidence": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.evidence.items()},
                       "candidates": len(c.candidates)} for c in choices],
-        "trainings": record["trainings"], "search_space": {"source": space.source, "params": space.to_dict()},
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "raycl_version": raycl.__version__, "experiment": str(experiment), "seed": options.seed,
-        "search_seed": options.search_seed, "val_fraction": options.val_fraction, "data_seed": options.data_seed,
-        "samples_per_task": options.samples_per_task, "precision": options.precision,
+        "trainings": record["trainings"],
     }
     if options.protocol == "chf":
-        provenance["chf"] = dataclasses.asdict(options.chf_settings)
+        specific["chf"] = dataclasses.asdict(options.chf_settings)
     else:
-        provenance["candidates_per_task"] = options.candidates
+        specific["candidates_per_task"] = options.candidates
     trainings = record["trainings"]
     if options.protocol == "pbt":  # every trial's candidates, the work before an exploit included
         trainings = int(sum(r.metrics_dataframe["candidates"].sum() for r in results if r.metrics_dataframe is not None
                             and "candidates" in r.metrics_dataframe))
-        provenance["trainings"] = trainings
-        provenance["trial_id"] = record.get("trial_id")
-        provenance["trials"] = options.samples
-    save_best_args(best_args_path, options.dataset, options.method, config, provenance)
-    report = SelectionReport(choices=choices, config=config, trainings=trainings,
-                             train_s=record["train_s"], test=record.get("test", {}), best_args_path=best_args_path,
-                             parquet_path=parquet_path)
-    if options.final_eval_seeds:
-        from raycl.tune.final_eval import evaluate_seeds
-
-        report.final_eval = evaluate_seeds(options, config)
-    print_selection_summary(report, options, benchmark)
-    return report
+        specific.update(trainings=trainings, trial_id=record.get("trial_id"), trials=options.samples)
+    written = write_outputs(options, space, rows, (config, provenance(options, space, **specific)))
+    return SelectionReport(choices=choices, best_config=config, trainings=trainings, train_s=record["train_s"],
+                           test=record.get("test", {}), best_args_path=written.best_args_path,
+                           parquet_path=written.table_path)
 
 
 def print_selection_summary(report: SelectionReport, options, benchmark: Benchmark) -> None:

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from raycl.tune.trainable import AUDIT, COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED
+from raycl.vocabulary import AUDIT, COHORT, OBJECTIVE, TASK, Status
 
 # The search's own random stream (which configurations are audited), apart from the sampler's.
 AUDIT_STREAM = 1
@@ -102,15 +102,15 @@ class CohortOptunaSearch(OptunaSearch):
             if (trial_id, index) in self._told:
                 continue
             value = summary.get(OBJECTIVE)
-            if summary["status"] != DIVERGED and value is not None and summary["task"] == result.get("task"):
+            if summary["status"] != Status.DIVERGED and value is not None and summary[TASK] == result.get(TASK):
                 with warnings.catch_warnings():  # a retried task reports its step again
                     warnings.simplefilter("ignore")
-                    self._cohorts[trial_id][index].report(value, summary["task"])
-            if summary["status"] == DIVERGED:
+                    self._cohorts[trial_id][index].report(value, summary[TASK])
+            if summary["status"] == Status.DIVERGED:
                 self._tell(trial_id, index, TrialState.FAIL)
-            elif summary["status"] == PRUNED:
+            elif summary["status"] == Status.PRUNED:
                 self._tell(trial_id, index, TrialState.PRUNED)
-            elif summary["status"] == COMPLETED and summary["task"] >= self.final_task:
+            elif summary["status"] == Status.COMPLETED and summary[TASK] >= self.final_task:
                 self._tell(trial_id, index, TrialState.COMPLETE, value)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

@@ -16,9 +16,9 @@ import time
 from ray.tune import Callback
 from tqdm import tqdm
 
-from raycl.tune.export import format_table, short_value
 from raycl.tune.optuna_search import config_summaries
-from raycl.tune.trainable import COHORT, COMPLETED, DIVERGED, OBJECTIVE, PRUNED, RUNNING, config_id, ended_status
+from raycl.tune.tables import config_table
+from raycl.vocabulary import COHORT, OBJECTIVE, TASK, Status, config_id, ended_status
 
 TOP = 5
 
@@ -50,14 +50,14 @@ class SearchTally(Callback):
     # ----- Tune's hooks -----------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
         configs = (trial.config or {}).get(COHORT) or []
-        self.configs.setdefault(trial.trial_id, {i: (RUNNING, 0, None, c) for i, c in enumerate(configs)})
+        self.configs.setdefault(trial.trial_id, {i: (Status.RUNNING, 0, None, c) for i, c in enumerate(configs)})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         known = self.configs.setdefault(trial.trial_id, {})
         configs = (trial.config or {}).get(COHORT) or []
         for index, summary in config_summaries(result).items():
             config = configs[index] if index < len(configs) else {}
-            known[index] = (summary.get("status", RUNNING), int(summary.get("task") or 0), summary.get(OBJECTIVE),
+            known[index] = (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0), summary.get(OBJECTIVE),
                             config)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -73,7 +73,7 @@ class SearchTally(Callback):
 
     # ----- state ------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        out = {COMPLETED: 0, RUNNING: 0, PRUNED: 0, DIVERGED: 0, "errored": 0}
+        out = {Status.COMPLETED: 0, Status.RUNNING: 0, Status.PRUNED: 0, Status.DIVERGED: 0, Status.ERRORED: 0}
         for known in self.configs.values():
             for status, *_ in known.values():
                 out[status] = out.get(status, 0) + 1
@@ -83,7 +83,7 @@ class SearchTally(Callback):
         done = [(objective, config_id(trial_id, index, len(known)), config)
                 for trial_id, known in self.configs.items()
                 for index, (status, tasks, objective, config) in known.items()
-                if status == COMPLETED and objective is not None]
+                if status == Status.COMPLETED and objective is not None]
         return sorted(done, key=lambda item: -item[0])
 
 
@@ -173,11 +173,12 @@ class SearchProgress(SearchTally):
     # ----- output -----------------------------------------------------------------------------------
     def status_line(self) -> str:
         counts = self.counts()
-        finished = sum(v for k, v in counts.items() if k != RUNNING)
+        finished = sum(v for k, v in counts.items() if k != Status.RUNNING)
         elapsed = time.monotonic() - self.start
         line = (f"[{_duration(elapsed)}] {finished}/{self.samples} configurations finished "
-                f"({counts[COMPLETED]} completed, {counts[PRUNED]} pruned, {counts[DIVERGED]} diverged"
-                + (f", {counts['errored']} errored" if counts["errored"] else "") + f"), {counts[RUNNING]} running")
+                f"({counts[Status.COMPLETED]} completed, {counts[Status.PRUNED]} pruned, {counts[Status.DIVERGED]} diverged"
+                + (f", {counts[Status.ERRORED]} errored" if counts[Status.ERRORED] else "")
+                + f"), {counts[Status.RUNNING]} running")
         best = self.completed()
         if best:
             line += f"; best {best[0][0]:.2f} ({best[0][1]})"
@@ -186,9 +187,9 @@ class SearchProgress(SearchTally):
         return line
 
     def table(self) -> str:
-        rows = [[name, f"{objective:.2f}", *[short_value(config.get(p)) for p in self.searched]]
-                for objective, name, config in self.completed()[:TOP]]
-        return format_table(["top configurations", "objective", *self.searched], rows)
+        top = self.completed()[:TOP]
+        return config_table(["top configurations", "objective"], [[name, f"{objective:.2f}"] for objective, name, _ in top],
+                            [config for *_, config in top], self.searched)
 
     def show(self, force: bool = False) -> None:
         now = time.monotonic()

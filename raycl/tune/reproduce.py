@@ -167,7 +167,7 @@ def save_result(out: Path, key: str, entry: dict) -> dict:
 def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
     from ray import tune
 
-    from raycl.tune.export import plain_config
+    from raycl.tune.outputs import plain_config
     from raycl.tune.search import SearchOptions, run_search
 
     fixed = fixed_args(row)

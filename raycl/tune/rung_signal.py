@@ -18,10 +18,12 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 
+from raycl.vocabulary import SIGNAL_FILE  # noqa: F401 (raycl.tune.report reads it here)
+from raycl.vocabulary import Status
+
 # A correlation over fewer completed configurations than this is not called weak or strong.
 MIN_COMPLETED = 10
 WEAK_BELOW = 0.3
-SIGNAL_FILE = "rung_signal.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +88,13 @@ def rung_signal(rows: Iterable, rungs: Iterable[int]) -> list[RungSignal]:
         for row in rows:
             status, tasks = _get(row, "status"), int(_get(row, "tasks_trained") or 0)
             # A configuration that diverged during the rung's task never reached the judgement.
-            if tasks > rung or (tasks == rung and status != "diverged"):
+            if tasks > rung or (tasks == rung and status != Status.DIVERGED):
                 judged += 1
-            if status == "pruned" and tasks == rung:
+            if status == Status.PRUNED and tasks == rung:
                 stopped += 1
             curve = list(_get(row, "objective_by_task") or [])
             final = _get(row, "objective")
-            if status == "completed" and final is not None and len(curve) >= rung:
+            if status == Status.COMPLETED and final is not None and len(curve) >= rung:
                 xs, ys = pairs["audited" if _get(row, "audit") else "survivors"]
                 xs.append(float(curve[rung - 1]))
                 ys.append(float(final))
@@ -103,7 +105,7 @@ def rung_signal(rows: Iterable, rungs: Iterable[int]) -> list[RungSignal]:
 
 def inferred_rungs(rows: Iterable) -> list[int]:
     """The rungs of an experiment that did not record them: where configurations were stopped."""
-    return sorted({int(_get(r, "tasks_trained")) for r in rows if _get(r, "status") == "pruned"})
+    return sorted({int(_get(r, "tasks_trained")) for r in rows if _get(r, "status") == Status.PRUNED})
 
 
 def describe(signal: RungSignal) -> str:

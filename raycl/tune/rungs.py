@@ -24,14 +24,14 @@ import logging
 from collections.abc import Callable
 
 from raycl import storage
+from raycl.vocabulary import TASK
 
 log = logging.getLogger(__name__)
 
-# JSON lines (the board's settings, then one judgement a line), and not .json: Tune's restore copies
-# an experiment's .json and .pkl files to its staging folder and uploads them back while it runs,
-# which would put a resumed board's file back to what it held at the interruption.
-RUNGS_FILE = "rungs.jsonl"
-_TIME, _SCORE = "task", "score"
+# The board's file (raycl.vocabulary.RUNGS_FILE) is JSON lines (the board's settings, then one judgement a line), and not .json: Tune's
+# restore copies an experiment's .json and .pkl files to its staging folder and uploads them back
+# while it runs, which would put a resumed board's file back to what it held at the interruption.
+_TIME, _SCORE = TASK, "score"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,42 @@ def rung_schedule(first: int, reduction_factor: int, final_task: int) -> tuple[i
         rungs.append(rung)
         rung *= reduction_factor
     return tuple(rungs)
+
+
+def first_rung(options) -> int:
+    """The grace period in tasks: as given, or for "auto" the method's first task that uses its
+    stability mechanism (``stability_task`` in its declaration)."""
+    from raycl.methods import get_method
+    from raycl.tune.options import AUTO
+
+    if options.grace_period == AUTO:
+        return get_method(options.method).stability_task
+    return int(options.grace_period)
+
+
+def search_rungs(options, final_task: int) -> tuple[int, ...]:
+    """The tasks after which every live configuration is judged against the search's records."""
+    if options.protocol == "end-of-training" or options.per_task:
+        return ()
+    return rung_schedule(first_rung(options), options.reduction_factor, final_task)
+
+
+def describe_rungs(options, final_task: int) -> str:
+    """The rungs in words, for the summary."""
+    from raycl.tune.options import AUTO
+
+    rungs = search_rungs(options, final_task)
+    if options.protocol == "end-of-training" or options.per_task:
+        return f"no early stopping (--protocol {options.protocol})"
+    why = ""
+    if options.grace_period == AUTO:
+        first = first_rung(options)
+        why = (f" (--grace-period auto: task {first} is the first that trains with {options.method}'s stability "
+               "mechanism)" if first > 1 else f" (--grace-period auto: {options.method} has no stability mechanism)")
+    if not rungs:
+        return f"no rung before the last task {final_task}{why}: no early stopping"
+    listed = ", ".join(map(str, rungs))
+    return f"rungs after task{'s' if len(rungs) > 1 else ''} {listed}{why}, reduction factor {options.reduction_factor}"
 
 
 class RungBoard:

@@ -6,168 +6,32 @@ import dataclasses
 import logging
 import os
 
+from typing import TYPE_CHECKING
+
 from raycl import storage
-from raycl.data import BENCHMARK_NAMES, Benchmark, load_benchmark
-from raycl.device import PRECISIONS
-from raycl.errors import RayclError, unknown
-from raycl.methods import METHODS, get_method
-from raycl.selection import ChfSettings
-from raycl.tune.placement import check_cluster_has_gpus, check_gpus_per_trial, cluster_slots
-from raycl.tune.rungs import RUNGS_FILE, rung_schedule
+from raycl.data import Benchmark, load_benchmark
+from raycl.errors import RayclError
+from raycl.methods import get_method
+from raycl.tune.options import AUTO, PROTOCOLS, STREAM_PROTOCOLS, SearchOptions  # noqa: F401 (launch/tune.py's)
+from raycl.tune.placement import check_cluster_has_gpus, cluster_slots
+from raycl.tune.rungs import search_rungs
 from raycl.tune.space import DefineByRun, SearchSpace, load_space
-from raycl.tune.trainable import OBJECTIVE, cl_trainable, named_trainable
+from raycl.vocabulary import COHORT, OBJECTIVE, RUNGS_FILE, TASK
+
+if TYPE_CHECKING:
+    from raycl.tune.export import SearchReport
+    from raycl.tune.export_schedule import SelectionReport
 
 log = logging.getLogger(__name__)
+
 
 class SearchInterrupted(Exception):
     """The search stopped before every configuration ended (Ctrl-C): nothing is exported; its state
     is saved for ``--resume``."""
 
 
-# Stream-level protocols choose one configuration for the stream; the per-task ones
-# (raycl.selection) choose the hyperparameters task by task.
-STREAM_PROTOCOLS = ("seen-tasks", "first-task", "end-of-training")
-PROTOCOLS = STREAM_PROTOCOLS + ("chf", "current-task", "seen-tasks-val", "pbt")
-TRIAL_DATA_SEEDS = ("vary", "same")
-AUTO = "auto"
 # The most members --population auto puts in one cohort, per kind of device a trial trains on.
 MEMBER_LIMIT = {"cpu": 16, "cuda": 256}
-
-
-@dataclasses.dataclass
-class SearchOptions:
-    """Everything a search needs; ``launch/tune.py`` fills it from its flags."""
-
-    method: str
-    dataset: str = "seq-digits"
-    samples: int = 16
-    buffer_size: int | None = None
-    fixed: dict = dataclasses.field(default_factory=dict)
-    # Configurations tried first (e.g. a paper's published arguments); only searched keys are used.
-    start_points: list[dict] = dataclasses.field(default_factory=list)
-    space_path: str | None = None
-    protocol: str = "seen-tasks"
-    protocol_tasks: int = 2
-    # Tasks trained before the first rung; "auto": the method's first task that uses its stability
-    # mechanism (task 2 for replay, penalties, distillation), so the rung sees what is tuned act.
-    grace_period: int | str = AUTO
-    reduction_factor: int = 4
-    # A random share of configurations never stopped early: the unselected sample that measures how
-    # well each rung's scores predict the final objective.
-    audit_fraction: float = 0.0
-    seed: int = 0
-    # Each trial trains its configuration on seeds seed .. seed + trial_seeds - 1 as one population;
-    # with trial_data_seeds "vary" seed i also draws its own data (data seed data_seed + i).
-    trial_seeds: int = 1
-    trial_data_seeds: str = "vary"
-    # Each trial trains a cohort of this many configurations as one population ("auto": enough
-    # cohorts for two per trial slot, see cohort_size).
-    population: int | str = 1
-    search_seed: int = 0
-    cpus_per_trial: float = 1.0
-    # 0, a fraction in (0, 1) (trials share a GPU) or 1: a trial trains on one device.
-    gpus_per_trial: float = 0.0
-    # Skip the check that some node has --gpus-per-trial GPUs: wait for Ray to place the trials (a
-    # cluster still scaling up).
-    wait_for_resources: bool = False
-    # fp32, tf32 or bf16 (raycl.device): every trial and the final evaluation train at it.
-    precision: str = "fp32"
-    max_concurrent: int | None = None
-    address: str | None = None
-    storage_path: str = "experiments"
-    name: str | None = None
-    resume: bool = False
-    optuna_storage: str | None = None
-    best_args: str | None = None
-    parquet: str | None = None
-    final_eval_seeds: int = 0
-    # Final evaluation: data seed = training seed (averages over permutations/angles too), and the
-    # share of training data held out (0 = train on all of it, as papers do after their search).
-    final_eval_vary_data: bool = False
-    final_eval_val_fraction: float | None = None
-    data_root: str | None = None
-    val_fraction: float = 0.1
-    data_seed: int = 0
-    samples_per_task: int | None = None
-    dashboard: bool = False
-    verbose: int = 1
-    # Per-task protocols: the continual hyperparameter framework's grid and decay (the DER
-    # repository's values), and the candidates Optuna proposes per task.
-    chf_grid: tuple[float, ...] = ChfSettings.grid
-    chf_drop: float = ChfSettings.drop
-    chf_decay: float = ChfSettings.decay
-    chf_decay_limit: int = ChfSettings.decay_limit
-    candidates: int = 8
-
-    @property
-    def per_task(self) -> bool:
-        return self.protocol not in STREAM_PROTOCOLS
-
-    def validate(self) -> None:
-        if self.method not in METHODS:
-            raise unknown("method", self.method, METHODS)
-        if self.dataset not in BENCHMARK_NAMES:
-            raise unknown("dataset", self.dataset, BENCHMARK_NAMES)
-        if self.protocol not in PROTOCOLS:
-            raise unknown("protocol", self.protocol, PROTOCOLS)
-        if self.trial_data_seeds not in TRIAL_DATA_SEEDS:
-            raise unknown("trial data seeds", self.trial_data_seeds, TRIAL_DATA_SEEDS)
-        for flag, value in (("--grace-period", self.grace_period), ("--population", self.population)):
-            if value != AUTO and (isinstance(value, bool) or not isinstance(value, int)):
-                raise RayclError(f"{flag} must be a whole number or {AUTO}, got {value!r}")
-        for flag, value, low in (("--samples", self.samples, 1), ("--grace-period", self.grace_period, 1),
-                                 ("--reduction-factor", self.reduction_factor, 2),
-                                 ("--protocol-tasks", self.protocol_tasks, 1),
-                                 ("--final-eval-seeds", self.final_eval_seeds, 0),
-                                 ("--trial-seeds", self.trial_seeds, 1), ("--population", self.population, 1)):
-            if value != AUTO and value < low:
-                raise RayclError(f"{flag} must be at least {low}, got {value}")
-        if not 0.0 <= self.audit_fraction <= 1.0:
-            raise RayclError(f"--audit-fraction must be between 0 and 1, got {self.audit_fraction}")
-        if self.per_task:
-            self.chf_settings.validate()
-            if self.candidates < 1:
-                raise RayclError(f"--candidates must be at least 1, got {self.candidates}")
-            for flag, value in (("--population", self.population), ("--trial-seeds", self.trial_seeds)):
-                if value != 1:
-                    raise RayclError(f"{flag} does not apply to --protocol {self.protocol} (it trains one path "
-                                     "whose candidates are a population already)")
-        if self.cpus_per_trial <= 0:
-            raise RayclError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
-        check_gpus_per_trial(self.gpus_per_trial)
-        if self.precision not in PRECISIONS:
-            raise unknown("precision", self.precision, PRECISIONS)
-        if self.resume and not self.name:
-            raise RayclError("--resume needs --name of the experiment to continue")
-
-    @property
-    def chf_settings(self) -> ChfSettings:
-        return ChfSettings(tuple(self.chf_grid), self.chf_drop, self.chf_decay, self.chf_decay_limit)
-
-    @property
-    def experiment_name(self) -> str:
-        if self.name:
-            return self.name
-        buffer = self.buffer_size
-        if buffer is None:
-            buffer = getattr(get_method(self.method).Config(), "buffer_size", None)
-        return f"{self.method}-{self.dataset}" + ("" if buffer is None else f"-b{buffer}")
-
-    @property
-    def ray_name(self) -> str:
-        """The search as the Ray dashboard names it: its trials' actors, and its job before a colon."""
-        return f"raycl {self.experiment_name}"
-
-    @property
-    def job_name(self) -> str:
-        cohorts = ", cohorts of automatic size" if self.population == AUTO else \
-            f", cohorts of {self.population}" if self.population > 1 else ""
-        return f"{self.ray_name}: {self.method} on {self.dataset}, {self.samples} samples{cohorts}"
-
-    @property
-    def experiment_dir(self) -> str:
-        """The experiment's folder: a local absolute path, or a URI such as s3://bucket/prefix/name."""
-        return storage.join(storage.resolve(self.storage_path), self.experiment_name)
 
 
 def prepare_space(options: SearchOptions) -> SearchSpace:
@@ -194,37 +58,6 @@ def shared_hyperparameters(method: str) -> list[str]:
     from raycl.methods import get_population_method
 
     return get_population_method(method).shared_hyperparameters()
-
-
-def first_rung(options: SearchOptions) -> int:
-    """The grace period in tasks: as given, or for "auto" the method's first task that uses its
-    stability mechanism (``stability_task`` in its declaration)."""
-    if options.grace_period == AUTO:
-        return get_method(options.method).stability_task
-    return int(options.grace_period)
-
-
-def search_rungs(options: SearchOptions, final_task: int) -> tuple[int, ...]:
-    """The tasks after which every live configuration is judged against the search's records."""
-    if options.protocol == "end-of-training" or options.per_task:
-        return ()
-    return rung_schedule(first_rung(options), options.reduction_factor, final_task)
-
-
-def describe_rungs(options: SearchOptions, final_task: int) -> str:
-    """The rungs in words, for the summary."""
-    rungs = search_rungs(options, final_task)
-    if options.protocol == "end-of-training" or options.per_task:
-        return f"no early stopping (--protocol {options.protocol})"
-    why = ""
-    if options.grace_period == AUTO:
-        first = first_rung(options)
-        why = (f" (--grace-period auto: task {first} is the first that trains with {options.method}'s stability "
-               "mechanism)" if first > 1 else f" (--grace-period auto: {options.method} has no stability mechanism)")
-    if not rungs:
-        return f"no rung before the last task {final_task}{why}: no early stopping"
-    listed = ", ".join(map(str, rungs))
-    return f"rungs after task{'s' if len(rungs) > 1 else ''} {listed}{why}, reduction factor {options.reduction_factor}"
 
 
 def trial_slots(options: SearchOptions, nodes: list[dict] | None = None) -> int:
@@ -296,7 +129,7 @@ def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
 
 
 def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark]):
-    """One trial that chooses the hyperparameters task by task (raycl.selection), then its export."""
+    """One trial that chooses the hyperparameters task by task (raycl.selection); its results."""
     from ray import tune
 
     from raycl.tune.per_task import SelectionProgress, read_selection, selection_trainable
@@ -332,9 +165,7 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
     if results.num_errors == 0 and done < benchmarks[0].n_tasks:
         raise SearchInterrupted(f"search {options.experiment_name} interrupted after {done} of {benchmarks[0].n_tasks} "
                                 f"tasks; nothing exported. Continue it with --name {options.experiment_name} --resume")
-    from raycl.tune.export_schedule import export_selection
-
-    return export_selection(results, options, space, benchmarks[0])
+    return results
 
 
 def _pbt_config(options: SearchOptions, space: SearchSpace, benchmark: Benchmark):
@@ -367,7 +198,7 @@ def _pbt_config(options: SearchOptions, space: SearchSpace, benchmark: Benchmark
 
     # Synchronous: every trial reaches the task before any exploits, so which trial copies which does not
     # depend on how fast each ran, and a search reruns the same.
-    scheduler = PopulationBasedTraining(time_attr="task", metric="objective", mode="max", perturbation_interval=1,
+    scheduler = PopulationBasedTraining(time_attr=TASK, metric=OBJECTIVE, mode="max", perturbation_interval=1,
                                         hyperparam_mutations=domains, custom_explore_fn=within_bounds, synch=True)
     # Reused actors: an exploit restores another trial's checkpoint into the same process instead of
     # starting a new one at every task.
@@ -435,8 +266,10 @@ def token_auth_enabled() -> bool:
     return is_token_auth_enabled()
 
 
-def run_search(options: SearchOptions):
-    """Search, then export; returns the :class:`raycl.tune.export.SearchReport`."""
+def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
+    """Search, write its outputs, evaluate the winner (``--final-eval-seeds``) and print the summary.
+    Returns a stream protocol's :class:`raycl.tune.export.SearchReport`, a per-task protocol's
+    :class:`raycl.tune.export_schedule.SelectionReport`; both name the config kept ``best_config``."""
     options.validate()
     space = prepare_space(options)
     benchmarks = prepare_benchmarks(options)
@@ -459,7 +292,12 @@ def run_search(options: SearchOptions):
 
     final_task = benchmark.n_tasks
     if options.per_task:
-        return _run_per_task(options, space, benchmarks)
+        from raycl.tune.export_schedule import export_selection, print_selection_summary
+
+        report = export_selection(_run_per_task(options, space, benchmarks), options, space, benchmark)
+        report.final_eval = final_evaluation(options, report.best_config)
+        print_selection_summary(report, options, benchmark)
+        return report
     population_reason = None
     if options.population == AUTO:
         size, population_reason = cohort_size(options, trial_slots(options))
@@ -470,6 +308,8 @@ def run_search(options: SearchOptions):
         from raycl.tune.rungs import start_service
 
         board = start_service(storage.join(experiment, RUNGS_FILE), rungs, options.reduction_factor, final_task)
+    from raycl.tune.trainable import cl_trainable, named_trainable
+
     # A fresh actor per trial lets the dashboard name every trial but costs seconds (32
     # one-configuration trials of seq-digits: 34 s with reused actors, 148 s without): cohorts,
     # which are few and long, get one each; one-configuration trials share them.
@@ -509,8 +349,6 @@ def run_search(options: SearchOptions):
             ),
         )
     results = tuner.fit()
-    from raycl.tune.trainable import COHORT
-
     configurations = sum(len((r.config or {}).get(COHORT) or []) for r in results)
     if results.num_terminated + results.num_errors < len(results) or configurations < options.samples:
         raise SearchInterrupted(
@@ -518,6 +356,19 @@ def run_search(options: SearchOptions):
             f"{len(results)} trials ended and {configurations} of {options.samples} configurations proposed; "
             f"nothing exported. Continue it with --name {options.experiment_name} --resume")
 
-    from raycl.tune.export import export_search
+    from raycl.tune.export import export_search, print_summary
 
-    return export_search(results, options, space, benchmark, population_reason=population_reason)
+    report = export_search(results, options, space, benchmark)
+    report.final_eval = final_evaluation(options, report.best_config)
+    print_summary(report, options, space, benchmark, population_reason)
+    return report
+
+
+def final_evaluation(options: SearchOptions, config: dict | None) -> dict | None:
+    """The search's last step: ``config`` retrained on ``--final-eval-seeds`` seeds and tested (None
+    without a config or without the flag)."""
+    if config is None or not options.final_eval_seeds:
+        return None
+    from raycl.tune.final_eval import evaluate_seeds
+
+    return evaluate_seeds(options, config)
