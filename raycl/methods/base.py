@@ -26,10 +26,10 @@ from raycl.device import full_precision
 from raycl.errors import DivergedError, RayclError
 from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
-from raycl.optim import make_optimizer
 from raycl.population.nets import select_members, stack_members
 from raycl.population.optim import PopulationOptimizer
 from raycl.population.random import MemberRandom, Stream, from_host_state, host_state, stream_generator
+from raycl.solo_optim import solo_optimizer
 
 
 @dataclasses.dataclass
@@ -78,10 +78,11 @@ class ContinualMethod:
         self.opt = self.make_optimizer(self.net.parameters())
 
     def make_optimizer(self, params):
+        """This learner's optimiser over ``params`` (:func:`raycl.solo_optim.solo_optimizer`)."""
         if self.flat_sgd_reason and self.config.optimizer != "sgd":
             raise RayclError(f"method {self.name!r} {self.flat_sgd_reason}; optimizer must be 'sgd', "
                              f"got {self.config.optimizer!r}")
-        return make_optimizer(self.config.optimizer, params, self.config.lr)
+        return solo_optimizer(self.config.optimizer, params, self.config.lr)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of the benchmark (identity where it has none)."""
@@ -215,6 +216,7 @@ class PopulationMethod:
         return build_model(self.benchmark)
 
     def make_optimizer(self, params) -> PopulationOptimizer:
+        """The members' optimiser over the stacked ``params``, each with its own learning rate."""
         return PopulationOptimizer(self.config.optimizer, params, self.member_values("lr"))
 
     def member_values(self, name: str) -> torch.Tensor:
