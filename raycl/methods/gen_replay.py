@@ -167,11 +167,6 @@ class GenReplay(PopulationMethod):
             self._train_generator(self.vaes[0], x, previous, task)
         self.trained_vaes = len(self.vaes) if self.config.vae_per_task else 1
 
-    @torch.no_grad()
-    def generated_labels(self, n: int) -> torch.Tensor:
-        """Labels the current solver gives ``n`` generated inputs per member (for inspection)."""
-        return self.net(self.generate(n, self._trained())).argmax(-1)
-
     def set_configs(self, configs: list) -> None:
         super().set_configs(configs)
         self.gen_opt.set_lr(self.member_values("gen_lr"))
