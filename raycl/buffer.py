@@ -18,6 +18,39 @@ if TYPE_CHECKING:
 PLAN_STEPS = 64
 
 
+class _DrawPlan:
+    """Random draws for the next PLAN_STEPS calls, made in one call and handed out a row at a time.
+
+    ``key`` says what the rows were drawn for; ``next`` is the row the next call takes. Used for a
+    full reservoir's insertion slots and for its samples.
+    """
+
+    def __init__(self, key=None):
+        self.rows: torch.Tensor | None = None  # [P, PLAN_STEPS, ...]
+        self.key = key
+        self.next = 0
+
+    def take(self, fits, key, draw) -> torch.Tensor:
+        """The next row [P, ...], first drawing them anew (``draw()``, for ``key``) when none is left or
+        ``fits(self)`` says they were drawn for other calls."""
+        if self.rows is None or self.next == self.rows.shape[1] or not fits(self):
+            self.rows, self.key, self.next = draw(), key, 0
+        row = self.rows[:, self.next]
+        self.next += 1
+        return row
+
+    def select(self, keep: torch.Tensor) -> None:
+        if self.rows is not None:
+            self.rows = self.rows[keep]
+
+    def state(self) -> tuple:
+        return self.rows, self.key, self.next
+
+    def load(self, state: tuple, device: torch.device) -> None:
+        rows, self.key, self.next = state
+        self.rows = None if rows is None else rows.to(device)
+
+
 @dataclasses.dataclass
 class BufferSample:
     x: torch.Tensor
@@ -57,12 +90,8 @@ class PopulationReservoir:
         self._tasks = torch.zeros(rows, dtype=torch.long, device=self.device)
         self.seen = 0
         self._index_base()
-        self._slot_plan: torch.Tensor | None = None  # [P, PLAN_STEPS, n] slots of future insertions
-        self._slot_plan_start = 0  # ``seen`` at the first planned insertion
-        self._slot_next = 0
-        self._sample_plan: torch.Tensor | None = None  # [P, PLAN_STEPS, draws, k] future samples
-        self._sample_key: tuple[int, int, int] | None = None
-        self._sample_next = 0
+        self._slot_plan = _DrawPlan(key=0)  # [P, PLAN_STEPS, n] slots of future insertions; key: ``seen`` at the first
+        self._sample_plan = _DrawPlan()  # [P, PLAN_STEPS, draws, k] future samples; key: (len, size, draws)
 
     def _index_base(self) -> None:
         size = len(self._labels) // (self.capacity + 1)
@@ -110,14 +139,15 @@ class PopulationReservoir:
             return torch.arange(start, start + n, device=self.device).expand(self.random.size, n)
         if start < self.capacity:
             return self._draw_slots(torch.arange(start, start + n, device=self.device)[None])[:, 0]
-        plan = self._slot_plan
-        if (plan is None or plan.shape[2] != n or self._slot_next == plan.shape[1]
-                or start != self._slot_plan_start + self._slot_next * n):
+
+        def fits(plan: _DrawPlan) -> bool:  # drawn for batches of n, the next of them starting at ``start``
+            return plan.rows.shape[2] == n and start == plan.key + plan.next * n
+
+        def draw() -> torch.Tensor:
             positions = torch.arange(start, start + PLAN_STEPS * n, device=self.device).view(PLAN_STEPS, n)
-            self._slot_plan, self._slot_plan_start, self._slot_next = self._draw_slots(positions), start, 0
-        slots = self._slot_plan[:, self._slot_next]
-        self._slot_next += 1
-        return slots
+            return self._draw_slots(positions)
+
+        return self._slot_plan.take(fits, start, draw)
 
     def _draw_slots(self, positions: torch.Tensor) -> torch.Tensor:
         """Slots [P, steps, n] of insertions at stream ``positions`` [steps, n], one batch per row."""
@@ -154,12 +184,12 @@ class PopulationReservoir:
             idx = self.random.sample_without_replacement(n, size, groups=draws).to(self.device)
         else:
             key = (n, size, draws)
-            if self._sample_plan is None or self._sample_key != key or self._sample_next == PLAN_STEPS:
+
+            def draw() -> torch.Tensor:
                 planned = self.random.sample_without_replacement(n, size, groups=PLAN_STEPS * draws)
-                self._sample_plan = planned.to(self.device).view(planned.shape[0], PLAN_STEPS, draws, -1)
-                self._sample_key, self._sample_next = key, 0
-            idx = self._sample_plan[:, self._sample_next]
-            self._sample_next += 1
+                return planned.to(self.device).view(planned.shape[0], PLAN_STEPS, draws, -1)
+
+            idx = self._sample_plan.take(lambda plan: plan.key == key, key, draw)
         if draws == 1:
             return self.gather(idx[:, 0])
         # One gather for every draw, then views of it per draw.
@@ -200,15 +230,12 @@ class PopulationReservoir:
         self._examples, self._labels = rows(self._examples), rows(self._labels)
         self._logits, self._tasks = rows(self._logits), rows(self._tasks)
         self._index_base()
-        if self._slot_plan is not None:
-            self._slot_plan = self._slot_plan[keep]
-        if self._sample_plan is not None:
-            self._sample_plan = self._sample_plan[keep]
+        self._slot_plan.select(keep)
+        self._sample_plan.select(keep)
 
     def state_dict(self) -> dict:
         return {"examples": self._examples, "labels": self._labels, "logits": self._logits, "tasks": self._tasks,
-                "seen": self.seen, "slot_plan": (self._slot_plan, self._slot_plan_start, self._slot_next),
-                "sample_plan": (self._sample_plan, self._sample_key, self._sample_next),
+                "seen": self.seen, "slot_plan": self._slot_plan.state(), "sample_plan": self._sample_plan.state(),
                 "random": self.random.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -222,11 +249,6 @@ class PopulationReservoir:
             self._logits.copy_(state["logits"])
         self._tasks.copy_(state["tasks"])
         self.seen = state["seen"]
-
-        def here(plan):
-            return None if plan is None else plan.to(self.device)
-
-        slot_plan, self._slot_plan_start, self._slot_next = state["slot_plan"]
-        sample_plan, self._sample_key, self._sample_next = state["sample_plan"]
-        self._slot_plan, self._sample_plan = here(slot_plan), here(sample_plan)
+        self._slot_plan.load(state["slot_plan"], self.device)
+        self._sample_plan.load(state["sample_plan"], self.device)
         self.random.load_state_dict(state["random"])

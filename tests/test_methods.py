@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from raycl.methods import METHODS, make_config
 from raycl.models import MLP
-from raycl.optim import FlatSGD
+from raycl.solo_optim import FlatSGD
 from raycl.train import DivergedError, PopulationRun, run
 
 FAST = {"lr": 0.1, "n_epochs": 2}

@@ -26,10 +26,10 @@ from raycl.device import full_precision
 from raycl.errors import DivergedError, RayclError
 from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
-from raycl.optim import make_optimizer
 from raycl.population.nets import select_members, stack_members
 from raycl.population.optim import PopulationOptimizer
 from raycl.population.random import MemberRandom, Stream, from_host_state, host_state, stream_generator
+from raycl.solo_optim import solo_optimizer
 
 
 @dataclasses.dataclass
@@ -78,10 +78,11 @@ class ContinualMethod:
         self.opt = self.make_optimizer(self.net.parameters())
 
     def make_optimizer(self, params):
+        """This learner's optimiser over ``params`` (:func:`raycl.solo_optim.solo_optimizer`)."""
         if self.flat_sgd_reason and self.config.optimizer != "sgd":
             raise RayclError(f"method {self.name!r} {self.flat_sgd_reason}; optimizer must be 'sgd', "
                              f"got {self.config.optimizer!r}")
-        return make_optimizer(self.config.optimizer, params, self.config.lr)
+        return solo_optimizer(self.config.optimizer, params, self.config.lr)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of the benchmark (identity where it has none)."""
@@ -162,7 +163,7 @@ class PopulationMethod:
     """P members of one method trained in lockstep (the vectorised form of a method).
 
     Members share the structural hyperparameters of ``configs`` and may differ in those declared
-    ``per_member`` (read them with :meth:`rate`) and in their seeds. Every loss is a [P] vector and
+    ``per_member`` (read them with :meth:`member_values`) and in their seeds. Every loss is a [P] vector and
     the population loss its sum, so each member's gradient is its solo gradient.
     """
 
@@ -182,11 +183,11 @@ class PopulationMethod:
         self.benchmark = benchmark
         self.device = device
         self.dtype = dtype
-        self._rates, self._host_rates = self._member_rates(configs)
+        self._member_values, self._host_member_values = self._member_value_tensors(configs)
         # Each member sees its own benchmark (its data seed's split, permutations or angles).
         self.build(member_benchmarks or [benchmark] * len(seeds))
 
-    def _member_rates(self, configs: list) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _member_value_tensors(self, configs: list) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Each numeric per-member hyperparameter as one [P] tensor over ``configs``, on the device
         and (the same values) on the host."""
         host = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=self.dtype)
@@ -215,17 +216,18 @@ class PopulationMethod:
         return build_model(self.benchmark)
 
     def make_optimizer(self, params) -> PopulationOptimizer:
-        return PopulationOptimizer(self.config.optimizer, params, self.rate("lr"))
+        """The members' optimiser over the stacked ``params``, each with its own learning rate."""
+        return PopulationOptimizer(self.config.optimizer, params, self.member_values("lr"))
 
-    def rate(self, name: str) -> torch.Tensor:
+    def member_values(self, name: str) -> torch.Tensor:
         """The per-member hyperparameter ``name`` as a [P] tensor on the device."""
-        return self._rates[name]
+        return self._member_values[name]
 
-    def host_rate(self, name: str) -> torch.Tensor:
-        """The same values as :meth:`rate` (in the method's dtype) on the CPU: what host-side
+    def host_member_values(self, name: str) -> torch.Tensor:
+        """The same values as :meth:`member_values` (in the method's dtype) on the CPU: what host-side
         decisions (update coins, which members compute a term) compare with, so that a step never
         waits for the device."""
-        return self._host_rates[name]
+        return self._host_member_values[name]
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of [P, n, C, H, W] inputs (identity where the benchmark has none)."""
@@ -286,8 +288,8 @@ class PopulationMethod:
         hyperparameters may change."""
         check_changes(self.configs, configs, repr(self.name))
         self.configs = list(configs)
-        self._rates, self._host_rates = self._member_rates(configs)
-        self.opt.set_lr(self.rate("lr"))
+        self._member_values, self._host_member_values = self._member_value_tensors(configs)
+        self.opt.set_lr(self.member_values("lr"))
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members at positions ``keep``; the others cost nothing from now on. A
@@ -298,8 +300,8 @@ class PopulationMethod:
         select_members(self.net, keep)
         self.opt.select(keep)
         self.random.select(keep)
-        self._rates = {k: v[keep.to(v.device)] for k, v in self._rates.items()}
-        self._host_rates = {k: v[keep.cpu()] for k, v in self._host_rates.items()}
+        self._member_values = {k: v[keep.to(v.device)] for k, v in self._member_values.items()}
+        self._host_member_values = {k: v[keep.cpu()] for k, v in self._host_member_values.items()}
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "random": self.random.state_dict()}

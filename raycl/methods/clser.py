@@ -46,8 +46,8 @@ class Clser(ReplayPopulationMethod):
     def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
                  member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
-        self.plastic = PopulationEma(self.net, self.rate("plastic_alpha"))
-        self.stable = PopulationEma(self.net, self.rate("stable_alpha"))
+        self.plastic = PopulationEma(self.net, self.member_values("plastic_alpha"))
+        self.stable = PopulationEma(self.net, self.member_values("stable_alpha"))
         # Drawn on the host: whether a memory updates is decided without reading the device.
         self.coins = MemberRandom(seeds, Stream.CLSER_COINS, "cpu")
         self.global_step = 0
@@ -70,13 +70,13 @@ class Clser(ReplayPopulationMethod):
         outputs = self.forward_parts(parts)
         losses = cross_entropy(outputs, labels)
         if replay is not None:
-            losses = losses + self.rate("reg_weight") * mse(outputs[:, n:], self.memory_targets(parts[1], replay.y))
+            losses = losses + self.member_values("reg_weight") * mse(outputs[:, n:], self.memory_targets(parts[1], replay.y))
         self.step(losses)
         self.buffer.add(x, y, task=task)
         self.global_step += 1
         coins = self.coins.uniform(2, dtype=torch.float64)
-        self.plastic.update(self.net, self.global_step, coins[:, 0] < self.host_rate("plastic_update_freq").double())
-        self.stable.update(self.net, self.global_step, coins[:, 1] < self.host_rate("stable_update_freq").double())
+        self.plastic.update(self.net, self.global_step, coins[:, 0] < self.host_member_values("plastic_update_freq").double())
+        self.stable.update(self.net, self.global_step, coins[:, 1] < self.host_member_values("stable_update_freq").double())
         return losses.detach()
 
     @torch.no_grad()
@@ -86,12 +86,12 @@ class Clser(ReplayPopulationMethod):
 
     def set_configs(self, configs: list) -> None:
         super().set_configs(configs)
-        self.plastic.alphas, self.stable.alphas = self.rate("plastic_alpha"), self.rate("stable_alpha")
+        self.plastic.alphas, self.stable.alphas = self.member_values("plastic_alpha"), self.member_values("stable_alpha")
 
     def select(self, keep: torch.Tensor) -> None:
         super().select(keep)
-        self.plastic.select(keep, self.rate("plastic_alpha"))
-        self.stable.select(keep, self.rate("stable_alpha"))
+        self.plastic.select(keep, self.member_values("plastic_alpha"))
+        self.stable.select(keep, self.member_values("stable_alpha"))
         self.coins.select(keep)
 
     def state_dict(self) -> dict:

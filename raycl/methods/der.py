@@ -28,7 +28,7 @@ class Der(ReplayPopulationMethod):
 
     def replay_loss(self, outputs: torch.Tensor, draws: list[BufferSample]) -> torch.Tensor:
         (for_logits,) = draws
-        return self.rate("alpha") * mse(outputs, for_logits.logits)
+        return self.member_values("alpha") * mse(outputs, for_logits.logits)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         n = x.shape[1]

@@ -28,5 +28,5 @@ class Derpp(Der):
     def replay_loss(self, outputs: torch.Tensor, draws: list[BufferSample]) -> torch.Tensor:
         for_logits, for_labels = draws
         m = for_logits.y.shape[1]
-        return (self.rate("alpha") * mse(outputs[:, :m], for_logits.logits)
-                + self.rate("beta") * cross_entropy(outputs[:, m:], for_labels.y))
+        return (self.member_values("alpha") * mse(outputs[:, :m], for_logits.logits)
+                + self.member_values("beta") * cross_entropy(outputs[:, m:], for_labels.y))

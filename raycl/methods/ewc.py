@@ -51,7 +51,7 @@ class Ewc(PopulationMethod):
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         losses = cross_entropy(self.net(self.augment(x)), y)
-        total = losses + self.rate("ewc_lambda") * self.penalty() if self.fisher is not None else losses
+        total = losses + self.member_values("ewc_lambda") * self.penalty() if self.fisher is not None else losses
         self.step(total)
         return losses.detach()
 
@@ -78,7 +78,7 @@ class Ewc(PopulationMethod):
         if self.fisher is None:
             self.fisher = fisher
         else:
-            gamma = self.rate("gamma")
+            gamma = self.member_values("gamma")
             self.fisher = [old.mul_(per_member_view(gamma, old)).add_(new)
                            for old, new in zip(self.fisher, fisher)]
         self.anchor = [p.detach().clone() for p in self.params()]

@@ -97,7 +97,7 @@ class GenReplay(PopulationMethod):
 
     def _vae_optimizer(self) -> PopulationOptimizer:
         """Adam over the newest VAE, each member at its own ``gen_lr``."""
-        return PopulationOptimizer("adam", self.vaes[-1].parameters(), self.rate("gen_lr"))
+        return PopulationOptimizer("adam", self.vaes[-1].parameters(), self.member_values("gen_lr"))
 
     def _replay_count(self, batch: int, task: int) -> int:
         n = self.config.replay_size or batch
@@ -167,14 +167,9 @@ class GenReplay(PopulationMethod):
             self._train_generator(self.vaes[0], x, previous, task)
         self.trained_vaes = len(self.vaes) if self.config.vae_per_task else 1
 
-    @torch.no_grad()
-    def generated_labels(self, n: int) -> torch.Tensor:
-        """Labels the current solver gives ``n`` generated inputs per member (for inspection)."""
-        return self.net(self.generate(n, self._trained())).argmax(-1)
-
     def set_configs(self, configs: list) -> None:
         super().set_configs(configs)
-        self.gen_opt.set_lr(self.rate("gen_lr"))
+        self.gen_opt.set_lr(self.member_values("gen_lr"))
 
     def select(self, keep: torch.Tensor) -> None:
         super().select(keep)

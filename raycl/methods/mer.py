@@ -79,7 +79,7 @@ class Mer(ReplayPopulationMethod):
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         cfg = self.config
         params = self._params()
-        beta, gamma = self.rate("beta"), self.rate("gamma")
+        beta, gamma = self.member_values("beta"), self.member_values("gamma")
         losses = []
         for i in range(x.shape[1]):
             xi, yi = x[:, i:i + 1], y[:, i:i + 1]
@@ -130,7 +130,7 @@ class Mer(ReplayPopulationMethod):
         w1, b1 = net.fc1.weight, net.fc1.bias  # [P, in, out], [P, 1, out]
         w2, b2 = net.fc2.weight, net.fc2.bias
         w3, b3 = net.classifier.weight, net.classifier.bias
-        neg_lr = -self.rate("lr").view(-1, 1, 1)
+        neg_lr = -self.member_values("lr").view(-1, 1, 1)
         inputs = bx.flatten(2)
         targets = self.eye[by]
         first = None

@@ -52,7 +52,7 @@ class Synergy(ReplayPopulationMethod):
     def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
                  member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
-        self.ema = PopulationEma(self.net, self.rate("ema_alpha"))
+        self.ema = PopulationEma(self.net, self.member_values("ema_alpha"))
         self.fisher = [torch.zeros_like(p) for p in self.net.parameters()]
         self.fisher_updates = torch.zeros(self.size, dtype=torch.long)  # per member, on the host
         # Drawn on the host: whether the memory or the Fisher updates is decided without reading the device.
@@ -140,20 +140,20 @@ class Synergy(ReplayPopulationMethod):
         if replay is not None:
             with torch.no_grad():
                 ema_logits = self.ema(parts[1])
-            losses = losses + self.rate("reg_weight") * mse(outputs[:, n:], ema_logits)
-            losses = losses + self.rate("penalty_weight") * self.penalty()
+            losses = losses + self.member_values("reg_weight") * mse(outputs[:, n:], ema_logits)
+            losses = losses + self.member_values("penalty_weight") * self.penalty()
         self.step(losses)
         self.buffer.add(x, y, task=task)
         self.global_step += 1
         # The coins and every decision taken on them are the host's: nothing here reads the device.
         coins = self.coins.uniform(2, dtype=torch.float64)
-        self.ema.update(self.net, self.global_step, coins[:, 0] < self.host_rate("ema_update_freq").double())
-        refresh = (coins[:, 1] < self.host_rate("fisher_update_freq").double()) & (self.host_rate("penalty_weight") > 0)
+        self.ema.update(self.net, self.global_step, coins[:, 0] < self.host_member_values("ema_update_freq").double())
+        refresh = (coins[:, 1] < self.host_member_values("fisher_update_freq").double()) & (self.host_member_values("penalty_weight") > 0)
         if replay is not None and bool(refresh.any()):
             stored = self.buffer.all()
             new = self._estimate_fisher(self.augment(stored.x), stored.y)
             warm = 1.0 - 1.0 / (self.global_step + 1)
-            alpha = self.host_rate("fisher_alpha")
+            alpha = self.host_member_values("fisher_alpha")
             # The first estimate is taken as it is, later ones smoothed; members not refreshed keep theirs.
             a = torch.where(self.fisher_updates == 0, torch.zeros_like(alpha), alpha.clamp(max=warm)).to(self.device)
             flagged = refresh.to(self.device)
@@ -169,11 +169,11 @@ class Synergy(ReplayPopulationMethod):
 
     def set_configs(self, configs: list) -> None:
         super().set_configs(configs)
-        self.ema.alphas = self.rate("ema_alpha")
+        self.ema.alphas = self.member_values("ema_alpha")
 
     def select(self, keep: torch.Tensor) -> None:
         super().select(keep)
-        self.ema.select(keep, self.rate("ema_alpha"))
+        self.ema.select(keep, self.member_values("ema_alpha"))
         self.coins.select(keep)
         index = keep.to(self.device)
         self.fisher = [f[index] for f in self.fisher]

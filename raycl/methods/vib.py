@@ -117,14 +117,14 @@ class Vib(PopulationMethod):
         z = mean + eps * torch.exp(0.5 * logvar)
         loss = cross_entropy(self.net.classifier(z), targets)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean(-1)
-        beta_1, beta_2 = self.rate("beta_1"), self.rate("beta_2")
+        beta_1, beta_2 = self.member_values("beta_1"), self.member_values("beta_2")
         loss = loss + torch.where(beta_1 <= 0, beta_2, beta_1 + beta_2) * kl
         rewarded = beta_1 < 0
         # The reconstruction term exists only for members that reward I(Z;X); for the others
         # it adds an exact zero, so a member's numbers do not depend on its companions. Whether
         # any member rewards it is the host's copy of the same values: the step never waits on
         # the device.
-        if bool((self.host_rate("beta_1") < 0).any()):
+        if bool((self.host_member_values("beta_1") < 0).any()):
             recon = self._recon_loss(self.net.reconstructor(z), flat)
             loss = loss + torch.where(rewarded, -beta_1 * recon, torch.zeros_like(recon))
         return loss
@@ -148,7 +148,7 @@ class Vib(PopulationMethod):
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         x = self.augment(x)
         losses = self.objective(x, y)
-        weight = self.rate("replay_weight")
+        weight = self.member_values("replay_weight")
         replay = self._replay_batch(self.config.replay_batch_size or x.shape[1])
         if replay is not None:
             mixed = (1.0 - weight) * losses + weight * self.objective(*replay)

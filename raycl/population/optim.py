@@ -40,10 +40,6 @@ class PopulationOptimizer:
         self.lr = lr
         self._rates = [per_member_view(lr.to(p), p) for p in self.params]
 
-    @property
-    def size(self) -> int:
-        return len(self.lr)
-
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.params if p.requires_grad]
 

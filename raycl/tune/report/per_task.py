@@ -1,17 +1,22 @@
 """The report of a per-task search (``--protocol chf | current-task | seen-tasks-val``): the
 hyperparameters chosen at each task, and every candidate's validation evidence.
 
-Reads the experiment's ``trials.parquet``, which holds one row per (task, candidate).
+Reads the experiment's trials table, which holds one row per (task, candidate).
 """
 
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure
+
+from raycl.files import atomic_write_text
+from raycl.tune.report.draw import save_png
+from raycl.tune.report.page import PAGE, ReportFiles, fmt, html_table
+from raycl.vocabulary import TRIALS_FILE
 
 
 def is_per_task(rows: list[dict]) -> bool:
@@ -23,7 +28,7 @@ def winner_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("winner", True)]
 
 
-def plot_schedule(rows: list[dict], path: Path, save) -> Path:
+def plot_schedule(rows: list[dict], path: Path) -> Path:
     """One panel per hyperparameter: every candidate's value at each task (grey), the chosen one in
     orange; and a panel of each candidate's validation accuracy on its task, the chosen marked."""
     names = sorted({k[len("config."):] for r in rows for k in r if k.startswith("config.") and r[k] is not None})
@@ -58,20 +63,14 @@ def plot_schedule(rows: list[dict], path: Path, save) -> Path:
     ax.legend(fontsize=7)
     fig.suptitle(f"Hyperparameters chosen per task ({rows[0].get('protocol')}): {rows[0].get('method')} on "
                  f"{rows[0].get('dataset')}")
-    return save(fig, path)
+    return save_png(fig, path)
 
 
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def page(name: str, rows: list[dict], figure: Path, table) -> str:
+def schedule_page(name: str, rows: list[dict], figure: Path) -> str:
     names = sorted({k for r in rows for k in r if k.startswith("config.")})
     chosen = [r for r in rows if r["chosen"]]
     header = ["task", *[n[len("config."):] for n in names], "val on the task", "val over the tasks seen", "candidates"]
-    body = [[str(r["task"]), *[_fmt(r.get(n)) for n in names], _fmt(r["current_task_val"]), _fmt(r["seen_tasks_val"]),
+    body = [[str(r["task"]), *[fmt(r.get(n)) for n in names], fmt(r["current_task_val"]), fmt(r["seen_tasks_val"]),
              str(sum(x["task"] == r["task"] for x in rows))] for r in chosen]
     first = rows[0]
     return "\n".join([
@@ -85,4 +84,19 @@ def page(name: str, rows: list[dict], figure: Path, table) -> str:
         f"{html.escape(str(first.get('protocol')))}: {len(rows)} candidates over {len(chosen)} tasks. Each task's "
         "candidates started from the state chosen at the task before; the chosen one carried on.</p>",
         f"<img src='{html.escape(figure.name)}' alt='schedule'>",
-        "<h2>The schedule</h2>", table(header, body), "</body></html>"])
+        "<h2>The schedule</h2>", html_table(header, body), "</body></html>"])
+
+
+def per_task_report(path: Path, out_dir) -> ReportFiles | None:
+    """The report of a per-task search (one table row per task and candidate), None for another."""
+    table = path.expanduser().resolve() / TRIALS_FILE
+    rows = pq.read_table(table).to_pylist() if table.is_file() else []
+    if not is_per_task(rows):
+        return None
+    rows = winner_rows(rows)
+    out = Path(out_dir) if out_dir else table.parent / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    figure = plot_schedule(rows, out / "schedule.png")
+    page = out / PAGE
+    atomic_write_text(page, schedule_page(table.parent.name, rows, figure))
+    return ReportFiles(page=page, figures=[figure], notes=[])

@@ -1,4 +1,7 @@
-"""Plain SGD over one flat parameter tensor: the optimiser of the DER protocol, made cheap.
+"""The optimisers of solo learners (one network each, :class:`raycl.methods.base.ContinualMethod`):
+plain SGD over one flat parameter tensor, the optimiser of the DER protocol made cheap, or Adam.
+A population's optimiser, one learning rate per member over stacked parameters, is
+:class:`raycl.population.optim.PopulationOptimizer`.
 
 Why not ``torch.optim.SGD``: it imports ``torch._dynamo`` on first use (over a second of
 start-up here) and loops over parameters in Python at every step. The DER protocol's MLP takes
@@ -59,8 +62,8 @@ class FlatSGD:
         self.lr = state["lr"]
 
 
-def make_optimizer(name: str, params, lr: float):
-    """``sgd`` (FlatSGD) or ``adam`` (torch.optim.Adam) over ``params``."""
+def solo_optimizer(name: str, params, lr: float):
+    """A solo learner's optimiser over ``params``: ``sgd`` (FlatSGD) or ``adam`` (torch.optim.Adam)."""
     params = list(params)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
