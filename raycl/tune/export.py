@@ -15,7 +15,6 @@ from raycl.tune.outputs import plain_config, provenance, write_outputs
 from raycl.tune.rungs import describe_rungs, search_rungs
 from raycl.tune.space import edge_warnings
 from raycl.tune.tables import config_table, final_eval_line, short_value
-from raycl.vocabulary import SPACE_FILE  # noqa: F401 (raycl.tune.report reads it here)
 from raycl.vocabulary import COHORT, COHORT_FILE, ENDED_STATUSES, OBJECTIVE, ConfigRecord, Status, config_id, ended_status
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 
-from raycl.vocabulary import SIGNAL_FILE  # noqa: F401 (raycl.tune.report reads it here)
 from raycl.vocabulary import Status
 
 # A correlation over fewer completed configurations than this is not called weak or strong.
