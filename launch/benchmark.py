@@ -246,7 +246,7 @@ def measure_chf(drops: list[float], method: str, data_root: str | None, threads:
         for choice in pop.choices:
             print(f"  task {choice.task + 1}: {choice.values}  A* {choice.evidence['A*']:.2f}  "
                   f"decays {choice.evidence.get('decays')}  val {choice.winner.current:.2f}")
-        test = pop.run.test[bench.settings[0]][0, -1]
+        test = pop.run.record.row(0, -1, bench.settings[0], "test")
         print(f"  chosen path test {bench.settings[0]} {test.mean():.2f} (per task {', '.join(f'{v:.1f}' for v in test)})",
               flush=True)
 

@@ -44,6 +44,7 @@ import torch
 from raycl.data import Benchmark
 from raycl.errors import RayclError
 from raycl.hparams import param_specs, stability_hyperparameters
+from raycl.population.record import AccuracyRecord
 from raycl.train import PopulationRun
 
 log = logging.getLogger(__name__)
@@ -163,12 +164,12 @@ class Branches:
         self.train_s += time.perf_counter() - start
 
     def _evidence(self, run: PopulationRun, candidates: list[Candidate], task: int) -> None:
-        val = run.val[self.setting]
+        record: AccuracyRecord = run.record
         for member, candidate in enumerate(candidates):
             candidate.diverged = member in run.diverged
             if not candidate.diverged:
-                candidate.current = float(val[member, task, task])
-                candidate.seen = float(val[member, task, :task + 1].mean())
+                candidate.current = record.current(member, task, self.setting)
+                candidate.seen = float(record.seen(member, task, self.setting).mean())
 
     def choose(self, phase: int, position: int) -> None:
         """The candidate at ``position`` of training call ``phase`` (of this task) is the chosen state."""
