@@ -376,10 +376,6 @@ class SelectionResult:
     trainings: int
     train_s: float
 
-    @property
-    def schedule(self) -> dict[str, list]:
-        return schedule_of(self.choices)
-
 
 def choose_next_task(branches: Branches, protocol: str, chf: ChfSettings | None = None, study=None, define=None,
                      candidates: int = 8, sequential: bool = False) -> TaskChoice:
@@ -409,7 +405,3 @@ def select_per_task(branches: Branches, protocol: str, chf: ChfSettings | None =
 def decisions(result: SelectionResult) -> list[tuple[int, dict]]:
     """(task, chosen values) per task: what two runs of a rule must agree on."""
     return [(c.task, {k: float(v) for k, v in c.values.items()}) for c in result.choices]
-
-
-def chosen_matrix(result: SelectionResult, split: str = "val") -> dict[str, np.ndarray]:
-    return {s: getattr(result.run, split)[s][0] for s in result.run.benchmark.settings}
