@@ -30,9 +30,9 @@ and the winner's test accuracy over seeds 0-4 retrained on all the training data
 
 --chf DROP ... runs the continual hyperparameter framework on seq-mnist (--chf-method, DER++ 500 by
 default, the DER repository's grid and decay) twice per drop, in process and one thread: as
-populations (the plasticity grid with every learning rate's first stability rung, then the rest of
-the ladder where that rung falls short) and as the sequential loop of retrains that stops at the
-first accepted rung; prints both wall times, the retrains per task and
+populations (the plasticity grid with every learning rate's first stability step, then the rest of
+the ladder where that step falls short) and as the sequential loop of retrains that stops at the
+first accepted step; prints both wall times, the retrains per task and
 whether the decisions agree.
 
     python launch/benchmark.py --runs --chf 0.2 0.03
@@ -246,7 +246,7 @@ def measure_chf(drops: list[float], method: str, data_root: str | None, threads:
         for choice in pop.choices:
             print(f"  task {choice.task + 1}: {choice.values}  A* {choice.evidence['A*']:.2f}  "
                   f"decays {choice.evidence.get('decays')}  val {choice.winner.current:.2f}")
-        test = pop.run.test[bench.settings[0]][0, -1]
+        test = pop.run.record.row(0, -1, bench.settings[0], "test")
         print(f"  chosen path test {bench.settings[0]} {test.mean():.2f} (per task {', '.join(f'{v:.1f}' for v in test)})",
               flush=True)
 

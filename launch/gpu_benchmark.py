@@ -23,6 +23,7 @@ from raycl.data import load_benchmark
 from raycl.data.synthetic import write_cifar10, write_mnist
 from raycl.device import apply_precision
 from raycl.device_checks import largest_gap, population, resumed_gap, train_tasks
+from raycl.population.record import ALL
 from raycl.errors import RayclError
 from raycl.methods import METHODS
 
@@ -88,7 +89,8 @@ def main(data_root: str | None, mlp_sizes, resnet_sizes) -> int:
         cpu = train_tasks(population(digits, method, "cpu", dtype=torch.float64), digits.n_tasks)
         cuda = train_tasks(population(digits, method, device, dtype=torch.float64), digits.n_tasks)
         print(f"{method:6} largest gap {largest_gap(cpu, cuda):.4f}; final Class-IL test "
-              f"cpu {cpu.test['class_il'][:, -1].mean():.2f} cuda {cuda.test['class_il'][:, -1].mean():.2f}",
+              f"cpu {cpu.record.row(ALL, -1, 'class_il', 'test').mean():.2f} "
+              f"cuda {cuda.record.row(ALL, -1, 'class_il', 'test').mean():.2f}",
               flush=True)
 
     print("\n== resume across devices (derpp, float64, task 1 on one device, task 2 on the other) ==")

@@ -14,10 +14,11 @@ Rules, all on validation data only:
   task's validation split. *Stability decay*: with the best learning rate, the stability
   hyperparameters start at their most stable value (declared with the method, ``most_stable``) and
   are multiplied by ``decay`` until the task's validation accuracy reaches (1 - ``drop``) A*, at most
-  ``decay_limit`` times. The sequential framework retrains once per rung of that ladder, stopping
-  at the first accepted one; here the grid and the ladder's first rung train as one population and
-  the rest of the ladder, when needed, as a second, and the first accepted rung is taken, so the
-  decisions are the same.
+  ``decay_limit`` times. The sequential framework retrains once per step of that ladder, stopping
+  at the first accepted one; here the grid and the ladder's first step train as one population and
+  the rest of the ladder, when needed, as a second, and the first accepted step is taken, so the
+  decisions are the same. (A ladder step is not an ASHA rung: rungs are the search's early stopping,
+  :mod:`raycl.tune.rungs`.)
 - ``current-task`` and ``seen-tasks-val`` (Lee et al. 2024): K candidates per task proposed by
   Optuna's TPE, which sees every earlier task's candidates (the task index is one of its
   parameters, fixed at the current task), chosen by the accuracy on the task's validation split,
@@ -44,6 +45,7 @@ import torch
 from raycl.data import Benchmark
 from raycl.errors import RayclError
 from raycl.hparams import param_specs, stability_hyperparameters
+from raycl.population.record import AccuracyRecord
 from raycl.train import PopulationRun
 
 log = logging.getLogger(__name__)
@@ -163,12 +165,12 @@ class Branches:
         self.train_s += time.perf_counter() - start
 
     def _evidence(self, run: PopulationRun, candidates: list[Candidate], task: int) -> None:
-        val = run.val[self.setting]
+        record: AccuracyRecord = run.record
         for member, candidate in enumerate(candidates):
             candidate.diverged = member in run.diverged
             if not candidate.diverged:
-                candidate.current = float(val[member, task, task])
-                candidate.seen = float(val[member, task, :task + 1].mean())
+                candidate.current = record.current(member, task, self.setting)
+                candidate.seen = float(record.seen(member, task, self.setting).mean())
 
     def choose(self, phase: int, position: int) -> None:
         """The candidate at ``position`` of training call ``phase`` (of this task) is the chosen state."""
@@ -184,20 +186,21 @@ class Branches:
 def chf_task(branches: Branches, settings: ChfSettings, sequential: bool = False) -> TaskChoice:
     """One task of the continual hyperparameter framework (see the module's doc).
 
-    As populations: the plasticity grid and the first rung of the stability ladder for every
-    learning rate of the grid train as one population (the rung of the best learning rate is the
-    one the sequential loop trains first, and on many streams the one it keeps); only when that
-    rung falls short do the remaining rungs, with the best learning rate, train as a second one.
+    As populations: the plasticity grid and the first step of the stability ladder for every
+    learning rate of the grid train as one population (the step of the best learning rate is the
+    one the sequential loop trains first, and on many benchmarks the one it keeps); only when that
+    step falls short do the remaining steps, with the best learning rate, train as a second one.
     """
     stability = stability_hyperparameters(type(branches.base))
     task = branches.next_task
 
-    def rung(lr: float, k: int) -> Candidate:
+    def ladder_step(lr: float, k: int) -> Candidate:
+        """Step ``k`` of the stability ladder: the stability hyperparameters decayed ``k`` times."""
         return Candidate({"lr": lr, **{n: v * settings.decay ** k for n, v in stability.items()}}, "stability")
 
     plasticity = [Candidate({"lr": lr, **{n: 0.0 for n in stability}}, "plasticity") for lr in settings.grid]
-    first_rungs = [rung(lr, 0) for lr in settings.grid] if stability and not sequential else []
-    branches.train(plasticity + first_rungs, sequential)
+    first_steps = [ladder_step(lr, 0) for lr in settings.grid] if stability and not sequential else []
+    branches.train(plasticity + first_steps, sequential)
     if all(c.diverged for c in plasticity):
         raise RayclError(f"task {task + 1}: every learning rate of the grid {list(settings.grid)} diverged")
     best = max((i for i, c in enumerate(plasticity) if not c.diverged), key=lambda i: (plasticity[i].current, -i))
@@ -212,21 +215,21 @@ def chf_task(branches: Branches, settings: ChfSettings, sequential: bool = False
     def accepted(candidate: Candidate) -> bool:
         return not candidate.diverged and candidate.current >= threshold
 
-    candidates = plasticity + first_rungs
-    if sequential:  # the published loop: retrain until a rung is accepted
+    candidates = plasticity + first_steps
+    if sequential:  # the published loop: retrain until a step is accepted
         for k in range(settings.decay_limit + 1):
-            candidate = rung(lr, k)
+            candidate = ladder_step(lr, k)
             branches.train([candidate], sequential=True)
             candidates.append(candidate)
             if accepted(candidate):
                 break
         ladder = candidates[len(plasticity):]
-        places = [(1 + k, 0) for k in range(len(ladder))]  # one training call per rung
+        places = [(1 + k, 0) for k in range(len(ladder))]  # one training call per step
     else:
-        # Where each rung of the ladder was trained: (training call of this task, member in it).
-        ladder, places = [first_rungs[best]], [(0, len(plasticity) + best)]
+        # Where each step of the ladder was trained: (training call of this task, member in it).
+        ladder, places = [first_steps[best]], [(0, len(plasticity) + best)]
         if not accepted(ladder[0]) and settings.decay_limit > 0:
-            rest = [rung(lr, k) for k in range(1, settings.decay_limit + 1)]
+            rest = [ladder_step(lr, k) for k in range(1, settings.decay_limit + 1)]
             branches.train(rest)
             candidates += rest
             ladder += rest
@@ -373,10 +376,6 @@ class SelectionResult:
     trainings: int
     train_s: float
 
-    @property
-    def schedule(self) -> dict[str, list]:
-        return schedule_of(self.choices)
-
 
 def choose_next_task(branches: Branches, protocol: str, chf: ChfSettings | None = None, study=None, define=None,
                      candidates: int = 8, sequential: bool = False) -> TaskChoice:
@@ -406,7 +405,3 @@ def select_per_task(branches: Branches, protocol: str, chf: ChfSettings | None =
 def decisions(result: SelectionResult) -> list[tuple[int, dict]]:
     """(task, chosen values) per task: what two runs of a rule must agree on."""
     return [(c.task, {k: float(v) for k, v in c.values.items()}) for c in result.choices]
-
-
-def chosen_matrix(result: SelectionResult, split: str = "val") -> dict[str, np.ndarray]:
-    return {s: getattr(result.run, split)[s][0] for s in result.run.benchmark.settings}

@@ -1,4 +1,4 @@
-"""The one training loop: a population of members of one method learning a stream of tasks.
+"""The one training loop: a population of members of one method learning a benchmark's tasks.
 
 A population is P members (configuration, seed, benchmark) trained in lockstep: every step
 gathers one batch per member from that member's own data order, the method takes one step for
@@ -8,6 +8,10 @@ report and checkpoint between tasks; ``run`` and ``run_population`` drive it to 
 
 A member whose loss turns non-finite is marked diverged and removed from every stacked tensor;
 the others go on, their numbers unchanged.
+
+Three units: the population's members and state (:mod:`raycl.population.state`), its accuracy
+record with the queries the search and selection read (:mod:`raycl.population.record`), and here
+the loop (the step, divergence checks and evaluation).
 """
 
 from __future__ import annotations
@@ -16,9 +20,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
-import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -26,13 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from raycl.data import Benchmark
-from raycl.device import autocast, check_precision
-from raycl.errors import DivergedError, RayclError
-from raycl.methods import get_population_method
-from raycl.metrics import summarize
-from raycl.population.random import MemberRandom, Stream
+from raycl.device import autocast
+from raycl.errors import DivergedError
+from raycl.population.inputs import MemberInputs, split_arrays
+from raycl.population.state import Population
 
-log = logging.getLogger(__name__)
+# Re-exported: launch scripts and tests take the loop's names from here.
+__all__ = ["DivergedError", "MemberInputs", "PopulationRun", "RunResult", "TaskReport", "run", "run_population",
+           "split_arrays"]
 
 # Examples per member and evaluation chunk are EVAL_CHUNK // P (at least MIN_EVAL_CHUNK).
 EVAL_CHUNK = 8192
@@ -117,122 +120,28 @@ def _accuracies(logits: torch.Tensor, y: torch.Tensor, classes: torch.Tensor, se
     return correct
 
 
-class MemberInputs:
-    """One split of one task for every member, each from its own benchmark, on the device as uint8.
-
-    Members that share a benchmark share its arrays; pixel maps are applied once per task (or, with
-    ``arrays`` from the caller's cache, once per stream).
-    """
-
-    def __init__(self, benchmarks: Sequence[Benchmark], member_data: list[int], task: int, split: str,
-                 device: torch.device, dtype: torch.dtype,
-                 arrays: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None):
-        used = sorted(set(member_data))
-        load = arrays or (lambda b: split_arrays(benchmarks[b], task, split, device))
-        parts = [load(b) for b in used]
-        self.n = len(parts[0][1])
-        if any(len(y) != self.n for _, y in parts):
-            raise RayclError(f"members of one population need {split} sets of one size; task {task + 1} has "
-                             f"{sorted({len(y) for _, y in parts})} examples across their data seeds")
-        self.x = parts[0][0] if len(parts) == 1 else torch.cat([x for x, _ in parts])
-        self.y = parts[0][1] if len(parts) == 1 else torch.cat([y for _, y in parts])
-        self.offsets = [used.index(b) * self.n for b in member_data]  # host copy: no device read per member
-        self.offset = torch.tensor(self.offsets, device=device)
-        self.scale = benchmarks[0].scaler(device, dtype)
-
-    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Examples ``rows`` [P, k] of each member's split: inputs [P, k, ...], labels [P, k]."""
-        flat = (rows + self.offset[:, None]).flatten()
-        x = self.x.index_select(0, flat).view(*rows.shape, *self.x.shape[1:])
-        return self.scale(x), self.y.index_select(0, flat).view(rows.shape)
-
-    def member(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole split of the member at ``position``."""
-        start = self.offsets[position]
-        return self.scale(self.x[start:start + self.n]), self.y[start:start + self.n]
-
-    def select(self, keep: torch.Tensor) -> None:
-        positions = keep.tolist()
-        self.offsets = [self.offsets[i] for i in positions]
-        self.offset = self.offset[keep.to(self.offset.device)]
-
-
-def split_arrays(benchmark: Benchmark, task: int, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One task's ``split`` of ``benchmark`` on ``device``: uint8 inputs (pixel map applied) and labels."""
-    data = benchmark.tasks[task]
-    with warnings.catch_warnings():
-        # Arrays from the object store are read-only; nothing writes through these views.
-        warnings.simplefilter("ignore", UserWarning)
-        return (torch.from_numpy(data.inputs(split)).to(device),
-                torch.from_numpy(getattr(data, f"{split}_y")).to(device))
-
-
-class PopulationRun:
-    """Members of one method learning a benchmark's tasks in lockstep, one ``run_task`` call per task.
-
-    ``configs`` (one per member, or one for all) must share their structural hyperparameters;
-    ``benchmarks[member_data[i]]`` is member i's benchmark (default: all share a single benchmark,
-    or member i trains on ``benchmarks[i]`` when there is one per member).
+class PopulationRun(Population):
+    """The loop: a :class:`~raycl.population.state.Population` learning its benchmark's tasks in
+    lockstep, one ``run_task`` call per task (the step, divergence checks, then evaluation into the
+    population's accuracy record). Test accuracy is evaluated after every task, or with
+    ``test_every_task`` False after the last one only.
     """
 
     def __init__(self, benchmarks: Benchmark | Sequence[Benchmark], method: str, configs, seeds: Sequence[int],
                  member_data: Sequence[int] | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, test_every_task: bool = True, precision: str = "fp32"):
-        self.benchmarks = [benchmarks] if isinstance(benchmarks, Benchmark) else list(benchmarks)
-        self.benchmark = self.benchmarks[0]
-        self.seeds = [int(s) for s in seeds]
-        size = len(self.seeds)
-        if size < 1:
-            raise RayclError("a population needs at least one member")
-        self.configs = list(configs) if isinstance(configs, (list, tuple)) else [configs] * size
-        if member_data is None:
-            if len(self.benchmarks) not in (1, size):
-                raise RayclError(f"{len(self.benchmarks)} benchmarks for {size} members: say which member trains "
-                                 "on which (member_data)")
-            member_data = range(size) if len(self.benchmarks) == size else [0] * size
-        self.member_data = list(member_data)
-        if len(self.configs) != size or len(self.member_data) != size:
-            raise RayclError(f"{size} seeds but {len(self.configs)} configs and {len(self.member_data)} data entries")
-        for other in self.benchmarks[1:]:
-            if (other.name, other.n_tasks, other.settings) != (self.benchmark.name, self.benchmark.n_tasks,
-                                                               self.benchmark.settings):
-                raise RayclError("members of one population must train on one benchmark (data seeds may differ)")
-        self.method_name = method
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.precision = check_precision(precision)
-        self.test_every_task = test_every_task
         # Denormal floats appear in small gradients and slow CPU matrix products several-fold.
         torch.set_flush_denormal(True)
         keep_freed_memory()
-        cls = get_population_method(method)
-        self.method = cls(self.configs, self.seeds, self.benchmark, self.device, dtype,
-                          member_benchmarks=[self.benchmarks[i] for i in self.member_data])
-        self.order_random = MemberRandom(self.seeds, Stream.ORDER, self.device)
-        self.alive = list(range(size))
-        self.diverged: dict[int, DivergedError] = {}
-        t = self.benchmark.n_tasks
-        nan = np.full((size, t, t), np.nan)
-        self.val = {s: nan.copy() for s in self.benchmark.settings}
-        self.test = {s: nan.copy() for s in self.benchmark.settings}
-        self.val_loss = nan.copy()  # mean cross-entropy on val: breaks ties between equal accuracies
-        self.next_task = 0
-        self.train_s = 0.0
+        super().__init__(benchmarks, method, configs, seeds, member_data, device, dtype, precision)
+        self.test_every_task = test_every_task
         self._eval_arrays: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._task_classes: dict[int, torch.Tensor] = {}
-        self.val_baseline, self.test_baseline = self._baselines()
-
-    @property
-    def size(self) -> int:
-        return len(self.seeds)
-
-    @property
-    def finished(self) -> bool:
-        return self.next_task >= self.benchmark.n_tasks or not self.alive
+        self._baselines()
 
     def _inputs(self, task: int, split: str) -> MemberInputs:
         """A task's split for the live members. Evaluation splits are uploaded once and stay on the
-        device for the whole stream; a training split is uploaded when its task starts."""
+        device for the whole run; a training split is uploaded when its task starts."""
         def cached(b: int) -> tuple[torch.Tensor, torch.Tensor]:
             key = (b, task, split)
             if key not in self._eval_arrays:
@@ -276,81 +185,15 @@ class PopulationRun:
         out["loss"] = counts[-1] / data.n
         return out
 
-    def _baselines(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Accuracy of the untrained networks on every task (the reference of FWT): [P, T]."""
-        t = self.benchmark.n_tasks
-        val = {s: np.full((self.size, t), np.nan) for s in self.benchmark.settings}
-        test = {s: np.full((self.size, t), np.nan) for s in self.benchmark.settings}
-        for j in range(1, t):
-            for split, table in (("val", val), ("test", test)):
+    def _baselines(self) -> None:
+        """Record the untrained networks' accuracy on every task after the first (the reference of FWT)."""
+        for j in range(1, self.benchmark.n_tasks):
+            for split in ("val", "test"):
                 if split == "test" and not self.test_every_task:
                     continue
-                accuracies = self.evaluate(j, split)
-                for s in self.benchmark.settings:
-                    table[s][:, j] = accuracies[s]
-        return val, test
+                self.record.write_baseline(split, j, self.evaluate(j, split))
 
     # ----- training ---------------------------------------------------------------------------
-    def _select(self, keep: torch.Tensor) -> None:
-        """Keep only the live members at positions ``keep`` (none: the population is finished and
-        its stacked state is left as it was)."""
-        if len(keep) == len(self.alive):
-            return
-        if len(keep):
-            self.method.select(keep)
-            self.order_random.select(keep)
-        self.alive = [self.alive[i] for i in keep.tolist()]
-
-    def drop(self, members) -> None:
-        """Stop training the members ``members`` (ids as built): every stacked tensor is compacted,
-        so they cost nothing from now on. Their accuracy rows so far stay."""
-        gone = set(members)
-        self._select(torch.tensor([i for i, m in enumerate(self.alive) if m not in gone], dtype=torch.long))
-
-    def set_configs(self, configs) -> None:
-        """Train the live members with ``configs`` (one per live member, in order) from the next task
-        on. They may differ from the members' current configs only in per-member hyperparameters: a
-        per-task schedule, or the candidates of a branch."""
-        configs = list(configs)
-        if len(configs) != len(self.alive):
-            raise RayclError(f"{len(configs)} configs for {len(self.alive)} live members")
-        self.method.set_configs(configs)
-        for member, config in zip(self.alive, configs):
-            self.configs[member] = config
-
-    def broadcast(self, member: int, size: int) -> None:
-        """Make ``size`` copies of live member ``member`` (its id): network, optimiser, buffer, random
-        streams and accuracy record, so each continues exactly as ``member`` would. The copies are
-        the members 0 .. size-1 from now on: the candidates of the next branch."""
-        position = self.alive.index(member)
-        self.method.select(torch.full((size,), position, dtype=torch.long))
-        self.order_random.select(torch.full((size,), position, dtype=torch.long))
-        for name in ("seeds", "configs", "member_data"):
-            setattr(self, name, [getattr(self, name)[member]] * size)
-
-        def copies(array: np.ndarray) -> np.ndarray:
-            return np.repeat(array[member][None], size, axis=0)
-
-        for table in (self.val, self.test, self.val_baseline, self.test_baseline):
-            for setting in table:
-                table[setting] = copies(table[setting])
-        self.val_loss = copies(self.val_loss)
-        self.alive = list(range(size))
-        self.diverged = {}
-
-    def _drop_diverged(self, failed: torch.Tensor, task: int, step: int) -> torch.Tensor | None:
-        """Mark the members flagged in ``failed`` [live] diverged; returns the positions kept, or
-        None when every member is still fine."""
-        if not bool(failed.any()):
-            return None
-        for position in torch.nonzero(failed).flatten().tolist():
-            member = self.alive[position]
-            self.diverged[member] = DivergedError(task, step)
-            log.info("member %d (seed %d) %s", member, self.seeds[member], self.diverged[member])
-        keep = torch.nonzero(~failed.cpu()).flatten()
-        self._select(keep)
-        return keep
-
     def _train_task(self, task: int) -> np.ndarray:
         data = self._inputs(task, "train")
         config = self.method.config
@@ -403,23 +246,18 @@ class PopulationRun:
         self.train_s += time.perf_counter() - start
         last = task == self.benchmark.n_tasks - 1
         rows = np.asarray(self.alive, dtype=np.int64)
+        tested = self.test_every_task or last
         if self.alive:
             for j in range(min(task + 2, self.benchmark.n_tasks)):  # the next task feeds FWT
-                val = self.evaluate(j, "val")
-                self.val_loss[rows, task, j] = val["loss"]
-                for s in self.benchmark.settings:
-                    self.val[s][rows, task, j] = val[s]
-                if self.test_every_task or last:
-                    test = self.evaluate(j, "test")
-                    for s in self.benchmark.settings:
-                        self.test[s][rows, task, j] = test[s]
+                self.record.write("val", rows, task, j, self.evaluate(j, "val"))
+                if tested:
+                    self.record.write("test", rows, task, j, self.evaluate(j, "test"))
         self.next_task += 1
-        seen = task + 1
         settings = self.benchmark.settings
         return TaskReport(
             task=task, n_tasks=self.benchmark.n_tasks, members=list(self.alive),
-            val={s: self.val[s][rows, task, :seen] for s in settings},
-            test=({s: self.test[s][rows, task, :seen] for s in settings} if self.test_every_task or last else None),
+            val={s: self.record.seen(rows, task, s) for s in settings},
+            test={s: self.record.seen(rows, task, s, "test") for s in settings} if tested else None,
             loss=loss, seconds=time.perf_counter() - start,
             diverged={m: str(e) for m, e in self.diverged.items() if m not in before},
         )
@@ -431,35 +269,12 @@ class PopulationRun:
     # ----- results ----------------------------------------------------------------------------
     def result(self, member: int = 0, wall_s: float = float("nan")) -> RunResult:
         """The accuracy matrices and metrics of member ``member`` (its id in the population as built)."""
-        settings = self.benchmark.settings
-        val = {s: self.val[s][member] for s in settings}
-        test = {s: self.test[s][member] for s in settings}
         return RunResult(
             method=self.method_name, dataset=self.benchmark.name, config=dataclasses.asdict(self.configs[member]),
-            seed=self.seeds[member], settings=settings, val=val, test=test,
-            val_metrics={s: summarize(val[s], self.val_baseline[s][member]) for s in settings},
-            test_metrics={s: summarize(test[s], self.test_baseline[s][member]) for s in settings},
-            train_s=self.train_s, wall_s=wall_s,
+            seed=self.seeds[member], settings=self.benchmark.settings, val=self.record.matrices(member, "val"),
+            test=self.record.matrices(member, "test"), val_metrics=self.record.metrics(member, "val"),
+            test_metrics=self.record.metrics(member, "test"), train_s=self.train_s, wall_s=wall_s,
         )
-
-    # ----- checkpoints -----------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {
-            "method": self.method.state_dict(), "order": self.order_random.state_dict(), "alive": list(self.alive),
-            "diverged": {m: (e.task, e.step) for m, e in self.diverged.items()}, "next_task": self.next_task, "train_s": self.train_s,
-            "val": self.val, "test": self.test, "val_loss": self.val_loss,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state`` of a population built the same way (same members, same order)."""
-        self._select(torch.tensor([self.alive.index(m) for m in state["alive"]], dtype=torch.long))
-        if self.alive:
-            self.method.load_state_dict(state["method"])
-            self.order_random.load_state_dict(state["order"])
-        self.diverged = {m: DivergedError(*where) for m, where in state["diverged"].items()}
-        self.next_task = state["next_task"]
-        self.train_s = state["train_s"]
-        self.val, self.test, self.val_loss = state["val"], state["test"], state["val_loss"]
 
 
 def run_population(benchmarks, method: str, configs, seeds: Sequence[int], member_data: Sequence[int] | None = None,

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from raycl.cohort import Cohort
 from raycl.tune.rungs import RungBoard, cohort_judge
-from raycl.tune.trainable import COMPLETED, DIVERGED, PRUNED, Cohort
+from raycl.vocabulary import Status
 
 DERPP = [{"lr": lr, "alpha": alpha, "beta": 0.5, "buffer_size": 50, "minibatch_size": 10, "n_epochs": 1}
          for lr, alpha in ((0.1, 0.3), (0.003, 1.0), (0.03, 0.1), (0.0003, 0.5))]
@@ -27,14 +28,14 @@ def test_stopping_at_a_rung_compacts_the_population_and_leaves_survivors_as_if_a
     cohort = Cohort(DERPP, [digits], "derpp", seeds, rungs=(1, 2), judge=judged((1, 2), 2), dtype=torch.float64)
     cohort.run_task()
     survivors = cohort.live
-    assert len(survivors) == 2 and len(cohort.stream.alive) == 2 * len(seeds)  # dropped members are gone
-    assert {r.status for c, r in enumerate(cohort.records) if c not in survivors} == {PRUNED}
+    assert len(survivors) == 2 and len(cohort.population.alive) == 2 * len(seeds)  # dropped members are gone
+    assert {r.status for c, r in enumerate(cohort.records) if c not in survivors} == {Status.PRUNED}
     while not cohort.finished:
         cohort.run_task()
     statuses = [r.status for r in cohort.records]
-    assert statuses.count(COMPLETED) == 1 and statuses.count(PRUNED) == 3
+    assert statuses.count(Status.COMPLETED) == 1 and statuses.count(Status.PRUNED) == 3
     for c, record in enumerate(cohort.records):
-        assert record.tasks == len(record.objective_by_task) == (5 if record.status == COMPLETED else
+        assert record.tasks == len(record.objective_by_task) == (5 if record.status == Status.COMPLETED else
                                                                  1 if c not in survivors else 2)
     # Every configuration's numbers, for the tasks it trained, equal a run of it alone on the same seeds.
     for c, record in enumerate(cohort.records):
@@ -43,8 +44,8 @@ def test_stopping_at_a_rung_compacts_the_population_and_leaves_survivors_as_if_a
         for _ in range(record.tasks):
             alone.run_task()
         for setting in digits.settings:
-            assert np.array_equal(cohort.stream.val[setting][cohort.members(c)], alone.val[setting], equal_nan=True)
-        if record.status == COMPLETED:
+            assert np.array_equal(cohort.population.val[setting][cohort.members(c)], alone.val[setting], equal_nan=True)
+        if record.status == Status.COMPLETED:
             assert record.test["class_il"] == pytest.approx(alone.test["class_il"][:, -1].mean(0).tolist())
 
 
@@ -54,8 +55,8 @@ def test_a_diverging_configuration_fails_alone_and_the_cohort_goes_on(digits):
     while not cohort.finished:
         task = cohort.run_task()
         report = cohort.report(task)
-        assert report["diverged"] is False and report["configs"]["1"]["status"] == DIVERGED
-    assert [r.status for r in cohort.records] == [COMPLETED, DIVERGED, COMPLETED]
+        assert report["diverged"] is False and report["configs"]["1"]["status"] == Status.DIVERGED
+    assert [r.status for r in cohort.records] == [Status.COMPLETED, Status.DIVERGED, Status.COMPLETED]
     assert "seed 0: loss diverged" in cohort.records[1].reason
     assert all(len(cohort.records[c].objective_by_task) == 5 for c in (0, 2))
 
@@ -72,7 +73,7 @@ def test_a_cohort_resumes_from_its_task_checkpoint_with_the_same_live_members(di
     first.run_task()
     second = build()
     second.load_state_dict(copy.deepcopy(first.state_dict()))
-    assert second.live == first.live and second.stream.alive == first.stream.alive
+    assert second.live == first.live and second.population.alive == first.population.alive
     while not second.finished:
         second.run_task()
     assert [r.status for r in second.records] == [r.status for r in whole.records]
@@ -84,24 +85,24 @@ def test_a_cohort_whose_configurations_all_diverge_ends_after_that_task(digits):
     cohort = Cohort([{"lr": lr, "n_epochs": 1} for lr in (1e30, 3e30)], [digits], "sgd", [0],
                     rungs=(1, 4), judge=judged((1, 4), 4, size=2))
     task = cohort.run_task()
-    assert cohort.finished and cohort.stream.next_task == 1 and cohort.live == []
-    assert [r.status for r in cohort.records] == [DIVERGED, DIVERGED]
+    assert cohort.finished and cohort.population.next_task == 1 and cohort.live == []
+    assert [r.status for r in cohort.records] == [Status.DIVERGED, Status.DIVERGED]
     report = cohort.report(task)
     assert report["diverged"] is True and report["live"] == 0
-    assert {c["status"] for c in report["configs"].values()} == {DIVERGED}
+    assert {c["status"] for c in report["configs"].values()} == {Status.DIVERGED}
 
 
 def test_equal_accuracies_at_a_rung_are_ranked_by_the_lower_validation_loss():
-    from types import SimpleNamespace
-
-    from raycl.tune.trainable import OBJECTIVE, RUNG_SCORE, task_metrics
+    from raycl.cohort import task_metrics
+    from raycl.population.record import AccuracyRecord
+    from raycl.vocabulary import OBJECTIVE, RUNG_SCORE
 
     # Two configurations with the same validation accuracies after task 1, one with the lower loss.
     val = np.array([[[99.5, np.nan]], [[99.5, np.nan]]]).repeat(2, 1)
     loss = np.array([[[0.03, np.nan]], [[0.01, np.nan]]]).repeat(2, 1)
-    stream = SimpleNamespace(benchmark=SimpleNamespace(settings=("class_il",)), val={"class_il": val},
-                             val_loss=loss, seeds=[0, 0])
-    higher, lower = (task_metrics(stream, 0, [m]) for m in (0, 1))
+    record = AccuracyRecord(2, 2, ("class_il",))
+    record.val, record.val_loss = {"class_il": val}, loss
+    higher, lower = (task_metrics(record, [0, 0], 0, [m]) for m in (0, 1))
     assert higher[OBJECTIVE] == lower[OBJECTIVE] == 99.5
     assert lower[RUNG_SCORE] > higher[RUNG_SCORE]
     # The loss never outweighs one validation example: a better accuracy always ranks first.

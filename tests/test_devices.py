@@ -166,11 +166,11 @@ def test_a_trial_trains_on_its_assigned_device_capped_at_its_share(monkeypatch, 
 def test_cohorts_branches_and_schedules_train_where_and_as_told(digits):
     from raycl.methods import make_config
     from raycl.selection import Branches, fork
-    from raycl.tune.trainable import Cohort
+    from raycl.cohort import Cohort
 
     cohort = Cohort([{"lr": 0.1, "n_epochs": 1}] * 2, [digits], "sgd", [0], device="cpu", precision="bf16")
-    assert cohort.stream.device == torch.device("cpu") and cohort.stream.precision == "bf16"
-    assert Cohort([{"lr": 0.1}], [digits], "sgd", [0]).stream.precision == "fp32"
+    assert cohort.population.device == torch.device("cpu") and cohort.population.precision == "bf16"
+    assert Cohort([{"lr": 0.1}], [digits], "sgd", [0]).population.precision == "fp32"
     branches = Branches(digits, "sgd", make_config("sgd", {"n_epochs": 1}, digits.defaults), 0, device="cpu",
                         precision="tf32")
     assert fork(branches.chosen, 3).precision == "tf32"

@@ -21,8 +21,8 @@ def test_a_per_task_search_exports_its_schedule_and_train_replays_it(tmp_path, r
                     chf_drop=0.02, chf_decay_limit=2, final_eval_seeds=2)
     assert [c.task for c in report.choices] == [0, 1, 2, 3, 4]
     rows = pq.read_table(report.parquet_path).to_pylist()
-    # Per task one population of the grid (2) and each learning rate's first rung (2); the other two
-    # rungs of the ladder train only on a task where the first rung fell short.
+    # Per task one population of the grid (2) and each learning rate's first ladder step (2); the other two
+    # steps of the ladder train only on a task where the first step fell short.
     assert [len(c.candidates) for c in report.choices] == [4 if c.evidence["decays"] == 0 and
                                                            c.evidence["accepted"] else 6 for c in report.choices]
     assert len(rows) == sum(len(c.candidates) for c in report.choices)

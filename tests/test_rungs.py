@@ -95,7 +95,8 @@ def test_the_board_file_survives_a_new_service_and_a_retried_trial(tmp_path):
 def test_two_cohorts_share_the_rung_and_the_one_below_the_cut_stops_there(digits):
     import torch
 
-    from raycl.tune.trainable import COMPLETED, PRUNED, Cohort
+    from raycl.cohort import Cohort
+    from raycl.tune.trainable import COMPLETED, PRUNED
 
     def cohort(lrs, board, name):
         return Cohort([{"lr": lr, "n_epochs": 1} for lr in lrs], [digits], "sgd", [0], rungs=(2,),

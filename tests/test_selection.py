@@ -101,8 +101,8 @@ def test_chf_decides_as_the_sequential_framework_does(drop, digits):
     assert decisions(population) == reference
     sequential = select_per_task(Branches(bench, "der", base, seed=0, dtype=F64), "chf", settings, sequential=True)
     assert decisions(sequential) == reference
-    # As populations: the grid and every learning rate's first rung, then the rest of the ladder
-    # where that rung fell short; the loop retrains the grid and then rung by rung.
+    # As populations: the grid and every learning rate's first step, then the rest of the ladder
+    # where that step fell short; the loop retrains the grid and then step by step.
     for pop, seq in zip(population.choices, sequential.choices):
         climbed = pop.evidence["decays"] > 0 or not pop.evidence["accepted"]
         assert len(pop.candidates) == 3 + 3 + (3 if climbed else 0)

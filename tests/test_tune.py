@@ -688,7 +688,7 @@ def test_trial_data_seeds_vary_gives_every_seed_its_own_split_and_same_one_for_a
     same = prepare_benchmarks(SearchOptions(method="sgd", trial_seeds=3, data_seed=4, trial_data_seeds="same"))
     assert len(same) == 1 and np.array_equal(same[0].tasks[0].val_x, vary[0].tasks[0].val_x)
     # A cohort pairs seed i of every configuration with benchmark i, or all with the one.
-    from raycl.tune.trainable import Cohort
+    from raycl.cohort import Cohort
 
     cohort = Cohort([{"lr": 0.1, "n_epochs": 1}] * 2, vary, "sgd", [0, 1, 2])
     assert cohort.stream.member_data == [0, 1, 2, 0, 1, 2]

@@ -27,9 +27,7 @@ from raycl.data import Benchmark
 from raycl.methods import make_config
 from raycl.selection import (PBT_STREAM, Branches, Candidate, ChfSettings, TaskChoice, choose_next_task, pbt_task,
                              per_member_space, proposal_study)
-
-STATE_FILE = "selection.pt"
-CHOICES_FILE = "choices.json"
+from raycl.vocabulary import CHOICES_FILE, OBJECTIVE, SELECTION_STATE_FILE, TASK
 
 
 def choice_to_dict(choice: TaskChoice) -> dict:
@@ -67,7 +65,7 @@ def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: st
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             # Onto this trial's device, whichever the checkpoint was saved from (GPU or CPU node).
-            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False)
+            state = torch.load(Path(folder) / SELECTION_STATE_FILE, map_location=device, weights_only=False)
         branches.chosen.load_state_dict(state["run"])
         branches.trainings, branches.train_s = state["trainings"], state["train_s"]
         choices = [choice_from_dict(c) for c in state["choices"]]
@@ -87,20 +85,20 @@ def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: st
             choice = choose_next_task(branches, protocol, settings, study, define, candidates)
         choices.append(choice)
         chosen = choice.winner
-        metrics = {"task": choice.task + 1, "objective": chosen.seen, "current_task_val": chosen.current,
+        metrics = {TASK: choice.task + 1, OBJECTIVE: chosen.seen, "current_task_val": chosen.current,
                    "chosen": chosen.values, "candidates": len(choice.candidates), "trainings": branches.trainings}
         with tempfile.TemporaryDirectory() as folder:
             state = {"run": branches.chosen.state_dict(), "choices": [choice_to_dict(c) for c in choices],
                      "trainings": branches.trainings, "train_s": branches.train_s, "centre": centre,
                      "config": dict(config),
                      "study": pickle.dumps(study) if study is not None and optuna_storage is None else None}
-            torch.save(state, Path(folder) / STATE_FILE)
+            torch.save(state, Path(folder) / SELECTION_STATE_FILE)
             summary = {"choices": state["choices"], "trainings": branches.trainings, "train_s": branches.train_s,
                        "trial_id": trial_id}
             if branches.finished:  # the chosen path's test accuracy, for the record
-                run = branches.chosen
-                summary["test"] = {s: run.test[s][0, -1].tolist() for s in run.benchmark.settings}
-                summary["val"] = {s: run.val[s][0].tolist() for s in run.benchmark.settings}
+                record = branches.chosen.record
+                summary["test"] = {s: record.row(0, -1, s, "test").tolist() for s in record.settings}
+                summary["val"] = {s: m.tolist() for s, m in record.matrices(0, "val").items()}
             (Path(folder) / CHOICES_FILE).write_text(json.dumps(summary))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
