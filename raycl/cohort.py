@@ -78,12 +78,6 @@ class Cohort:
         self.judge = judge
 
     @property
-    def stream(self) -> PopulationRun:
-        """The old name of ``population``, left for tests/test_rungs.py and tests/test_tune.py (outside this
-        change); to go once they say ``population``."""
-        return self.population
-
-    @property
     def n_tasks(self) -> int:
         return self.population.benchmark.n_tasks
 

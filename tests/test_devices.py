@@ -31,7 +31,7 @@ def node(cpus, gpus=0, alive=True):
                                           (math.inf, "inf")])
 def test_gpus_per_trial_is_none_a_fraction_or_one_gpu(value, shown):
     from raycl.tune.reproduce import ReproduceOptions, reproduce
-    from raycl.tune.search import SearchOptions
+    from raycl.tune.options import SearchOptions
 
     message = f"--gpus-per-trial must be >= 0 and at most 1, got {shown}; {ALLOWED}"
     with pytest.raises(RayclError, match="^" + re.escape(message)):
@@ -42,13 +42,13 @@ def test_gpus_per_trial_is_none_a_fraction_or_one_gpu(value, shown):
 
 @pytest.mark.parametrize("value", [0, 0.0, 0.1, 0.3, 0.5, 1, 1.0])
 def test_no_gpu_a_share_of_one_or_one_whole_gpu_are_accepted(value):
-    from raycl.tune.search import SearchOptions
+    from raycl.tune.options import SearchOptions
 
     SearchOptions(method="derpp", gpus_per_trial=value).validate()
 
 
 def test_precision_is_one_of_the_known_ones():
-    from raycl.tune.search import SearchOptions
+    from raycl.tune.options import SearchOptions
 
     for precision in ("fp32", "tf32", "bf16"):
         SearchOptions(method="derpp", precision=precision).validate()
@@ -71,7 +71,8 @@ def test_tune_cli_rejects_more_than_one_gpu_per_trial_before_starting_ray(tmp_pa
 
 # ----- how many trials the cluster holds at once --------------------------------------------------------
 def test_trial_slots_count_as_ray_packs_gpu_shares_per_node():
-    from raycl.tune.search import SearchOptions, trial_slots
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.search import trial_slots
 
     def slots(nodes, gpus, cpus=0.01, **kwargs):
         return trial_slots(SearchOptions(method="derpp", gpus_per_trial=gpus, cpus_per_trial=cpus, **kwargs), nodes)

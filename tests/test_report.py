@@ -15,7 +15,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def experiment(tmp_path_factory):
     import ray
 
-    from raycl.tune.search import SearchOptions, run_search
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.search import run_search
 
     root = tmp_path_factory.mktemp("report")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

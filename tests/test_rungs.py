@@ -96,7 +96,9 @@ def test_two_cohorts_share_the_rung_and_the_one_below_the_cut_stops_there(digits
     import torch
 
     from raycl.cohort import Cohort
-    from raycl.tune.trainable import COMPLETED, PRUNED
+    from raycl.vocabulary import Status
+
+    COMPLETED, PRUNED = Status.COMPLETED, Status.PRUNED
 
     def cohort(lrs, board, name):
         return Cohort([{"lr": lr, "n_epochs": 1} for lr in lrs], [digits], "sgd", [0], rungs=(2,),
@@ -114,7 +116,7 @@ def test_two_cohorts_share_the_rung_and_the_one_below_the_cut_stops_there(digits
         starved.run_task()
         trained += 1
     # Every configuration of the starved cohort scored below the cut: the cohort ended at the rung.
-    assert trained == 2 and starved.stream.next_task == 2
+    assert trained == 2 and starved.population.next_task == 2
     assert [r.status for r in starved.records] == [PRUNED] * 4 and starved.live == []
     # Compared only with itself (the first cohort at a rung) it keeps its best to the end.
     alone = cohort((1e-6, 2e-6, 3e-6, 4e-6), RungBoard((2,), 4, digits.n_tasks), "alone")

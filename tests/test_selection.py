@@ -165,6 +165,6 @@ def test_only_per_member_hyperparameters_may_change_between_tasks(digits):
     config = make_config("derpp", {"buffer_size": 30, "n_epochs": 1}, digits.defaults)
     run = PopulationRun(short(digits), "derpp", config, [0])
     run.set_configs([dataclasses.replace(config, lr=0.2, alpha=0.1)])
-    assert float(run.method.rate("lr")[0]) == pytest.approx(0.2) and float(run.method.rate("alpha")[0]) == pytest.approx(0.1)
+    assert float(run.method.member_values("lr")[0]) == pytest.approx(0.2) and float(run.method.member_values("alpha")[0]) == pytest.approx(0.1)
     with pytest.raises(RayclError, match="'minibatch_size' cannot change between tasks.*what may: lr, alpha, beta"):
         run.set_configs([dataclasses.replace(config, minibatch_size=32)])

@@ -90,7 +90,8 @@ def ray_cluster():
 
 
 def search(tmp_path, **kwargs):
-    from raycl.tune.search import SearchOptions, run_search
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.search import run_search
 
     defaults = dict(method="derpp", dataset="seq-digits", samples=6, storage_path=str(tmp_path / "exp"),
                     best_args=str(tmp_path / "best.yaml"), verbose=0, fixed={"n_epochs": 2})
@@ -333,7 +334,8 @@ def test_diverging_trial_is_marked_and_the_search_goes_on(tmp_path, ray_cluster)
 
 
 def test_existing_experiment_needs_resume_and_bad_options_are_clear(tmp_path, ray_cluster):
-    from raycl.tune.search import SearchOptions, run_search
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.search import run_search
 
     with pytest.raises(RayclError, match="unknown protocol 'final'; allowed: chf, current-task, end-of-training, "
                                          "first-task, pbt, seen-tasks, seen-tasks-val"):
@@ -546,7 +548,7 @@ def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path):
 
 
 def test_default_experiment_names_carry_the_buffer_size_only_where_there_is_a_buffer():
-    from raycl.tune.search import SearchOptions
+    from raycl.tune.options import SearchOptions
 
     assert SearchOptions(method="derpp").experiment_name == "derpp-seq-digits-b500"
     assert SearchOptions(method="er", dataset="rot-mnist", buffer_size=200).experiment_name == "er-rot-mnist-b200"
@@ -556,7 +558,8 @@ def test_default_experiment_names_carry_the_buffer_size_only_where_there_is_a_bu
 
 def test_fixed_values_reach_the_space_as_their_declared_types():
     # Given as text (as a command line gives them), they must not reach trials or best-args as text.
-    from raycl.tune.search import SearchOptions, prepare_space
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.search import prepare_space
 
     space = prepare_space(SearchOptions(method="derpp", buffer_size=200, fixed={"lr": "0.2", "minibatch_size": "32"}))
     fixed = {d.name: d.values[0] for d in space.dimensions if d.kind == "fixed"}
@@ -639,7 +642,8 @@ def test_rungs_start_where_the_method_s_stability_mechanism_acts():
 
 
 def test_population_auto_gives_every_trial_slot_two_cohorts_within_the_member_limit():
-    from raycl.tune.search import MEMBER_LIMIT, SearchOptions, cohort_size
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.search import MEMBER_LIMIT, cohort_size
 
     assert cohort_size(SearchOptions(method="derpp", samples=32), slots=2)[0] == 8
     assert cohort_size(SearchOptions(method="derpp", samples=64), slots=2)[0] == 16
@@ -668,7 +672,7 @@ def test_population_auto_gives_every_trial_slot_two_cohorts_within_the_member_li
     ({"audit_fraction": 1.5}, "--audit-fraction must be between 0 and 1, got 1.5"),
 ])
 def test_bad_early_stopping_options_are_one_clear_error(options, message):
-    from raycl.tune.search import SearchOptions
+    from raycl.tune.options import SearchOptions
 
     with pytest.raises(RayclError, match=message):
         SearchOptions(**{"method": "derpp", **options}).validate()
@@ -677,7 +681,8 @@ def test_bad_early_stopping_options_are_one_clear_error(options, message):
 def test_trial_data_seeds_vary_gives_every_seed_its_own_split_and_same_one_for_all():
     import numpy as np
 
-    from raycl.tune.search import SearchOptions, prepare_benchmarks
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.search import prepare_benchmarks
 
     from raycl.data import load_benchmark
 
@@ -691,5 +696,5 @@ def test_trial_data_seeds_vary_gives_every_seed_its_own_split_and_same_one_for_a
     from raycl.cohort import Cohort
 
     cohort = Cohort([{"lr": 0.1, "n_epochs": 1}] * 2, vary, "sgd", [0, 1, 2])
-    assert cohort.stream.member_data == [0, 1, 2, 0, 1, 2]
-    assert Cohort([{"lr": 0.1, "n_epochs": 1}] * 2, same, "sgd", [0, 1, 2]).stream.member_data == [0] * 6
+    assert cohort.population.member_data == [0, 1, 2, 0, 1, 2]
+    assert Cohort([{"lr": 0.1, "n_epochs": 1}] * 2, same, "sgd", [0, 1, 2]).population.member_data == [0] * 6

@@ -168,7 +168,8 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
     from ray import tune
 
     from raycl.tune.outputs import plain_config
-    from raycl.tune.search import SearchOptions, run_search
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.search import run_search
 
     fixed = fixed_args(row)
     buffer_size = fixed.pop("buffer_size", None)

@@ -12,7 +12,7 @@ from raycl import storage
 from raycl.data import Benchmark, load_benchmark
 from raycl.errors import RayclError
 from raycl.methods import get_method
-from raycl.tune.options import AUTO, PROTOCOLS, STREAM_PROTOCOLS, SearchOptions  # noqa: F401 (launch/tune.py's)
+from raycl.tune.options import AUTO, SearchOptions
 from raycl.tune.placement import check_cluster_has_gpus, cluster_slots
 from raycl.tune.rungs import search_rungs
 from raycl.tune.space import DefineByRun, SearchSpace, load_space

@@ -25,18 +25,9 @@ from ray import tune
 
 from raycl.cohort import Cohort
 from raycl.data import Benchmark
-from raycl.vocabulary import (AUDIT, COHORT, COHORT_FILE, COHORT_STATE_FILE, MATRICES_FILE, OBJECTIVE, RUNG_SCORE,
-                              ConfigRecord, Status, config_id, ended_status)
+from raycl.vocabulary import AUDIT, COHORT, COHORT_FILE, COHORT_STATE_FILE, MATRICES_FILE, ConfigRecord, config_id
 
 log = logging.getLogger(__name__)
-
-# The names raycl.tune.{export,progress,optuna_search,search,report} still take from here; they live in
-# raycl.vocabulary, and go from this module once those modules read them there.
-STATE_FILE = COHORT_STATE_FILE
-RUNNING, COMPLETED, PRUNED, DIVERGED = Status.RUNNING, Status.COMPLETED, Status.PRUNED, Status.DIVERGED
-__all__ = ["AUDIT", "COHORT", "COHORT_FILE", "COMPLETED", "DIVERGED", "MATRICES_FILE", "OBJECTIVE", "PRUNED",
-           "RUNG_SCORE", "RUNNING", "STATE_FILE", "ConfigRecord", "cl_trainable", "config_id", "ended_status",
-           "named_trainable", "read_records"]
 
 
 def read_records(folder: Path) -> list[ConfigRecord] | None:
