@@ -274,23 +274,11 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
     space = prepare_space(options)
     benchmarks = prepare_benchmarks(options)
     benchmark = benchmarks[0]
-    experiment = options.experiment_dir
-    if options.resume:
-        from ray import tune
-
-        if not tune.Tuner.can_restore(experiment):
-            raise RayclError(f"no experiment to resume at {experiment}")
-    elif storage.exists(experiment):
-        raise RayclError(f"experiment {experiment} exists already: pass --resume to continue it, or a new "
-                         "--name")
-
+    _check_experiment_folder(options)
     init_ray(options)
     if not options.wait_for_resources:
         # A trial asking for more GPU than any node has would wait for Ray to place it forever.
         check_cluster_has_gpus(options.gpus_per_trial)
-    from ray import tune
-
-    final_task = benchmark.n_tasks
     if options.per_task:
         from raycl.tune.export_schedule import export_selection, print_selection_summary
 
@@ -302,6 +290,35 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
     if options.population == AUTO:
         size, population_reason = cohort_size(options, trial_slots(options))
         options = dataclasses.replace(options, population=size)
+    results = _fit_stream_search(options, space, benchmarks)
+    from raycl.tune.export import export_search, print_summary
+
+    report = export_search(results, options, space, benchmark)
+    report.final_eval = final_evaluation(options, report.best_config)
+    print_summary(report, options, space, benchmark, population_reason)
+    return report
+
+
+def _check_experiment_folder(options: SearchOptions) -> None:
+    """A resumed search needs its experiment; a new one must not overwrite one."""
+    experiment = options.experiment_dir
+    if options.resume:
+        from ray import tune
+
+        if not tune.Tuner.can_restore(experiment):
+            raise RayclError(f"no experiment to resume at {experiment}")
+    elif storage.exists(experiment):
+        raise RayclError(f"experiment {experiment} exists already: pass --resume to continue it, or a new "
+                         "--name")
+
+
+def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark]):
+    """Run (or resume) a stream protocol's trials under Tune with the rung board; returns Tune's
+    results, or raises SearchInterrupted when the search stopped before every trial ended."""
+    from ray import tune
+
+    experiment = options.experiment_dir
+    final_task = benchmarks[0].n_tasks
     rungs = search_rungs(options, final_task)
     board = None
     if rungs:
@@ -355,13 +372,7 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
             f"search {options.experiment_name} interrupted with {results.num_terminated + results.num_errors} of "
             f"{len(results)} trials ended and {configurations} of {options.samples} configurations proposed; "
             f"nothing exported. Continue it with --name {options.experiment_name} --resume")
-
-    from raycl.tune.export import export_search, print_summary
-
-    report = export_search(results, options, space, benchmark)
-    report.final_eval = final_evaluation(options, report.best_config)
-    print_summary(report, options, space, benchmark, population_reason)
-    return report
+    return results
 
 
 def final_evaluation(options: SearchOptions, config: dict | None) -> dict | None:
