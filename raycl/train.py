@@ -29,13 +29,8 @@ import torch.nn.functional as F
 
 from raycl.data import Benchmark
 from raycl.device import autocast
-from raycl.errors import DivergedError
 from raycl.population.inputs import MemberInputs, split_arrays
 from raycl.population.state import Population
-
-# Re-exported: launch scripts and tests take the loop's names from here.
-__all__ = ["DivergedError", "MemberInputs", "PopulationRun", "RunResult", "TaskReport", "run", "run_population",
-           "split_arrays"]
 
 # Examples per member and evaluation chunk are EVAL_CHUNK // P (at least MIN_EVAL_CHUNK).
 EVAL_CHUNK = 8192

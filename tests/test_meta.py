@@ -19,7 +19,7 @@ import torch
 from raycl.data import Benchmark, Task
 from raycl.methods import METHODS, get_population_method, make_config
 from raycl.methods.base import MemberwiseMethod, PopulationMethod
-from raycl.train import MemberInputs
+from raycl.population.inputs import MemberInputs
 
 META = torch.device("meta")
 CPU = torch.device("cpu")

@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from raycl.errors import DivergedError
 from raycl.methods import METHODS, make_config
 from raycl.models import MLP
 from raycl.solo_optim import FlatSGD
-from raycl.train import DivergedError, PopulationRun, run
+from raycl.train import PopulationRun, run
 
 FAST = {"lr": 0.1, "n_epochs": 2}
 

@@ -272,7 +272,7 @@ class PopulationMethod:
         raise NotImplementedError
 
     def end_task(self, task: int, data) -> torch.Tensor | None:
-        """``data`` is the task's training split for every member (:class:`raycl.train.MemberInputs`).
+        """``data`` is the task's training split for every member (:class:`raycl.population.inputs.MemberInputs`).
         Returns a [P] mask of members that diverged here, or None."""
 
     @torch.no_grad()
