@@ -1,4 +1,6 @@
-"""The networks of the DER protocol: a 784-100-100-out MLP and the reduced ResNet-18."""
+"""The networks by backbone name, as mammoth registers them: ``mlp`` (784-100-100-out, the MNIST
+family), ``resnet18`` (64 base filters, the DER, mammoth, CLS-ER and SYNERgy image rows) and
+``reduced-resnet18`` (GEM's 20 base filters)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raycl.data import Benchmark
+from typing import TYPE_CHECKING
+
 from raycl.errors import unknown
+
+if TYPE_CHECKING:
+    from raycl.data import Benchmark
 
 
 class MLP(nn.Module):
@@ -52,10 +58,11 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ReducedResNet18(nn.Module):
-    """ResNet-18 with ``nf`` (20) base filters and a 3x3 stem, as in GEM and the DER paper."""
+class ResNet18(nn.Module):
+    """ResNet-18 with a 3x3 stem and no max pooling (CIFAR-sized inputs): ``nf`` base filters,
+    64 for mammoth's ``resnet18``, 20 for GEM's ``reduced-resnet18``."""
 
-    def __init__(self, n_outputs: int, nf: int = 20, in_channels: int = 3):
+    def __init__(self, n_outputs: int, nf: int = 64, in_channels: int = 3):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, nf, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(nf)
@@ -77,7 +84,8 @@ class ReducedResNet18(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODEL_NAMES = ("mlp", "resnet18")
+MODEL_NAMES = ("mlp", "resnet18", "reduced-resnet18")
+BASE_FILTERS = {"resnet18": 64, "reduced-resnet18": 20}
 
 
 def frozen_copy(net: nn.Module, state: dict | None = None) -> nn.Module:
@@ -90,9 +98,9 @@ def frozen_copy(net: nn.Module, state: dict | None = None) -> nn.Module:
 
 
 def build_model(benchmark: Benchmark) -> nn.Module:
-    """The benchmark's network with one output per class."""
+    """The benchmark's network (its ``model``, a backbone name) with one output per class."""
     if benchmark.model == "mlp":
         return MLP(math.prod(benchmark.input_shape), benchmark.n_classes)
-    if benchmark.model == "resnet18":
-        return ReducedResNet18(benchmark.n_classes, in_channels=benchmark.input_shape[0])
-    raise unknown("model", benchmark.model, MODEL_NAMES)
+    if benchmark.model in BASE_FILTERS:
+        return ResNet18(benchmark.n_classes, nf=BASE_FILTERS[benchmark.model], in_channels=benchmark.input_shape[0])
+    raise unknown("backbone", benchmark.model, MODEL_NAMES)

@@ -45,12 +45,13 @@ def processes_mentioning(text: str) -> list[int]:
 @pytest.fixture(scope="session")
 def tiny_cifar(tmp_path_factory):
     """seq-cifar10 from a synthetic CIFAR-10 folder of 20 random images a batch file (the ResNet
-    benchmark, with batch norm and augmentation, without the download)."""
+    benchmark, with batch norm and augmentation, without the download), on the narrower
+    reduced-resnet18."""
     from raycl.data import load_benchmark
     from raycl.data.synthetic import write_cifar10
 
     root = write_cifar10(tmp_path_factory.mktemp("cifar"), images_per_batch=20, seed=1)
-    return load_benchmark("seq-cifar10", root)
+    return load_benchmark("seq-cifar10", root, backbone="reduced-resnet18")
 
 
 @pytest.fixture(scope="session")

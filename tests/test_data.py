@@ -123,3 +123,19 @@ def test_random_crop_flip_moves_pixels_but_keeps_shape():
             assert matches, (n, o[n])
             seen.update(matches)
     assert {flip for _, _, flip in seen} == {False, True} and len({(dy, dx) for dy, dx, _ in seen}) > 3
+
+
+def test_image_backbones_have_the_published_sizes_and_a_benchmark_can_swap_its_backbone(tiny_cifar, tmp_path):
+    from raycl.data import load_benchmark
+    from raycl.data.synthetic import write_cifar10
+    from raycl.errors import RayclError
+    from raycl.models import build_model
+
+    root = write_cifar10(tmp_path, images_per_batch=10)
+    full = load_benchmark("seq-cifar10", root)
+    assert full.model == "resnet18"  # the 64-filter network the DER, mammoth, CLS-ER and SYNERgy code use
+    count = lambda b: sum(p.numel() for p in build_model(b).parameters())
+    assert round(count(full) / 1e6, 1) == 11.2
+    assert round(count(tiny_cifar) / 1e6, 1) == 1.1  # reduced-resnet18, GEM's 20 filters
+    with pytest.raises(RayclError, match="unknown backbone 'resnet50'.*allowed: mlp, reduced-resnet18, resnet18"):
+        load_benchmark("seq-cifar10", root, backbone="resnet50")

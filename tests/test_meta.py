@@ -98,7 +98,7 @@ def tiny_mlp():
 def build(case: str, bench: Benchmark, device: torch.device):
     name = method_name(case)
     rows = [{"batch_size": 4, **row} for row in CASES[case]]
-    if bench.model == "resnet18":  # the ResNet's own protocol values are too large for a few steps
+    if bench.model != "mlp":  # the ResNet's own protocol values are too large for a few steps
         rows = [{**row, "n_epochs": 1, **RESNET_VALUES.get(case, {})} for row in rows]
     configs = [make_config(name, row, bench.defaults) for row in rows]
     return get_population_method(name)(configs, SEEDS, bench, device)

@@ -313,11 +313,11 @@ def test_a_network_with_batch_norm_is_run_member_by_member_as_it_would_run_alone
     """MemberLoop: stacked parameters and buffers (batch norm's running statistics too), each member's
     slices through the original module; in float64 a member's outputs, gradients and running
     statistics equal those of its own network."""
-    from raycl.models import ReducedResNet18
+    from raycl.models import ResNet18
     from raycl.population.nets import MemberLoop, stack_members
 
     torch.manual_seed(0)
-    solos = [ReducedResNet18(4, nf=4).double() for _ in range(3)]
+    solos = [ResNet18(4, nf=4).double() for _ in range(3)]
     stacked = stack_members(copy.deepcopy(solos))
     assert isinstance(stacked, MemberLoop)
     x = torch.randn(3, 5, 3, 32, 32, dtype=F64)

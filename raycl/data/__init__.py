@@ -12,12 +12,24 @@ BENCHMARK_NAMES = ("seq-digits", "seq-mnist", "perm-mnist", "rot-mnist", "seq-ci
 
 
 def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fraction: float = 0.1,
-                   seed: int = 0, samples_per_task: int | None = None) -> Benchmark:
+                   seed: int = 0, samples_per_task: int | None = None, backbone: str | None = None) -> Benchmark:
     """Build benchmark ``name``; ``seed`` fixes the validation split, permutations and angles.
 
     ``samples_per_task`` sets the training examples per task of the mer-* benchmarks (default:
-    their protocol's); other benchmarks reject it.
+    their protocol's); other benchmarks reject it. ``backbone`` replaces the network the
+    benchmark's code uses (:data:`raycl.models.MODEL_NAMES`).
     """
+    benchmark = _build(name, data_root, val_fraction, seed, samples_per_task)
+    if backbone is not None:
+        from raycl.models import MODEL_NAMES
+
+        if backbone not in MODEL_NAMES:
+            raise unknown("backbone", backbone, MODEL_NAMES)
+        benchmark.model = backbone
+    return benchmark
+
+
+def _build(name: str, data_root, val_fraction: float, seed: int, samples_per_task: int | None) -> Benchmark:
     if name not in BENCHMARK_NAMES:
         raise unknown("dataset", name, BENCHMARK_NAMES)
     if not 0 <= val_fraction < 1:
