@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from raycl.tune.rung_signal import RungSignal, rung_signal, spearman
+from raycl.tune.rung_signal import WEAK_BELOW, RungSignal, rung_signal, spearman, unjudged_note, weak_warning
 from raycl.tune.rungs import RungBoard, RungService, cohort_judge, read_board, rung_schedule
 
 
@@ -149,10 +149,24 @@ def test_the_rung_signal_counts_and_correlates_on_a_table_with_a_known_answer():
     expected = spearmanr(at_two, finals).statistic
     assert two.survivors.n == 12 and two.survivors.rho == pytest.approx(expected) and expected < -0.9
     assert two.audited.n == 5 and two.audited.rho == pytest.approx(1.0)
-    # Twelve survivors against five audited: the survivors' correlation is the evidence, and it is weak.
-    assert two.evidence is two.survivors and two.weak
+    # The audited sample is the evidence; five are too few to call the rung weak or strong.
+    assert two.evidence is two.audited and not two.weak
+    assert "rungs not judged" in unjudged_note([two])
     (one,) = rung_signal(rows, [1])
     assert (one.judged, one.stopped) == (22, 1)
+
+
+def test_only_configurations_never_stopped_can_call_a_rung_weak():
+    # Survivors ranked at random: range restriction alone would produce that, so no verdict.
+    shuffled = [_row("completed", [99.0, 50.0 + (7 * k) % 12, 80.0, 85.0, 70.0 + k]) for k in range(12)]
+    (two,) = rung_signal(shuffled, [2])
+    assert two.survivors.n == 12 and abs(two.survivors.rho) < WEAK_BELOW and not two.weak
+    assert unjudged_note([two]) is not None
+    # The same ranking among twelve audited configurations is evidence: the rung is weak.
+    audited = [{**row, "audit": True} for row in shuffled]
+    (two,) = rung_signal(audited, [2])
+    assert two.evidence is two.audited and two.weak and unjudged_note([two]) is None
+    assert f"never stopped early" in weak_warning(two) and "over 12 audited" in weak_warning(two)
 
 
 def test_a_rung_with_few_completed_configurations_is_not_called_weak():

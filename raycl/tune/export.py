@@ -177,7 +177,10 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
         out.append(f"    {rung_signal.describe(signal)}")
     for signal in report.signal:
         if signal.weak:
-            out.append(f"  {rung_signal.weak_warning(signal, options.audit_fraction)}")
+            out.append(f"  {rung_signal.weak_warning(signal)}")
+    unjudged = rung_signal.unjudged_note(report.signal)
+    if unjudged:
+        out.append(f"    {unjudged}")
     if report.best is None:
         out.append("  no trial completed every task: no best-args written")
     else:

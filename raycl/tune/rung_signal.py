@@ -4,9 +4,10 @@ Spearman's rank correlation between a configuration's objective at the rung and 
 Early stopping is only as good as the evidence at its rungs: if the scores after task 2 do not rank
 configurations the way the final objective does, stopping there is close to random. The correlation
 can only be measured on configurations that completed. Those that survived every rung are a selected,
-narrow sample, which biases the correlation low; configurations audited with ``--audit-fraction`` were
-never stopped, so their correlation comes from an unselected sample. Both are given, each with its
-count, and :func:`evidence` picks the one to trust.
+narrow sample: the rungs cut the range of scores, which biases the correlation low however good the
+rung is. Configurations audited with ``--audit-fraction`` were never stopped, so their correlation
+comes from an unselected sample. Both are given, each with its count; only the audited one can call
+a rung weak, since a low correlation among survivors is what range restriction produces anyway.
 
 Works on plain rows (the trials table's columns ``status``, ``objective``, ``objective_by_task``,
 ``tasks_trained``, ``audit``), so the summary and the report compute the same numbers.
@@ -49,15 +50,16 @@ class RungSignal:
 
     @property
     def evidence(self) -> Correlation:
-        """The correlation to judge the rung by: the audited one when it has enough configurations."""
-        if self.audited.n >= MIN_COMPLETED or (self.audited.n >= 3 and self.survivors.n < MIN_COMPLETED):
-            return self.audited
-        return self.survivors
+        """The correlation to judge the rung by: the audited one when there is one, else the survivors'
+        (which describes, but cannot judge)."""
+        return self.audited if self.audited.n >= 3 else self.survivors
 
     @property
     def weak(self) -> bool:
-        evidence = self.evidence
-        return evidence.rho is not None and evidence.n >= MIN_COMPLETED and evidence.rho < WEAK_BELOW
+        """Whether configurations never stopped early show that the rung ranks them unlike the final
+        objective; survivors alone never make a rung weak."""
+        audited = self.audited
+        return audited.rho is not None and audited.n >= MIN_COMPLETED and audited.rho < WEAK_BELOW
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -107,22 +109,28 @@ def inferred_rungs(rows: Iterable) -> list[int]:
     return sorted({int(_get(r, "tasks_trained")) for r in rows if _get(r, "status") == Status.PRUNED})
 
 
+def unjudged_note(signals: list[RungSignal]) -> str | None:
+    """The line that says the rungs went unjudged, when no rung has an audited sample to judge it by."""
+    if not signals or any(s.audited.n >= MIN_COMPLETED for s in signals):
+        return None
+    return ("rungs not judged: the survivors' correlation is range-restricted by the rungs themselves; "
+            "--audit-fraction 0.2 measures it on configurations never stopped early")
+
+
 def describe(signal: RungSignal) -> str:
     """One line for the summary."""
     line = f"after task {signal.rung}: judged {signal.judged}, stopped {signal.stopped}; rank correlation with " \
            f"the final objective {signal.survivors.describe()}"
     if signal.survivors.n:
-        line += " (selected by the rungs: biased low)"
+        line += " (selected by the rungs: range-restricted, biased low, not a verdict on the rung)"
     if signal.audited.n:
         line += f", {signal.audited.describe()} (unselected)"
     return line
 
 
-def weak_warning(signal: RungSignal, audit_fraction: float) -> str:
+def weak_warning(signal: RungSignal) -> str:
     """The one line the summary prints for a weak rung."""
-    evidence = signal.evidence
-    hint = "" if audit_fraction else "; --audit-fraction 0.2 measures it on configurations never stopped"
-    return (f"weak evidence at the rung after task {signal.rung}: its objective ranks configurations almost "
-            f"unlike the final one ({evidence.describe()}), so stopping there is close to random: move the "
-            f"first rung later with --grace-period, or turn early stopping off with --protocol end-of-training"
-            f"{hint}")
+    return (f"weak evidence at the rung after task {signal.rung}: on configurations never stopped early its "
+            f"objective ranks them almost unlike the final one ({signal.audited.describe()}), so stopping "
+            f"there is close to random: move the first rung later with --grace-period, or turn early "
+            f"stopping off with --protocol end-of-training")

@@ -93,10 +93,18 @@ def page(experiment: Experiment, sections: list[tuple[str, str, Path | None]], n
     return "\n".join(parts)
 
 
+def _verdict(signal: rung_signal.RungSignal) -> str:
+    if signal.weak:
+        return "weak"
+    if signal.audited.n >= rung_signal.MIN_COMPLETED:
+        return "informative" if signal.audited.rho is not None else "no ranking"
+    return "not judged (too few audited)" if signal.audited.n else "not judged (survivors only)"
+
+
 def signal_table(signal: list[rung_signal.RungSignal]) -> tuple[list[str], list[list[str]]]:
     header = ["rung (after task)", "judged", "stopped", "rho survivors", "n", "rho audited", "n", "verdict"]
     rows = [[str(r.rung), str(r.judged), str(r.stopped), fmt(r.survivors.rho), str(r.survivors.n),
              fmt(r.audited.rho), str(r.audited.n),
-             "weak" if r.weak else "too few completed" if r.evidence.n < rung_signal.MIN_COMPLETED else "informative"]
+             _verdict(r)]
             for r in signal]
     return header, rows

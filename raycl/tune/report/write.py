@@ -59,7 +59,7 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
                          plot_rungs(experiment, signal, out / "rungs.png")))
         for r in signal:
             if r.weak:
-                notes.append(f"weak rung after task {r.rung}: {r.evidence.describe()}; move it with --grace-period")
+                notes.append(f"weak rung after task {r.rung}: {r.audited.describe()}; move it with --grace-period")
     declared = _declared_space_object(experiment)
     if declared is not None and experiment.best is not None:
         from raycl.tune.space import edge_warnings  # the methods' declarations: torch
