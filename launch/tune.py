@@ -88,14 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "--data-seed + i: its own permutations, angles and validation split), so a "
                            "configuration cannot win on one lucky draw; same = every seed on one benchmark "
                            "(default vary)")
-    what.add_argument("--population", type=whole_or_auto("--population"), default=1, metavar="P",
+    what.add_argument("--population", type=whole_or_auto("--population"), default=AUTO, metavar="P",
                       help="train P configurations per trial as one population (a cohort, asked from Optuna "
                            "together, with --trial-seeds S: P x S members); at each rung every configuration "
                            "is judged against the whole search and those stopped leave the population; each "
                            "configuration is its own Optuna trial and Parquet row; --samples counts "
                            "configurations. The hyperparameters a population must share are drawn once per "
-                           "cohort (see below). auto: at least two cohorts per trial slot (samples / (2 x "
-                           "slots)), capped per device. Default 1: one configuration per trial")
+                           "cohort (see below). auto (default): at least two cohorts per trial slot (samples / "
+                           "(2 x slots)), capped per device, and one configuration per trial for a method "
+                           "without a vectorised form and for the per-task protocols; 1: one configuration per "
+                           "trial")
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
 
     per_task = p.add_argument_group("per-task protocols (--protocol chf, current-task, seen-tasks-val, pbt)")

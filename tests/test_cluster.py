@@ -89,7 +89,7 @@ def test_a_lost_node_s_trials_resume_on_the_survivor_from_their_last_task(cluste
     samples = 6
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(tune_cmd(cluster, tmp_path, "--method", "sgd", "--samples", str(samples),
-                                     "--n-epochs", "200", "--protocol", "end-of-training"),
+                                     "--population", "1", "--n-epochs", "200", "--protocol", "end-of-training"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     folder = tmp_path / "exp" / "spread"
     deadline = time.time() + 300

@@ -51,7 +51,7 @@ def test_search_stores_in_s3_resumes_from_it_and_reports_from_it(s3_env, tmp_pat
     env = {**os.environ, **env, "RAY_AUTH_MODE": "disabled"}
     samples = 6
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", str(samples),
-           "--max-concurrent", "1", "--storage-path", f"s3://{BUCKET}/searches", "--name", "bucketed",
+           "--population", "1", "--max-concurrent", "1", "--storage-path", f"s3://{BUCKET}/searches", "--name", "bucketed",
            "--best-args", str(tmp_path / "best.yaml"), "--protocol", "end-of-training", "--n-epochs", "10",
            "--verbose", "0"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

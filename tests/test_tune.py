@@ -466,7 +466,7 @@ def test_a_search_killed_hard_resumes_from_its_last_snapshot(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # its processes are found by this folder
     storage, samples = tmp_path / "exp", 8
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", str(samples),
-           "--max-concurrent", "1", "--storage-path", str(storage), "--name", "hard",
+           "--population", "1", "--max-concurrent", "1", "--storage-path", str(storage), "--name", "hard",
            "--best-args", str(tmp_path / "best.yaml"), "--protocol", "end-of-training", "--n-epochs", "3",
            "--verbose", "0"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp}
@@ -652,6 +652,9 @@ def test_population_auto_gives_every_trial_slot_two_cohorts_within_the_member_li
     assert cohort_size(SearchOptions(method="vib", samples=200, trial_seeds=2), slots=2)[0] == MEMBER_LIMIT["cpu"] // 2
     assert cohort_size(SearchOptions(method="vib", samples=2000, gpus_per_trial=1), slots=4)[0] == 250
     assert cohort_size(SearchOptions(method="vib", samples=6), slots=8)[0] == 1
+    size, why = cohort_size(SearchOptions(method="gem", samples=200), slots=2)
+    assert size == 1 and "gem has no vectorised form" in why
+    SearchOptions(method="derpp", protocol="chf", population="auto").validate()  # auto is one path there
 
 
 @pytest.mark.parametrize("options, message", [

@@ -116,7 +116,7 @@ class SearchOptions:
             if self.candidates < 1:
                 raise RayclError(f"--candidates must be at least 1, got {self.candidates}")
             for flag, value in (("--population", self.population), ("--trial-seeds", self.trial_seeds)):
-                if value != 1:
+                if value not in (1, AUTO):
                     raise RayclError(f"{flag} does not apply to --protocol {self.protocol} (it trains one path "
                                      "whose candidates are a population already)")
         if self.cpus_per_trial <= 0:

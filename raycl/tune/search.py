@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from raycl import storage
 from raycl.data import Benchmark, load_benchmark
 from raycl.errors import RayclError
-from raycl.methods import get_method
+from raycl.methods import get_method, get_population_method
 from raycl.tune.options import AUTO, SearchOptions
 from raycl.tune.placement import check_cluster_has_gpus, cluster_slots
 from raycl.tune.rungs import search_rungs
@@ -55,8 +55,6 @@ def prepare_space(options: SearchOptions) -> SearchSpace:
 
 def shared_hyperparameters(method: str) -> list[str]:
     """The hyperparameters one cohort draws once for all its configurations."""
-    from raycl.methods import get_population_method
-
     return get_population_method(method).shared_hyperparameters()
 
 
@@ -72,7 +70,12 @@ def trial_slots(options: SearchOptions, nodes: list[dict] | None = None) -> int:
 
 def cohort_size(options: SearchOptions, slots: int) -> tuple[int, str]:
     """P for --population auto: at least two cohorts per trial slot (samples / (2 x slots)), at most
-    the member limit of the device a trial trains on; and the reason in words."""
+    the member limit of the device a trial trains on; one for a method without a vectorised form
+    (its members would train one after another anyway); and the reason in words."""
+    from raycl.methods.base import MemberwiseMethod
+
+    if issubclass(get_population_method(options.method), MemberwiseMethod):
+        return 1, f"--population auto: {options.method} has no vectorised form, so one configuration per trial"
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
     limit = max(1, MEMBER_LIMIT[device] // options.trial_seeds)
     wanted = max(1, options.samples // (2 * slots))
@@ -281,6 +284,8 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
         check_cluster_has_gpus(options.gpus_per_trial)
     if options.per_task:
         from raycl.tune.export_schedule import export_selection, print_selection_summary
+
+        options = dataclasses.replace(options, population=1)  # auto: one path, its candidates a population
 
         report = export_selection(_run_per_task(options, space, benchmarks), options, space, benchmark)
         report.final_eval = final_evaluation(options, report.best_config)
