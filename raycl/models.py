@@ -11,12 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from typing import TYPE_CHECKING
-
 from raycl.errors import unknown
-
-if TYPE_CHECKING:
-    from raycl.data import Benchmark
 
 
 class MLP(nn.Module):
@@ -97,8 +92,10 @@ def frozen_copy(net: nn.Module, state: dict | None = None) -> nn.Module:
     return frozen.requires_grad_(False)
 
 
-def build_model(benchmark: Benchmark) -> nn.Module:
-    """The benchmark's network (its ``model``, a backbone name) with one output per class."""
+def build_model(benchmark) -> nn.Module:
+    """The network of ``benchmark`` (a :class:`raycl.data.Benchmark`; its ``model`` is a backbone name)
+    with one output per class. The data package names backbones from here, so this module does not
+    import it back."""
     if benchmark.model == "mlp":
         return MLP(math.prod(benchmark.input_shape), benchmark.n_classes)
     if benchmark.model in BASE_FILTERS:
