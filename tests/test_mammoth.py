@@ -232,3 +232,18 @@ def test_start_from_and_mammoth_export_are_for_stream_protocols_only():
             SearchOptions(method="derpp", protocol="chf", **extra).validate()
     with pytest.raises(RayclError, match="unknown export format 'avalanche'; allowed: mammoth, raycl"):
         SearchOptions(method="derpp", export_format="avalanche").validate()
+
+
+def test_the_flags_reach_the_search_and_a_file_without_the_entry_stops_it_before_ray_starts(
+        derpp_yaml, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("launch_tune", Path(__file__).parents[1] / "launch" / "tune.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    status = tune.main(["--method", "derpp", "--buffer-size", "200", "--start-from", derpp_yaml,
+                        "--export-format", "mammoth", "--storage-path", str(tmp_path / "exp")])
+    assert status == 2
+    assert f"error: {derpp_yaml} has no dataset 'seq-digits'; it has: seq-cifar100, seq-mnist" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()
