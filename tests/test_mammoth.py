@@ -247,3 +247,8 @@ def test_the_flags_reach_the_search_and_a_file_without_the_entry_stops_it_before
     assert status == 2
     assert f"error: {derpp_yaml} has no dataset 'seq-digits'; it has: seq-cifar100, seq-mnist" in capsys.readouterr().err
     assert not (tmp_path / "exp").exists()
+
+
+def test_a_method_mammoth_lacks_is_written_under_raycl_s_names():
+    assert mammoth.to_mammoth("vib", {"lr": 0.001, "beta_2": 0.01, "n_replay": 500}) == {
+        "lr": 0.001, "beta_2": 0.01, "n_replay": 500}

@@ -111,9 +111,11 @@ def _same(value: Any, expected: Any) -> bool:
 
 
 def to_mammoth(method: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The hyperparameters of ``config`` that mammoth's model of ``method`` has, in mammoth's names."""
-    table = ARGUMENTS.get(method, {})
-    return {mammoth: config[raycl] for mammoth, raycl in table.items() if raycl in config}
+    """The hyperparameters of ``config`` that mammoth's model of ``method`` has, in mammoth's names;
+    for a method mammoth lacks (no table), every one but the buffer size under raycl's name."""
+    if method not in ARGUMENTS:
+        return {name: value for name, value in config.items() if name != "buffer_size"}
+    return {mammoth: config[raycl] for mammoth, raycl in ARGUMENTS[method].items() if raycl in config}
 
 
 # ----- utils/best_args.py -----------------------------------------------------------------------
