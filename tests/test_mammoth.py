@@ -245,7 +245,8 @@ def test_the_flags_reach_the_search_and_a_file_without_the_entry_stops_it_before
     status = tune.main(["--method", "derpp", "--buffer-size", "200", "--start-from", derpp_yaml,
                         "--export-format", "mammoth", "--storage-path", str(tmp_path / "exp")])
     assert status == 2
-    assert f"error: {derpp_yaml} has no dataset 'seq-digits'; it has: seq-cifar100, seq-mnist" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"error: {derpp_yaml} has no dataset 'seq-digits'; it has: seq-cifar100, seq-mnist" in error
     assert not (tmp_path / "exp").exists()
 
 

@@ -129,7 +129,8 @@ def read_best_args_py(path: str | Path) -> dict:
     except SyntaxError as exc:
         raise RayclError(f"{path} is not valid Python: {exc.msg} (line {exc.lineno})") from None
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         if any(isinstance(t, ast.Name) and t.id == "best_args" for t in targets) and node.value is not None:
             try:
                 data = ast.literal_eval(node.value)
