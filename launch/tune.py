@@ -26,7 +26,7 @@ from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparamete
 from raycl.data import BENCHMARK_NAMES
 from raycl.device import PRECISIONS
 from raycl.methods import METHODS
-from raycl.tune.options import AUTO, PROTOCOLS, SearchOptions
+from raycl.tune.options import AUTO, EXPORT_FORMATS, PROTOCOLS, SearchOptions
 
 
 def whole_or_auto(flag: str):
@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "(2 x slots)), capped per device, and one configuration per trial for a method "
                            "without a vectorised form and for the per-task protocols; 1: one configuration per "
                            "trial")
+    what.add_argument("--start-from", metavar="FILE", default=None,
+                      help="evaluate this file's values for the method, dataset and buffer size first: mammoth's "
+                           "utils/best_args.py (CLS-ER's, SYNERgy's too), a mammoth models/config/<model>.yaml, or "
+                           "a raycl best-args YAML; names are mapped to raycl's, flags win over the file, and values "
+                           "outside the search space or without a raycl name are named in one warning")
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
 
     per_task = p.add_argument_group("per-task protocols (--protocol chf, current-task, seen-tasks-val, pbt)")
@@ -168,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("outputs")
     out.add_argument("--best-args", metavar="FILE", default=None,
                      help="best-args YAML to merge the winner into (default best_args/<dataset>.yaml)")
+    out.add_argument("--export-format", default="raycl", choices=EXPORT_FORMATS,
+                     help="raycl: the best-args YAML only; mammoth: also the winner as mammoth's "
+                          "models/config/<model>.yaml (for --model_config best, names mapped back) in the best-args "
+                          "file's folder, under models/config/, merged into the file there (default raycl)")
     out.add_argument("--parquet", metavar="FILE", default=None,
                      help="table of every trial (default <experiment>/trials.parquet)")
     out.add_argument("--optuna-storage", metavar="URL", default=None,
@@ -210,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_resources=args.wait_for_resources, precision=args.precision,
         max_concurrent=args.max_concurrent, address=args.address, storage_path=args.storage_path,
         name=args.name, resume=args.resume, optuna_storage=args.optuna_storage, best_args=args.best_args,
+        start_from=args.start_from, export_format=args.export_format,
         parquet=args.parquet, final_eval_seeds=args.final_eval_seeds, data_root=args.data_root,
         val_fraction=args.val_fraction, data_seed=args.data_seed, dashboard=args.dashboard,
         samples_per_task=args.samples_per_task,

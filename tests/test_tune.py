@@ -322,6 +322,47 @@ def test_a_cohort_whose_configurations_all_fall_below_the_cut_ends_at_the_rung(t
     assert len(folder.read_text().splitlines()) == 1
 
 
+def test_a_search_starts_from_mammoth_s_arguments_and_hands_its_winner_back_in_mammoth_s_format(
+        tmp_path, ray_cluster, caplog):
+    import logging
+
+    import optuna
+
+    from raycl.tune.mammoth import read_model_config
+
+    # mammoth's models/config/derpp.yaml format, with a section for raycl's seq-digits.
+    start = tmp_path / "mammoth" / "models" / "config" / "derpp.yaml"
+    start.parent.mkdir(parents=True)
+    start.write_text("seq-cifar100:\n  dataset_config: xder\n  500:\n    alpha: 0.3\n    beta: 0.5\n    lr: 0.03\n"
+                     "    model: derpp\nseq-digits:\n  batch_size: 32\n  200:\n    alpha: 0.2\n    beta: 1.0\n"
+                     "    lr: 0.03\n    minibatch_size: 128\n    model: derpp\n    n_epochs: 1\n    optim_wd: 0.0005\n")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with caplog.at_level(logging.WARNING, logger="raycl.tune.start_from"):
+        report = search(tmp_path, samples=3, buffer_size=200, fixed={"n_epochs": 1}, protocol="end-of-training",
+                        start_from=str(start), export_format="mammoth", optuna_storage=storage, name="from-mammoth")
+    from_file = {"lr": 0.03, "minibatch_size": 128, "alpha": 0.2, "beta": 1.0}
+    first = optuna.load_study(study_name="from-mammoth", storage=storage).trials[0]
+    assert first.params == from_file
+    assert {**from_file, "buffer_size": 200, "n_epochs": 1} in [t.config for t in report.trials]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "batch_size (32: not searched, the search trains with 10)" in warnings[0]
+    assert "optim_wd (0.0005: no raycl hyperparameter of derpp)" in warnings[0]
+
+    # The winner, every hyperparameter as it trained, beside the best-args file in mammoth's layout.
+    assert report.mammoth_config_path == tmp_path / "models" / "config" / "derpp.yaml"
+    exported = read_model_config(report.mammoth_config_path, "seq-digits", "derpp", 200)
+    assert exported == {**report.best.config, "batch_size": 10, "optimizer": "sgd"}
+
+    # A cohort starts from raycl's own best-args file: its first configuration is the winner's.
+    storage = f"sqlite:///{tmp_path / 'cohort.db'}"
+    cohort = search(tmp_path, samples=2, population=2, buffer_size=200, fixed={"n_epochs": 1},
+                    protocol="end-of-training", start_from=str(tmp_path / "best.yaml"), optuna_storage=storage,
+                    name="from-raycl", best_args=str(tmp_path / "cohort.yaml"))
+    first = optuna.load_study(study_name="from-raycl", storage=storage).trials[0]
+    assert first.params == {k: report.best.config[k] for k in from_file}
+    assert cohort.trials[0].config == report.best.config and cohort.trials[0].cohort == cohort.trials[1].cohort
+
+
 def test_diverging_trial_is_marked_and_the_search_goes_on(tmp_path, ray_cluster):
     space = space_file(tmp_path, "sgd", {"lr": {"choice": [0.1, 1.0e30]}})
     report = search(tmp_path, method="sgd", samples=6, space_path=space, name="nan", protocol="end-of-training")

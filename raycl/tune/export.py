@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from raycl.data import Benchmark
+from raycl.methods import make_config
 from raycl.tune import rung_signal
 from raycl.tune.outputs import plain_config, provenance, write_outputs
 from raycl.tune.rungs import describe_rungs, search_rungs
@@ -52,6 +53,7 @@ class SearchReport:
     task_fraction: float
     best_args_path: Path | None
     parquet_path: str
+    mammoth_config_path: Path | None = None  # --export-format mammoth
     final_eval: dict | None = None
     rungs: tuple[int, ...] = ()
     signal: list[rung_signal.RungSignal] = dataclasses.field(default_factory=list)
@@ -152,9 +154,14 @@ def export_search(results, options, space, benchmark: Benchmark) -> SearchReport
             protocol_tasks=protocol_tasks, samples=options.samples, trial_id=best.trial_id,
             trial_seeds=options.trial_seeds, population=options.population,
             trial_data_seeds=options.trial_data_seeds if options.trial_seeds > 1 else None))
-    written = write_outputs(options, space, trial_rows(records, context), kept, (final_task, rungs, signal))
+    trained = None
+    if kept is not None and options.export_format == "mammoth":  # mammoth needs every argument spelt out
+        trained = dataclasses.asdict(make_config(options.method, kept[0], benchmark.defaults_for(options.method)))
+    written = write_outputs(options, space, trial_rows(records, context), kept, (final_task, rungs, signal),
+                            trained_config=trained)
     return SearchReport(trials=records, best=best, counts=counts, task_fraction=task_fraction,
-                        best_args_path=written.best_args_path, parquet_path=written.table_path, rungs=rungs,
+                        best_args_path=written.best_args_path, parquet_path=written.table_path,
+                        mammoth_config_path=written.mammoth_config_path, rungs=rungs,
                         signal=signal, edge=edge_warnings(space, best.config) if best is not None else [])
 
 
@@ -194,6 +201,8 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
         out.append("top configurations (completed trials, by objective):")
         out.append(_format_table(completed, space.searched, limit=5))
         out.append(f"best args: {report.best_args_path}")
+        if report.mammoth_config_path:
+            out.append(f"mammoth configuration (--model_config best): {report.mammoth_config_path}")
         for line in report.edge:
             out.append(f"  edge of the space: {line}")
     if report.final_eval and "test" in report.final_eval:

@@ -18,6 +18,8 @@ from raycl.tune.placement import check_gpus_per_trial
 STREAM_PROTOCOLS = ("seen-tasks", "first-task", "end-of-training")
 PROTOCOLS = STREAM_PROTOCOLS + ("chf", "current-task", "seen-tasks-val", "pbt")
 TRIAL_DATA_SEEDS = ("vary", "same")
+# raycl: the best-args YAML only; mammoth: also mammoth's models/config/<model>.yaml beside it.
+EXPORT_FORMATS = ("raycl", "mammoth")
 AUTO = "auto"
 
 
@@ -32,6 +34,9 @@ class SearchOptions:
     fixed: dict = dataclasses.field(default_factory=dict)
     # Configurations tried first (e.g. a paper's published arguments); only searched keys are used.
     start_points: list[dict] = dataclasses.field(default_factory=list)
+    # A file whose values for this method, benchmark and buffer size are tried first (before
+    # start_points): mammoth's utils/best_args.py or models/config/<model>.yaml, or raycl's best-args.
+    start_from: str | None = None
     space_path: str | None = None
     protocol: str = "seen-tasks"
     protocol_tasks: int = 2
@@ -67,6 +72,7 @@ class SearchOptions:
     optuna_storage: str | None = None
     best_args: str | None = None
     parquet: str | None = None
+    export_format: str = "raycl"
     final_eval_seeds: int = 0
     # Final evaluation: data seed = training seed (averages over permutations/angles too), and the
     # share of training data held out (0 = train on all of it, as papers do after their search).
@@ -119,6 +125,14 @@ class SearchOptions:
                 if value not in (1, AUTO):
                     raise RayclError(f"{flag} does not apply to --protocol {self.protocol} (it trains one path "
                                      "whose candidates are a population already)")
+        if self.export_format not in EXPORT_FORMATS:
+            raise unknown("export format", self.export_format, EXPORT_FORMATS)
+        if self.per_task:
+            for flag, given in (("--start-from", self.start_from), ("--export-format mammoth",
+                                                                    self.export_format == "mammoth")):
+                if given:
+                    raise RayclError(f"{flag} applies to the stream protocols ({', '.join(STREAM_PROTOCOLS)}), "
+                                     f"not to --protocol {self.protocol}")
         if self.cpus_per_trial <= 0:
             raise RayclError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
         check_gpus_per_trial(self.gpus_per_trial)

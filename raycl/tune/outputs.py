@@ -31,6 +31,7 @@ class Written:
 
     table_path: str
     best_args_path: Path | None
+    mammoth_config_path: Path | None = None
 
 
 def plain_config(config: dict) -> dict:
@@ -75,21 +76,40 @@ def write_signal(options, final_task: int, rungs: tuple[int, ...], signal: list[
          "signal": [s.to_dict() for s in signal]}, indent=1).encode())
 
 
+def best_args_path(options) -> Path:
+    return Path(options.best_args or f"best_args/{options.dataset}.yaml")
+
+
 def write_best_args(options, config: dict, provenance: dict) -> Path:
-    path = Path(options.best_args or f"best_args/{options.dataset}.yaml")
+    path = best_args_path(options)
     save_best_args(path, options.dataset, options.method, config, provenance)
     return path
 
 
+def write_mammoth_config(options, config: dict) -> Path:
+    """``config`` merged into mammoth's ``models/config/<model>.yaml`` beside the best-args file
+    (``<its folder>/models/config/``, mammoth's layout); the best-args file keeps the provenance."""
+    from raycl.tune.mammoth import mammoth_model, save_model_config
+
+    path = best_args_path(options).parent / "models" / "config" / f"{mammoth_model(options.method)}.yaml"
+    save_model_config(path, options.dataset, options.method, config)
+    return path
+
+
 def write_outputs(options, space, rows: list[dict], best: tuple[dict, dict] | None = None,
-                  signal: tuple[int, tuple[int, ...], list] | None = None) -> Written:
+                  signal: tuple[int, tuple[int, ...], list] | None = None,
+                  trained_config: dict | None = None) -> Written:
     """Every output of a finished search: the table of ``rows``, the space, the best-args entry when
     there is a ``best`` (config, provenance), and the rung ``signal`` (final task, rungs, signal)
-    when the protocol has one."""
+    when the protocol has one; with ``--export-format mammoth`` also mammoth's configuration of the
+    winner's every hyperparameter as it trained (``trained_config``, else the best config)."""
     table_path = options.parquet or storage.join(options.experiment_dir, TRIALS_FILE)
     write_table(table_path, rows)
     write_space(options, space)
     if signal is not None:
         write_signal(options, *signal)
-    best_args_path = write_best_args(options, *best) if best is not None else None
-    return Written(table_path, best_args_path)
+    best_args = write_best_args(options, *best) if best is not None else None
+    mammoth_config = None
+    if best is not None and options.export_format == "mammoth":
+        mammoth_config = write_mammoth_config(options, trained_config or best[0])
+    return Written(table_path, best_args, mammoth_config)

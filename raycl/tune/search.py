@@ -277,6 +277,10 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
     space = prepare_space(options)
     benchmarks = prepare_benchmarks(options)
     benchmark = benchmarks[0]
+    if options.start_from and not options.resume:
+        from raycl.tune.start_from import with_start_point
+
+        options = with_start_point(options, space, benchmark)
     _check_experiment_folder(options)
     init_ray(options)
     if not options.wait_for_resources:
