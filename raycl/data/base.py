@@ -57,6 +57,8 @@ class Benchmark:
     ``settings`` lists the evaluation scenarios this benchmark is reported in; ``defaults`` holds
     the protocol's customary hyperparameters (batch size, epochs) applied before user values, and
     ``method_defaults`` a method's own where its paper defaults assume a longer stream.
+    ``options`` are the benchmark options it was built with, defaults filled in
+    (:mod:`raycl.data.options`).
     """
 
     name: str
@@ -70,6 +72,7 @@ class Benchmark:
     augment: bool = False
     defaults: dict = dataclasses.field(default_factory=dict)
     method_defaults: dict[str, dict] = dataclasses.field(default_factory=dict)
+    options: dict = dataclasses.field(default_factory=dict)
 
     def defaults_for(self, method: str) -> dict:
         """The protocol defaults, then ``method``'s own on this benchmark."""
