@@ -23,6 +23,7 @@ import argparse
 import sys
 
 from raycl.cli import entry_point
+from raycl.cli import add_benchmark_flags, given_benchmark_options
 from raycl.device import PRECISIONS
 
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paper-values YAML (default: raycl/tune/der_paper.yaml, the DER paper)")
     p.add_argument("--data-root", default=None,
                    help="folder holding MNIST/raw/ (default: $RAYCL_DATA, else ~/.cache/raycl)")
+    add_benchmark_flags(p)
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial and per test run (default 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="GPUs per trial and per test run: 0, a fraction in (0, 1) (trials share a GPU) or 1; a "
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ReproduceOptions(
         out=args.out, rows=args.rows, paper=args.paper, samples=args.samples, seeds=args.seeds,
         trial_seeds=args.trial_seeds,
+        benchmark_options=given_benchmark_options(args), backbone=args.backbone,
         resume=args.resume, paper_start=args.paper_start, search_seed=args.search_seed, data_root=args.data_root,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
         wait_for_resources=args.wait_for_resources, precision=args.precision, verbose=args.verbose,

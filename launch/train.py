@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
+from raycl.cli import add_benchmark_flags, given_benchmark_options
 from raycl.data import BENCHMARK_NAMES, load_benchmark
 from raycl.device import PRECISIONS, apply_precision, resolve_device
 from raycl.errors import RayclError
 from raycl.files import atomic_write_text, load_best_args, read_yaml
+from raycl.files import load_best_args_provenance
 from raycl.methods import METHODS, make_config
 from raycl.results import aggregate, summary_table
 from raycl.selection import schedule_configs
@@ -58,9 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed of the validation split, permutations and rotation angles (default: the "
                              "training seed, so several seeds also average over permutations and angles, "
                              "as the DER paper's runs do)")
+    add_benchmark_flags(parser)
     parser.add_argument("--load-best-args", metavar="FILE", default=None,
                         help="start from the hyperparameters a search exported to FILE for this dataset, "
-                             "method and --buffer-size; flags given here override them")
+                             "method and --buffer-size, on the benchmark options and backbone it searched "
+                             "with; flags given here override them")
     parser.add_argument("--json", metavar="OUT", default=None,
                         help="write config, per-seed and mean ± std accuracies (percent) to OUT")
     parser.add_argument("--device", default=os.environ.get("RAYCL_DEVICE", "auto"),
@@ -97,13 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     dataset = args.dataset or (_dataset_from_best_args(args.load_best_args) if args.load_best_args else "seq-digits")
     values = {}
     given = given_hyperparameters(args, args.method) if args.method in METHODS else {}
+    benchmark_options, backbone = {}, None
     if args.load_best_args:
         size = int(given["buffer_size"]) if "buffer_size" in given else None
         values.update(load_best_args(args.load_best_args, dataset, args.method, size))
+        found = load_best_args_provenance(args.load_best_args, dataset, args.method, size)
+        benchmark_options, backbone = dict(found.get("benchmark_options") or {}), found.get("backbone")
     values.update(given)
+    benchmark_options.update(given_benchmark_options(args))
+    backbone = args.backbone or backbone
     seeds = list(range(args.seed, args.seed + args.seeds))
     data_seeds = seeds if args.data_seed is None else [args.data_seed] * len(seeds)
-    benchmarks = {s: load_benchmark(dataset, args.data_root, args.val_fraction, s, samples_per_task=args.samples_per_task)
+    benchmarks = {s: load_benchmark(dataset, args.data_root, args.val_fraction, s, samples_per_task=args.samples_per_task,
+                                    backbone=backbone, options=benchmark_options)
                   for s in dict.fromkeys(data_seeds)}
     reference = benchmarks[data_seeds[0]]
     # A per-task schedule (values that are lists, one per task): one config per task.
@@ -112,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     config = schedule[0]
     primary = reference.settings[0]
     apply_precision(args.precision, device, convolutional=reference.model != "mlp")
-    log.info("%s on %s (%d tasks), config %s", args.method, dataset, reference.n_tasks, config)
+    log.info("%s on %s (%d tasks, %s%s), config %s", args.method, dataset, reference.n_tasks, reference.model,
+             f", options {reference.options}" if reference.options else "", config)
     per_task = {k: v for k, v in values.items() if isinstance(v, (list, tuple))}
     if per_task:
         log.info("per-task schedule (one value per task): %s", per_task)
@@ -152,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "population": "one at a time" if args.one_at_a_time else len(seeds),
         "data_seeds": "same as seeds" if args.data_seed is None else args.data_seed,
         "device": str(device), "precision": args.precision,
+        "benchmark_options": reference.options, "backbone": reference.model,
     }
     if results:
         document["test"] = aggregate(results, "test")

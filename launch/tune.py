@@ -23,6 +23,7 @@ import argparse
 import sys
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
+from raycl.cli import add_benchmark_flags, given_benchmark_options
 from raycl.data import BENCHMARK_NAMES
 from raycl.device import PRECISIONS
 from raycl.methods import METHODS
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training examples per task of the mer-* benchmarks (default: their protocol's)")
     data.add_argument("--data-seed", type=int, default=0,
                       help="seed of the validation split, permutations and angles (default 0)")
+    add_benchmark_flags(data)
     add_hyperparameter_flags(p)
     for action in p._action_groups[-1]._group_actions:
         action.help = action.help + " (fixes it for the whole search)"
@@ -223,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         parquet=args.parquet, final_eval_seeds=args.final_eval_seeds, data_root=args.data_root,
         val_fraction=args.val_fraction, data_seed=args.data_seed, dashboard=args.dashboard,
         samples_per_task=args.samples_per_task,
+        benchmark_options=given_benchmark_options(args), backbone=args.backbone,
         verbose=args.verbose, chf_grid=tuple(args.chf_grid), chf_drop=args.chf_drop, chf_decay=args.chf_decay,
         chf_decay_limit=args.chf_decay_limit, candidates=args.candidates,
     )

@@ -65,6 +65,27 @@ def given_hyperparameters(args: argparse.Namespace, method: str) -> dict:
             for name, value in given.items()}
 
 
+def add_benchmark_flags(parser) -> None:
+    """``--benchmark-option KEY=VALUE`` (repeatable) and ``--backbone NAME`` on ``parser`` (or a group)."""
+    from raycl.data import describe_benchmark_options
+    from raycl.models import MODEL_NAMES
+
+    parser.add_argument("--benchmark-option", action="append", default=[], metavar="KEY=VALUE",
+                        dest="benchmark_option",
+                        help="an option of the benchmark, repeatable; "
+                             f"{describe_benchmark_options()} (default: the benchmark's own)")
+    parser.add_argument("--backbone", default=None, metavar="NAME",
+                        help=f"network replacing the benchmark's: {', '.join(MODEL_NAMES)} (default: the "
+                             "benchmark's, e.g. resnet18 for the image streams)")
+
+
+def given_benchmark_options(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--benchmark-option`` values as a mapping (checked against the benchmark later)."""
+    from raycl.data.options import parse_assignments
+
+    return parse_assignments(args.benchmark_option)
+
+
 def entry_point(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Run ``main``; a RayclError becomes one line on stderr and exit status 2, no traceback."""
 

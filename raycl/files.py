@@ -115,3 +115,12 @@ def save_best_args(path: str | os.PathLike, dataset: str, method: str, config: d
         methods[method] = sizes
         sizes[buffer_key(config)] = {"config": dict(config), "provenance": dict(provenance)}
         atomic_write_text(path, yaml.safe_dump(data, sort_keys=True))
+
+
+def load_best_args_provenance(path: str | os.PathLike, dataset: str, method: str, buffer_size: int | None) -> dict:
+    """The provenance stored with the entry :func:`load_best_args` reads (empty if it has none)."""
+    config = load_best_args(path, dataset, method, buffer_size)  # checks that the entry exists
+    sizes = {int(k): v for k, v in ((read_yaml(path) or {})[dataset][method] or {}).items()}
+    entry = sizes[buffer_key(config) if buffer_size is None else int(buffer_size)] or {}
+    provenance = entry.get("provenance")
+    return dict(provenance) if isinstance(provenance, dict) else {}

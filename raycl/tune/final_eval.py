@@ -46,7 +46,8 @@ def evaluate_seeds(options, config: dict) -> dict:
 
     val_fraction = options.val_fraction if options.final_eval_val_fraction is None else options.final_eval_val_fraction
     data = {"name": options.dataset, "data_root": options.data_root, "val_fraction": val_fraction,
-            "samples_per_task": options.samples_per_task}
+            "samples_per_task": options.samples_per_task, "backbone": options.backbone,
+            "options": options.benchmark_options}
     remote = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(_train_seeds)
     seeds = list(range(options.seed, options.seed + options.final_eval_seeds))
     threads = max(1, int(options.cpus_per_trial))

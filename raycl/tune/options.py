@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from raycl import storage
-from raycl.data import BENCHMARK_NAMES
+from raycl.data import BENCHMARK_NAMES, check_benchmark
 from raycl.device import PRECISIONS
 from raycl.errors import RayclError, unknown
 from raycl.methods import METHODS, get_method
@@ -82,6 +82,10 @@ class SearchOptions:
     val_fraction: float = 0.1
     data_seed: int = 0
     samples_per_task: int | None = None
+    # The benchmark's own options (--benchmark-option KEY=VALUE) and a backbone replacing its
+    # network (--backbone); both travel to every trial, the final evaluation and the best-args file.
+    benchmark_options: dict = dataclasses.field(default_factory=dict)
+    backbone: str | None = None
     dashboard: bool = False
     verbose: int = 1
     # Per-task protocols: the continual hyperparameter framework's grid and decay (the DER
@@ -101,6 +105,9 @@ class SearchOptions:
             raise unknown("method", self.method, METHODS)
         if self.dataset not in BENCHMARK_NAMES:
             raise unknown("dataset", self.dataset, BENCHMARK_NAMES)
+        # Typed, defaults filled in: what the best-args file records and a replay passes back.
+        parsed = check_benchmark(self.dataset, self.benchmark_options, self.backbone)
+        self.benchmark_options = dataclasses.asdict(parsed) if parsed is not None else {}
         if self.protocol not in PROTOCOLS:
             raise unknown("protocol", self.protocol, PROTOCOLS)
         if self.trial_data_seeds not in TRIAL_DATA_SEEDS:

@@ -48,6 +48,8 @@ def provenance(options, space, **specific) -> dict:
         "raycl_version": raycl.__version__, "experiment": str(options.experiment_dir), "seed": options.seed,
         "search_seed": options.search_seed, "val_fraction": options.val_fraction, "data_seed": options.data_seed,
         "samples_per_task": options.samples_per_task,
+        # The benchmark as the trials saw it: launch/train.py --load-best-args replays on the same.
+        "benchmark_options": dict(options.benchmark_options), "backbone": options.backbone,
         # What the trials trained at: a winner found at bf16 or tf32 is replayed knowing it.
         "precision": options.precision, **specific,
     }

@@ -132,6 +132,9 @@ class ReproduceOptions:
     paper_start: bool = True
     search_seed: int = 0
     data_root: str | None = None
+    # Every row's benchmark options and backbone (as a search's --benchmark-option and --backbone).
+    benchmark_options: dict = dataclasses.field(default_factory=dict)
+    backbone: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0  # 0, a fraction in (0, 1) or 1, as a search's
     wait_for_resources: bool = False
@@ -182,6 +185,7 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
         best_args=str(out / "best_args" / f"{row.dataset}.yaml"), final_eval_seeds=options.seeds,
         trial_seeds=options.trial_seeds,
         final_eval_vary_data=True, final_eval_val_fraction=0.0, data_root=options.data_root,
+        benchmark_options=dict(options.benchmark_options), backbone=options.backbone,
         verbose=options.verbose,
     )
     experiment = Path(search.experiment_dir)

@@ -96,7 +96,8 @@ def prepare_benchmarks(options: SearchOptions) -> list[Benchmark]:
     benchmarks = []
     for offset in range(count):
         benchmark = load_benchmark(options.dataset, options.data_root, options.val_fraction,
-                                   options.data_seed + offset, samples_per_task=options.samples_per_task)
+                                   options.data_seed + offset, samples_per_task=options.samples_per_task,
+                                   backbone=options.backbone, options=options.benchmark_options)
         if options.protocol == "first-task":
             if options.protocol_tasks > benchmark.n_tasks:
                 raise RayclError(f"--protocol-tasks {options.protocol_tasks} exceeds the {benchmark.n_tasks} "
