@@ -89,7 +89,7 @@ def test_seq_tinyimg_reads_both_layouts_into_the_same_tasks(tinyimg_roots):
             assert np.array_equal(getattr(a, field), getattr(b, field)), field
 
 
-def test_tinyimg_classes_follow_wnids_txt_and_pixels_survive_the_float_round_trip(tinyimg_roots, tmp_path):
+def test_tinyimg_classes_follow_wnids_txt_and_the_arrays_are_mammoths_floats(tinyimg_roots):
     from PIL import Image
 
     jpeg_root, processed_root, wnids = tinyimg_roots
@@ -100,7 +100,7 @@ def test_tinyimg_classes_follow_wnids_txt_and_pixels_survive_the_float_round_tri
     first = np.asarray(Image.open(tree / "train" / wnids[25] / "images" / f"{wnids[25]}_0.JPEG").convert("RGB"))
     task = bench.tasks[1]
     assert np.array_equal(task.train_x[task.train_y == 25][0], first.transpose(2, 0, 1))
-    # uint8 -> mammoth's float32 / 255 -> back: the loader recovers every byte.
+    # The processed files the equality test reads are mammoth's format: floats in [0, 1], NHWC.
     x = np.load(processed_root / "TINYIMG" / "processed" / "x_train_01.npy")
     assert x.dtype == np.float32 and x.shape[1:] == (64, 64, 3) and 0 <= x.min() and x.max() <= 1
 
