@@ -73,7 +73,10 @@ def _read_processed(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             raise RayclError(f"{root / x_name}: expected (N, {SIDE}, {SIDE}, 3) images and as many labels in "
                              f"{y_name}, got {x.shape} and {y.shape}")
         if x.dtype != np.uint8:  # mammoth's floats in [0, 1]
-            x = np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+            if len(x) and (x.min() < 0.0 or x.max() > 1.0):
+                raise RayclError(f"{root / x_name}: expected pixel values in [0, 1] (mammoth's processed "
+                                 f"arrays), found {x.min()} .. {x.max()}")
+            x = np.rint(x * 255.0).astype(np.uint8)
         xs.append(x.transpose(0, 3, 1, 2))
         ys.append(y.astype(np.int64))
     return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
@@ -85,6 +88,8 @@ def _read_jpeg(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise RayclError(f"{path} is missing (listed in the Tiny ImageNet folder's annotations)") from None
     except OSError as exc:  # truncated or not an image
         raise RayclError(f"{path} is not a readable image ({exc}); the file may be truncated: copy it again") from None
     if pixels.shape != (SIDE, SIDE, 3):
