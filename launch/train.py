@@ -29,6 +29,7 @@ from raycl.device import PRECISIONS, apply_precision, resolve_device
 from raycl.errors import RayclError
 from raycl.files import atomic_write_text, load_best_args, read_yaml
 from raycl.methods import METHODS, make_config
+from raycl.models import MODEL_NAMES
 from raycl.results import aggregate, summary_table
 from raycl.selection import schedule_configs
 from raycl.train import PopulationRun
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples-per-task", type=int, default=None,
                         help="training examples per task of the mer-* benchmarks (default: 1000, or 200 for "
                              "mer-many-permutations)")
+    parser.add_argument("--backbone", default=None, choices=MODEL_NAMES,
+                        help="network in place of the benchmark's own (e.g. reduced-resnet18 on seq-cifar10)")
     parser.add_argument("--data-seed", type=int, default=None,
                         help="seed of the validation split, permutations and rotation angles (default: the "
                              "training seed, so several seeds also average over permutations and angles, "
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     values.update(given)
     seeds = list(range(args.seed, args.seed + args.seeds))
     data_seeds = seeds if args.data_seed is None else [args.data_seed] * len(seeds)
-    benchmarks = {s: load_benchmark(dataset, args.data_root, args.val_fraction, s, samples_per_task=args.samples_per_task)
+    benchmarks = {s: load_benchmark(dataset, args.data_root, args.val_fraction, s, samples_per_task=args.samples_per_task,
+                                     backbone=args.backbone)
                   for s in dict.fromkeys(data_seeds)}
     reference = benchmarks[data_seeds[0]]
     # A per-task schedule (values that are lists, one per task): one config per task.
