@@ -5,9 +5,10 @@ seq-digits (ok, or the error); the float64 CUDA-against-CPU gap of derpp and vib
 seq-digits; the cross-device resumes (CPU -> CUDA and CUDA -> CPU); member-steps per second and
 peak memory of derpp on seq-mnist at P = 1, 16, 64, 256 and of the ResNet (seq-cifar10) at P = 1,
 4, 16; stacked ResNet populations (64 filters) against the member loop and against runs one at a
-time at P = 1, 4, 16, with peak memory; fp32 against bf16 step time. seq-mnist and seq-cifar10 are read from --data-root where
-present, else written as random images in their on-disk formats (speed does not depend on the
-pixels; accuracy is then meaningless and not printed).
+time at P = 1, 4, 16, with peak memory (target: stacked P = 16 at most 3x the wall time of P = 1);
+fp32 against bf16 step time. seq-mnist and seq-cifar10 are read from --data-root where present,
+else written as random images in their on-disk formats (speed does not depend on the pixels;
+accuracy is then meaningless and not printed).
 """
 
 from __future__ import annotations
@@ -70,11 +71,11 @@ def _peak_gib(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
 
 
-def stacked_resnet_rows(sizes, steps: int, device: torch.device, scratch: Path, filters_backbone: str = "resnet18"):
-    """Seconds of ``steps`` DER++ steps of a 64-filter ResNet-18 population as stacked, member loop
+def stacked_resnet_rows(sizes, steps: int, device: torch.device, scratch: Path, backbone: str = "resnet18"):
+    """Seconds of ``steps`` DER++ steps of a ``backbone`` population (64 filters) as stacked, member loop
     and one at a time for each size, their ratio to stacked P = 1, and peak memory (CUDA only)."""
-    bench = conv_benchmark.generated_cifar(scratch, conv_benchmark.STEP_IMAGES, filters_backbone)
-    print(f"\n== stacked ResNet populations: DER++ ({filters_backbone}, generated 32x32 images, batch 32), "
+    bench = conv_benchmark.generated_cifar(scratch, conv_benchmark.STEP_IMAGES, backbone)
+    print(f"\n== stacked ResNet populations: DER++ ({backbone}, generated 32x32 images, batch 32), "
           f"{steps} steps: seconds, x stacked P=1, peak memory ==")
     times = {}
     for size in sizes:

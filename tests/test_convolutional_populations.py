@@ -50,12 +50,6 @@ def solo_networks(count: int, seed: int = 0) -> list[ResNet18]:
     return [ResNet18(4, nf=NARROW).double() for _ in range(count)]
 
 
-def member_network(stacked: StackedResNet, p: int) -> ResNet18:
-    net = ResNet18(4, nf=NARROW).double()
-    net.load_state_dict(stacked.member_state_dict(p))
-    return net
-
-
 def test_the_resnet_is_stacked_and_agrees_with_the_member_loop():
     """Forward, gradients and running statistics of the stacked network against MemberLoop (whose
     members are their solo networks exactly), in training and in eval mode."""
@@ -66,7 +60,8 @@ def test_the_resnet_is_stacked_and_agrees_with_the_member_loop():
     out, reference = stacked(x), loop(x)
     assert torch.allclose(out, reference, rtol=0, atol=1e-12)
     grads = torch.autograd.grad(out.square().sum(), list(stacked.parameters()))
-    reference_grads = dict(zip(loop._param_names, torch.autograd.grad(reference.square().sum(), list(loop.parameters()))))
+    loop_grads = torch.autograd.grad(reference.square().sum(), list(loop.parameters()))
+    reference_grads = dict(zip(loop._param_names, loop_grads))
     gradient_net = StackedResNet(copy.deepcopy(solos))  # its tensors swapped for the gradients, to read them per member
     for param, grad in zip(gradient_net.parameters(), grads):
         param.data = grad

@@ -2,21 +2,20 @@
 part of a step one pass for every member.
 
 Three shapes were measured for this (reduced-resnet18, P = 4, forward and backward of 32 images
-of 32x32, float32, one thread, on a CPU shared with other work): the member-by-member loop
-(:class:`raycl.population.nets.MemberLoop`), ``torch.func.vmap`` over ``functional_call`` of the
-solo network with stacked parameters and buffers, and HFTA-style stacked layers (Wang et al.,
+of 32x32, float32, one thread, CPU time on a CPU shared with other work): the member-by-member
+loop (:class:`raycl.population.nets.MemberLoop`), ``torch.func.vmap`` over ``functional_call`` of
+the solo network with stacked parameters and buffers, and HFTA-style stacked layers (Wang et al.,
 MLSys 2021): grouped convolutions over activations [n, P * C, H, W], batch norm over P x C
-channels. vmap was the slowest of the three (it lowers each convolution to the same grouped
-convolution, with reshapes of its own around every layer); the stacked layers in the default
-memory format were slower than the loop, and faster than it in channels-last format, which is
-therefore what the forward pass uses. The stacked layers also keep batch norm's running statistics
-as plain [P, C] buffers updated in place. So the stacked layers it is: :mod:`raycl.population.layers`.
+channels. vmap (which lowers each convolution to a grouped one too) and the stacked layers in the
+default memory format were both slower than the loop; the stacked layers in channels-last format
+were the fastest of all, so they are what the forward pass uses. They also keep batch norm's
+running statistics as plain [P, C] buffers updated in place, where vmap has to be handed them
+as batched inputs. The layers are in :mod:`raycl.population.layers`.
 
-The solo network's own ``features`` runs unchanged on the stacked layers: every operation in it
-(convolution, batch norm, ReLU, the residual sum, the spatial mean) is per channel or channel-wise
-local, so it works as well on P x C channels. Only the entry (inputs [P, n, C, H, W] to
-[n, P * C, H, W]) and the exit (features [n, P * F] to [P, n, F] for the stacked classifier) are
-the population's own.
+The solo network's own ``features`` runs unchanged on the stacked layers: none of its operations
+(grouped convolution, batch norm, ReLU, the residual sum, the spatial mean) mixes one member's
+channels with another's. Only the entry (inputs [P, n, C, H, W] to [n, P * C, H, W]) and the exit
+(features [n, P * F] to [P, n, F] for the stacked classifier) are the population's own.
 """
 
 from __future__ import annotations

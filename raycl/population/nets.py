@@ -94,7 +94,8 @@ def member_template(net: nn.Module) -> nn.Module:
 
 def only_stacked_linear(net: nn.Module) -> bool:
     """Whether every layer with parameters in the population network ``net`` is a :class:`StackedLinear`."""
-    return all(isinstance(sub, StackedLinear) for sub in net.modules() if any(True for _ in sub.parameters(recurse=False)))
+    return all(isinstance(sub, StackedLinear) for sub in net.modules()
+               if any(True for _ in sub.parameters(recurse=False)))
 
 
 def per_member_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
