@@ -43,6 +43,15 @@ memory by population size for the MLP and the ResNet, fp32 against bf16. Without
 and exits 2.
 
     python launch/benchmark.py --gpu
+
+--stacked-convs runs only the ResNet population section (launch/conv_benchmark.py): DER++ steps of
+a 20-filter ResNet-18 at P = 1, 4, 16 (--convs-populations), stacked against the member loop and
+against P runs one at a time, with peak RSS; then 4 seeds of DER++ on generated seq-cifar10
+(reduced-resnet18, one epoch, --convs-images a task; 0 skips it) in one train.py process against 4
+processes in turn.
+
+    python launch/benchmark.py --stacked-convs
+    python launch/benchmark.py --stacked-convs --convs-populations 1 4 --convs-steps 2 --convs-images 0
 """
 
 from __future__ import annotations
@@ -288,7 +297,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="population sizes of --gpu's seq-mnist MLP figures (default 1 16 64 256)")
     parser.add_argument("--gpu-resnet-populations", type=int, nargs="+", default=[1, 4, 16], metavar="P",
                         help="population sizes of --gpu's ResNet figures (default 1 4 16)")
+    parser.add_argument("--stacked-convs", action="store_true",
+                        help="only the stacked ResNet population section (launch/conv_benchmark.py)")
+    parser.add_argument("--convs-populations", type=int, nargs="+", default=[1, 4, 16], metavar="P",
+                        help="population sizes of --stacked-convs (default 1 4 16)")
+    parser.add_argument("--convs-steps", type=int, default=10,
+                        help="timed DER++ steps per run of --stacked-convs (default 10)")
+    parser.add_argument("--convs-images", type=int, default=1000,
+                        help="generated CIFAR-10 images a task of --stacked-convs' target row (default 1000; "
+                             "0 skips the row)")
     args = parser.parse_args(argv)
+    if args.stacked_convs:
+        import conv_benchmark
+
+        return conv_benchmark.main(args.convs_populations, args.convs_steps, args.convs_images, args.threads,
+                                   target=args.convs_images > 0)
     if args.gpu:
         import gpu_benchmark
 

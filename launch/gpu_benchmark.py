@@ -4,9 +4,11 @@ Prints, in this order: every method's run on CUDA with 2 members over the first 
 seq-digits (ok, or the error); the float64 CUDA-against-CPU gap of derpp and vib over the whole of
 seq-digits; the cross-device resumes (CPU -> CUDA and CUDA -> CPU); member-steps per second and
 peak memory of derpp on seq-mnist at P = 1, 16, 64, 256 and of the ResNet (seq-cifar10) at P = 1,
-4, 16; fp32 against bf16 step time. seq-mnist and seq-cifar10 are read from --data-root where
-present, else written as random images in their on-disk formats (speed does not depend on the
-pixels; accuracy is then meaningless and not printed).
+4, 16; stacked ResNet populations (64 filters) against the member loop and against runs one at a
+time at P = 1, 4, 16, with peak memory (target: stacked P = 16 at most 3x the wall time of P = 1);
+fp32 against bf16 step time. seq-mnist and seq-cifar10 are read from --data-root where present,
+else written as random images in their on-disk formats (speed does not depend on the pixels;
+accuracy is then meaningless and not printed).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+import conv_benchmark
 from raycl.data import load_benchmark
 from raycl.data.synthetic import write_cifar10, write_mnist
 from raycl.device import apply_precision
@@ -28,6 +31,8 @@ from raycl.errors import RayclError
 from raycl.methods import METHODS
 
 DERPP = {"buffer_size": 500, "lr": 0.03, "alpha": 1.0, "beta": 0.5}
+# Timed DER++ steps per run of the stacked ResNet rows.
+CONV_STEPS = 20
 
 
 def _benchmark(name: str, data_root: str | None, scratch: Path):
@@ -60,6 +65,37 @@ def throughput(benchmark, sizes, device, values: dict, tasks: int, precision: st
         finally:
             run = None
     return rows
+
+
+def _peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
+def stacked_resnet_rows(sizes, steps: int, device: torch.device, scratch: Path, backbone: str = "resnet18"):
+    """Seconds of ``steps`` DER++ steps of a ``backbone`` population (64 filters) as stacked, member loop
+    and one at a time for each size, their ratio to stacked P = 1, and peak memory (CUDA only)."""
+    bench = conv_benchmark.generated_cifar(scratch, conv_benchmark.STEP_IMAGES, backbone)
+    print(f"\n== stacked ResNet populations: DER++ ({backbone}, generated 32x32 images, batch 32), "
+          f"{steps} steps: seconds, x stacked P=1, peak memory ==")
+    times = {}
+    for size in sizes:
+        for mode in conv_benchmark.MODES:
+            if size == 1 and mode == "one at a time":
+                continue  # the same run as the stacked one
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            try:
+                seconds = conv_benchmark.derpp_step_seconds(bench, size, mode, steps, device)
+            except torch.cuda.OutOfMemoryError:
+                seconds = float("nan")
+            times[size, mode] = seconds
+            base = times.get((sizes[0], "stacked"), seconds)
+            print(f"P={size:4} {mode:>14} {seconds:8.2f} s  {seconds / base:6.2f}x  peak {_peak_gib(device):6.2f} GiB",
+                  flush=True)
+    if (1, "stacked") in times and (16, "stacked") in times:
+        print(f"stacked P=16 / P=1: {times[16, 'stacked'] / times[1, 'stacked']:.2f}x (target: at most 3x)")
+    return times
 
 
 def main(data_root: str | None, mlp_sizes, resnet_sizes) -> int:
@@ -110,6 +146,8 @@ def main(data_root: str | None, mlp_sizes, resnet_sizes) -> int:
               "task 1: member-steps/s and peak memory ==")
         for size, rate, peak, seconds in throughput(cifar, resnet_sizes, device, resnet_values, tasks=1):
             print(f"P={size:4}  {rate:10.0f} member-steps/s  peak {peak:6.2f} GiB  ({seconds:.1f} s)", flush=True)
+
+        stacked_resnet_rows(resnet_sizes, CONV_STEPS, device, Path(scratch) / "convs")
 
         print("\n== fp32 against bf16 (training seconds; same members) ==")
         for name, bench, values, size, tasks in (("seq-mnist MLP P=16", mnist, DERPP, 16, 2),

@@ -30,6 +30,17 @@ def test_float64_on_cuda_matches_the_cpu(digits, method):
     assert largest_gap(cpu, cuda) <= one_example(digits)
 
 
+def test_a_stacked_resnet_population_in_float64_on_cuda_matches_the_cpu(tiny_cifar):
+    """Grouped convolutions and batch norm over every member's channels, on cuDNN and on the CPU."""
+    from raycl.population.convnet import StackedResNet
+
+    values = {"n_epochs": 1, "batch_size": 4, "minibatch_size": 4, "buffer_size": 8}
+    runs = [train_tasks(population(tiny_cifar, "derpp", device, seeds=(0, 1, 2), dtype=torch.float64, values=values), 2)
+            for device in ("cpu", CUDA)]
+    assert all(isinstance(run.method.net, StackedResNet) for run in runs)
+    assert largest_gap(*runs) <= one_example(tiny_cifar)
+
+
 @pytest.mark.parametrize("source, target", [("cpu", CUDA), (CUDA, "cpu")])
 def test_state_moves_between_cpu_and_cuda(digits, source, target):
     gap, devices = resumed_gap(digits, "derpp", source, target, tasks=2, dtype=torch.float64)

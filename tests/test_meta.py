@@ -59,7 +59,7 @@ CASES = {
                             {**GEN, "vae_per_task": True, "soft_targets": True, "increasing_replay_size": True,
                              "gen_lr": 3e-3}],
 }
-# On the ResNet (batch norm, augmentation, a network run member by member).
+# On the ResNet (batch norm, augmentation, the stacked network of grouped convolutions).
 RESNET = {"er", "derpp", "agem", "ewc", "mer", "clser", "synergy"}
 # ... with fewer of MER's per-example steps (each a ResNet forward and backward per member).
 RESNET_VALUES = {"mer": {"batch_size": 1, "batches_per_example": 1}}

@@ -310,16 +310,15 @@ def test_population_optimiser_matches_torch_adam_per_member(fused):
 
 
 def test_a_network_with_batch_norm_is_run_member_by_member_as_it_would_run_alone():
-    """MemberLoop: stacked parameters and buffers (batch norm's running statistics too), each member's
+    """MemberLoop (any network without a stacked form): stacked parameters and buffers (batch norm's running statistics too), each member's
     slices through the original module; in float64 a member's outputs, gradients and running
     statistics equal those of its own network."""
     from raycl.models import ResNet18
-    from raycl.population.nets import MemberLoop, stack_members
+    from raycl.population.nets import MemberLoop
 
     torch.manual_seed(0)
     solos = [ResNet18(4, nf=4).double() for _ in range(3)]
-    stacked = stack_members(copy.deepcopy(solos))
-    assert isinstance(stacked, MemberLoop)
+    stacked = MemberLoop(copy.deepcopy(solos))  # the reference tests/test_convolutional_populations.py checks against
     x = torch.randn(3, 5, 3, 32, 32, dtype=F64)
     out = stacked(x)
     out.square().sum().backward()

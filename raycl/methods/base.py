@@ -26,7 +26,7 @@ from raycl.device import full_precision
 from raycl.errors import DivergedError, RayclError
 from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
-from raycl.population.nets import select_members, stack_members
+from raycl.population.nets import member_template, select_members, stack_members
 from raycl.population.optim import PopulationOptimizer
 from raycl.population.random import MemberRandom, Stream, from_host_state, host_state, stream_generator
 from raycl.solo_optim import solo_optimizer
@@ -255,8 +255,7 @@ class PopulationMethod:
 
     def member_modules(self):
         """The modules of one member's network (the stacked network's template where there is one)."""
-        template = getattr(self.net, "_template", None)
-        return (template[0] if template else self.net).modules()
+        return member_template(self.net).modules()
 
     def step(self, losses: torch.Tensor) -> None:
         """One optimiser step for every member on the sum of the members' losses (outside any

@@ -17,14 +17,17 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
-from raycl.population.nets import MemberLoop, StackedLinear, member_sum, per_member_view
+from raycl.population.nets import StackedLinear, member_sum, only_stacked_linear, per_member_view
 from raycl.population.random import MemberRandom, Stream, from_host_state, host_state
+
+# Buffer examples whose per-example gradients are held at once (each a copy of every member's
+# parameters) while the Fisher is estimated on a network without a closed form (the ResNet).
+FISHER_CHUNK = 16
 
 
 @dataclasses.dataclass
@@ -57,7 +60,7 @@ class Synergy(ReplayPopulationMethod):
         self.fisher_updates = torch.zeros(self.size, dtype=torch.long)  # per member, on the host
         # Drawn on the host: whether the memory or the Fisher updates is decided without reading the device.
         self.coins = MemberRandom(seeds, Stream.SYNERGY_COINS, "cpu")
-        self.linear_only = isinstance(self.net, nn.Module) and not isinstance(self.net, MemberLoop)
+        self.linear_only = only_stacked_linear(self.net)
         self.global_step = 0
 
     def _estimate_fisher(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -70,25 +73,24 @@ class Synergy(ReplayPopulationMethod):
         return self._per_example_fisher(x, y, weight)
 
     def _per_example_fisher(self, x, y, weight) -> list[torch.Tensor]:
-        """Per-example gradients member by member (torch.func over the original network)."""
+        """Per-example gradients of every member at once (torch.func over the population network,
+        one example per member per call), FISHER_CHUNK examples at a time."""
         model = self.ema.model
-        template = model._template[0]
-        names = model._param_names
-        out = [[] for _ in names]
-        for member in range(x.shape[0]):
-            params = {n: t[member].detach() for n, t in zip(names, model.stacked_params)}
-            buffers = {n: getattr(model, f"stacked_buffer_{i}")[member] for i, n in enumerate(model._buffer_names)}
+        params = {n: t.detach() for n, t in model.named_parameters()}
+        buffers = dict(model.named_buffers())
 
-            def loss(p, xi, yi):
-                logits = functional_call(template, {**p, **buffers}, (xi.unsqueeze(0),))
-                return F.cross_entropy(logits, yi.unsqueeze(0))
+        def loss(p, xi, yi):  # xi [P, ...], yi [P]: one example of each member
+            logits = functional_call(model, {**p, **buffers}, (xi.unsqueeze(1),))
+            return F.cross_entropy(logits[:, 0], yi, reduction="sum")  # members' gradients stay apart
 
-            grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x[member], y[member])
-            w = weight[member]
-            for k, name in enumerate(names):
-                g = grads[name]
-                out[k].append((g.pow(2) * w.view(-1, *[1] * (g.dim() - 1))).mean(0))
-        return [torch.stack(parts) for parts in out]
+        per_example = vmap(grad(loss), in_dims=(None, 1, 1))
+        sums = {n: torch.zeros_like(t) for n, t in params.items()}
+        for start in range(0, x.shape[1], FISHER_CHUNK):
+            grads = per_example(params, x[:, start:start + FISHER_CHUNK], y[:, start:start + FISHER_CHUNK])
+            w = weight[:, start:start + FISHER_CHUNK].t()  # [chunk, P]
+            for name, g in grads.items():  # g [chunk, P, ...]
+                sums[name] += (g.pow(2) * w.view(*w.shape, *[1] * (g.dim() - 2))).sum(0)
+        return [sums[n] / x.shape[1] for n in params]
 
     def _linear_fisher(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
         """The same for a stack of linear layers, each used once, without per-example gradients.

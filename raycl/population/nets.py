@@ -2,9 +2,12 @@
 
 Networks made only of linear layers and parameter-free modules (the MLPs) become the same module
 tree with each ``nn.Linear`` replaced by a :class:`StackedLinear`: one batched matrix product
-(``baddbmm``) per layer for all members, inputs shaped [P, batch, features]. Other networks (the
-ResNet with its batch norm) run each member's slice of the stacked tensors through the original
-module with ``torch.func.functional_call``: the same stacked state, without the speed-up.
+(``baddbmm``) per layer for all members, inputs shaped [P, batch, features]. The ResNet becomes a
+:class:`~raycl.population.convnet.StackedResNet` (grouped convolutions, batch norm over every
+member's channels): one pass per part for all members. Any other network runs each member's slice
+of the stacked tensors through the original module with ``torch.func.functional_call``
+(:class:`MemberLoop`): the same stacked state, without the speed-up; the tests also keep it as the
+reference the stacked forms are checked against.
 """
 
 from __future__ import annotations
@@ -15,21 +18,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-
-class StackedLinear(nn.Module):
-    """P linear layers applied to [P, batch, in] at once: weight [P, in, out], bias [P, 1, out].
-
-    The weight is stored transposed from ``nn.Linear``'s layout so that its gradient comes out of
-    the batched product contiguous, which keeps the optimiser's update on the fast path.
-    """
-
-    def __init__(self, layers: list[nn.Linear]):
-        super().__init__()
-        self.weight = nn.Parameter(torch.stack([layer.weight.detach().t() for layer in layers]).contiguous())
-        self.bias = nn.Parameter(torch.stack([layer.bias.detach()[None] for layer in layers]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+from raycl.population.convnet import StackedResNet, stackable_resnet
+from raycl.population.layers import StackedLinear
 
 
 def _only_linear(module: nn.Module) -> bool:
@@ -69,6 +59,10 @@ class MemberLoop(nn.Module):
         for i, name in enumerate(self._buffer_names):
             self.register_buffer(f"stacked_buffer_{i}", torch.stack([dict(m.named_buffers())[name] for m in members]))
 
+    @property
+    def template(self) -> nn.Module:
+        return self._template[0]
+
     def _member_state(self, p: int) -> dict[str, torch.Tensor]:
         state = {n: t[p] for n, t in zip(self._param_names, self.stacked_params)}
         for i, name in enumerate(self._buffer_names):
@@ -84,7 +78,24 @@ def stack_members(members: list[nn.Module]) -> nn.Module:
     """The population network of ``members`` (identical architectures, own initial weights)."""
     if _only_linear(members[0]):
         return _stack_linears(members[0], members)
+    if stackable_resnet(members[0]):
+        return StackedResNet(members)
     return MemberLoop(members)
+
+
+def member_template(net: nn.Module) -> nn.Module:
+    """A module with one member's architecture, for questions about it (which layers it has): the
+    template of a stacked ResNet or member loop (not to be trained), else ``net`` itself, whose
+    module tree is a member's with stacked layers in place of linear ones."""
+    if isinstance(net, (StackedResNet, MemberLoop)):
+        return net.template
+    return net
+
+
+def only_stacked_linear(net: nn.Module) -> bool:
+    """Whether every layer with parameters in the population network ``net`` is a :class:`StackedLinear`."""
+    return all(isinstance(sub, StackedLinear) for sub in net.modules()
+               if any(True for _ in sub.parameters(recurse=False)))
 
 
 def per_member_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
