@@ -31,7 +31,9 @@ def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fr
 
 def _build(name: str, data_root, val_fraction: float, seed: int, samples_per_task: int | None) -> Benchmark:
     if name not in BENCHMARK_NAMES:
-        raise unknown("dataset", name, BENCHMARK_NAMES)
+        from raycl.plugins import build_plugin_benchmark
+
+        return build_plugin_benchmark(name, data_root, val_fraction, seed, samples_per_task)
     if not 0 <= val_fraction < 1:
         raise RayclError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if samples_per_task is not None and not name.startswith("mer-"):
