@@ -24,12 +24,11 @@ import numpy as np
 import torch
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters, method_help, requested_method
-from raycl.data import load_benchmark
+from raycl.data import benchmark_names, load_benchmark
 from raycl.device import PRECISIONS, apply_precision, resolve_device
 from raycl.errors import RayclError
 from raycl.files import atomic_write_text, load_best_args, read_yaml
 from raycl.methods import make_config
-from raycl.plugins import benchmark_names
 from raycl.results import aggregate, summary_table
 from raycl.selection import schedule_configs
 from raycl.train import PopulationRun

@@ -24,7 +24,7 @@ import sys
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters, method_help, requested_method
 from raycl.device import PRECISIONS
-from raycl.plugins import benchmark_names
+from raycl.data import benchmark_names
 from raycl.tune.options import AUTO, PROTOCOLS, SearchOptions
 
 

@@ -11,6 +11,13 @@ BENCHMARK_NAMES = ("seq-digits", "seq-mnist", "perm-mnist", "rot-mnist", "seq-ci
                    "mer-rotations", "mer-permutations", "mer-many-permutations")
 
 
+def benchmark_names() -> tuple[str, ...]:
+    """Every benchmark name: the built-in ones, then those installed plugins register."""
+    from raycl.data.plugin import plugin_benchmark_names
+
+    return BENCHMARK_NAMES + plugin_benchmark_names(BENCHMARK_NAMES)
+
+
 def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fraction: float = 0.1,
                    seed: int = 0, samples_per_task: int | None = None, backbone: str | None = None) -> Benchmark:
     """Build benchmark ``name``; ``seed`` fixes the validation split, permutations and angles.
@@ -31,9 +38,12 @@ def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fr
 
 def _build(name: str, data_root, val_fraction: float, seed: int, samples_per_task: int | None) -> Benchmark:
     if name not in BENCHMARK_NAMES:
-        from raycl.plugins import build_plugin_benchmark
+        from raycl.data.plugin import build_plugin_benchmark
 
-        return build_plugin_benchmark(name, data_root, val_fraction, seed, samples_per_task)
+        benchmark = build_plugin_benchmark(name, data_root, val_fraction, seed, samples_per_task)
+        if benchmark is None:
+            raise unknown("dataset", name, benchmark_names())
+        return benchmark
     if not 0 <= val_fraction < 1:
         raise RayclError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if samples_per_task is not None and not name.startswith("mer-"):
@@ -57,5 +67,5 @@ def _build(name: str, data_root, val_fraction: float, seed: int, samples_per_tas
     return builder(root, val_fraction, seed)
 
 
-__all__ = ["BENCHMARK_NAMES", "SETTINGS", "Benchmark", "Task", "load_benchmark", "resolve_data_root",
-           "stratified_split"]
+__all__ = ["BENCHMARK_NAMES", "SETTINGS", "Benchmark", "Task", "benchmark_names", "load_benchmark",
+           "resolve_data_root", "stratified_split"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 from raycl import storage
+from raycl.data import benchmark_names
 from raycl.device import PRECISIONS
 from raycl.errors import RayclError, unknown
 from raycl.methods import get_method
-from raycl.plugins import benchmark_names
 from raycl.selection import ChfSettings
 from raycl.tune.placement import check_gpus_per_trial
 

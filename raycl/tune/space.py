@@ -1,5 +1,5 @@
 """Search spaces: ``search_spaces/<method>.yaml`` files (a plugin's own file, see
-:func:`raycl.plugins.method_space_file`), checked against the method's declaration.
+:func:`raycl.methods.plugin.method_space_file`), checked against the method's declaration.
 
 File format::
 
@@ -25,11 +25,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from raycl.data import benchmark_names
 from raycl.errors import RayclError, unknown
 from raycl.files import read_yaml
 from raycl.hparams import ParamSpec, coerce_value, param_specs
 from raycl.methods import get_method
-from raycl.plugins import benchmark_names, method_space_file
+from raycl.methods.plugin import method_space_file
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
