@@ -178,10 +178,31 @@ def test_an_erace_member_alone_equals_that_member_in_a_population(erace_site, on
     assert not np.array_equal(together.val_loss[0], together.val_loss[1], equal_nan=True)
 
 
+def test_erace_s_stability_hyperparameter_drives_the_continual_hyperparameter_framework(erace_site, on_path,
+                                                                                        digits):
+    from raycl.methods import make_config
+    from raycl.selection import Branches, ChfSettings, decisions, select_per_task
+
+    on_path(erace_site)
+    tasks = [dataclasses.replace(t, train_x=t.train_x[:60], train_y=t.train_y[:60]) for t in digits.tasks[:3]]
+    bench = dataclasses.replace(digits, tasks=tasks)
+    base = make_config("erace", {"n_epochs": 1, "buffer_size": 30}, bench.defaults)
+    settings = ChfSettings(grid=(0.1, 0.02), drop=0.01, decay=0.5, decay_limit=2)
+    result = select_per_task(Branches(bench, "erace", base, seed=0), "chf", settings)
+    chosen = decisions(result)
+    assert [task for task, _ in chosen] == [0, 1, 2]
+    # The schedule sets ER-ACE's declared stability hyperparameter, on the ladder down from its most stable value.
+    weights = [values["replay_weight"] for _, values in chosen]
+    assert all(w in (1.0, 0.5, 0.25) for w in weights), chosen
+    assert all(values["lr"] in (0.1, 0.02) for _, values in chosen)
+
+
 def test_erace_is_tuned_end_to_end_and_its_best_args_replay(erace_site, tmp_path):
     best = tmp_path / "best.yaml"
     env = env_with(erace_site)
-    proc = run_cli("tune.py", "--method", "erace", "--samples", "4", "--n-epochs", "1", "--buffer-size", "100",
+    # In cohorts of two: members of one population differ in ER-ACE's per-member hyperparameters.
+    proc = run_cli("tune.py", "--method", "erace", "--samples", "4", "--population", "2", "--n-epochs", "1",
+                   "--buffer-size", "100",
                    "--storage-path", str(tmp_path / "exp"), "--best-args", str(best), "--verbose", "0",
                    env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -190,6 +211,13 @@ def test_erace_is_tuned_end_to_end_and_its_best_args_replay(erace_site, tmp_path
     assert config["buffer_size"] == 100 and config["n_epochs"] == 1 and 0.25 <= config["replay_weight"] <= 2.0
     rows = pq.read_table(tmp_path / "exp" / "erace-seq-digits-b100" / "trials.parquet").to_pylist()
     assert len(rows) == 4
+    cohorts = {}
+    for row in rows:
+        cohorts.setdefault(row["cohort"], []).append(row)
+    assert sorted(map(len, cohorts.values())) == [2, 2]
+    for members in cohorts.values():  # shared by a cohort, drawn once; the per-member weight differs
+        assert len({r["config.minibatch_size"] for r in members}) == 1
+        assert len({r["config.replay_weight"] for r in members}) == 2
     out = tmp_path / "run.json"
     proc = run_cli("train.py", "--method", "erace", "--load-best-args", str(best), "--buffer-size", "100",
                    "--json", str(out), "--threads", "1", env=env)
