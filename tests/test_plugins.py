@@ -286,7 +286,8 @@ BROKEN = {
                  "of hp() fields that declares its hyperparameters",
     "no-default": "method plugin 'no-default' (third_party.methods:NoDefault): hyperparameter 'temperature' of "
                   "NoDefaultConfig has no default; declare it with hp(default, help)",
-    "not-a-method": "method plugin 'not-a-method' (third_party.methods:not_a_method): <function not_a_method",
+    "not-a-method": "method plugin 'not-a-method' (third_party.methods:not_a_method): not_a_method is not a method "
+                    "class (subclass raycl.methods.base.PopulationMethod, or ContinualMethod for a solo learner)",
 }
 
 

@@ -40,7 +40,7 @@ def load_plugin_method(name: str) -> type | None:
 def check_method_class(cls, label: str) -> type:
     """``cls`` if it is a method class whose ``Config`` declares every hyperparameter with a default."""
     if not isinstance(cls, type):
-        raise RayclError(f"{label}: {cls!r} is not a method class ({CONTRACT})")
+        raise RayclError(f"{label}: {getattr(cls, '__qualname__', repr(cls))} is not a method class ({CONTRACT})")
     config = getattr(cls, "Config", None)
     if config is None:
         raise RayclError(f"{label}: {cls.__name__} has no Config, the dataclass of hp() fields that declares "
