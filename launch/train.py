@@ -23,14 +23,14 @@ import time
 import numpy as np
 import torch
 
-from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
+from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters, method_help, requested_method
 from raycl.cli import add_benchmark_flags, given_benchmark_options
-from raycl.data import BENCHMARK_NAMES, load_benchmark
+from raycl.data import benchmark_names, load_benchmark
 from raycl.device import PRECISIONS, apply_precision, resolve_device
 from raycl.errors import RayclError
 from raycl.files import atomic_write_text, load_best_args, read_yaml
 from raycl.files import load_best_args_provenance
-from raycl.methods import METHODS, make_config
+from raycl.methods import make_config
 from raycl.results import aggregate, summary_table
 from raycl.selection import schedule_configs
 from raycl.train import PopulationRun
@@ -38,12 +38,13 @@ from raycl.train import PopulationRun
 log = logging.getLogger("raycl.train")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    """The flags, with ``method``'s hyperparameters in the help (none without a method)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", required=True, help=f"method to train: {', '.join(METHODS)}")
+    parser.add_argument("--method", required=True, help=method_help())
     parser.add_argument("--dataset", default=None,
-                        help=f"benchmark: {', '.join(BENCHMARK_NAMES)} (default: seq-digits, or the "
+                        help=f"benchmark: {', '.join(benchmark_names())} (default: seq-digits, or the "
                              "only dataset in --load-best-args)")
     parser.add_argument("--seed", type=int, default=0, help="first training seed (default 0)")
     parser.add_argument("--seeds", type=int, default=1,
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--one-at-a-time", action="store_true",
                         help="train the seeds one after another, each a population of one, instead of as one "
                              "population (same numbers; for comparison, or to bound memory)")
-    add_hyperparameter_flags(parser)
+    add_hyperparameter_flags(parser, method)
     return parser
 
 
@@ -91,7 +92,7 @@ def _dataset_from_best_args(path: str) -> str:
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(requested_method(argv)).parse_args(argv)
     started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     dataset = args.dataset or (_dataset_from_best_args(args.load_best_args) if args.load_best_args else "seq-digits")
     values = {}
-    given = given_hyperparameters(args, args.method) if args.method in METHODS else {}
+    given = given_hyperparameters(args, args.method)
     benchmark_options, backbone = {}, None
     if args.load_best_args:
         size = int(given["buffer_size"]) if "buffer_size" in given else None

@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters
+from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters, method_help, requested_method
 from raycl.cli import add_benchmark_flags, given_benchmark_options
-from raycl.data import BENCHMARK_NAMES
+from raycl.data import benchmark_names
 from raycl.device import PRECISIONS
-from raycl.methods import METHODS
 from raycl.tune.options import AUTO, EXPORT_FORMATS, PROTOCOLS, SearchOptions
 
 
@@ -43,31 +42,33 @@ def whole_or_auto(flag: str):
     return parse
 
 
-def cohort_help() -> str:
-    """What each method's cohorts draw once (shared) and per configuration, for --help."""
+def cohort_help(method: str | None) -> str:
+    """What ``method``'s cohorts draw once (shared) and per configuration, for --help."""
+    if method is None:
+        return "python launch/tune.py --method M --help lists M's hyperparameters and what its cohorts share"
     from raycl.hparams import param_specs
     from raycl.methods import get_method, get_population_method
 
-    lines = ["hyperparameters of a --population cohort (shared = drawn once per cohort, the rest per "
-             "configuration; the search space's choices of shared ones are explored across cohorts):"]
-    for name in METHODS:
-        shared = get_population_method(name).shared_hyperparameters()
-        free = [n for n in param_specs(get_method(name).Config) if n not in shared]
-        lines.append(f"  {name:12s} per configuration: {', '.join(free) or '(none)'}")
-    lines.append("  (every other hyperparameter is shared)")
-    return "\n".join(lines)
+    shared = get_population_method(method).shared_hyperparameters()
+    free = [n for n in param_specs(get_method(method).Config) if n not in shared]
+    return "\n".join([
+        "hyperparameters of a --population cohort (shared = drawn once per cohort, the rest per configuration; "
+        "the search space's choices of shared ones are explored across cohorts):",
+        f"  {method:12s} per configuration: {', '.join(free) or '(none)'}",
+        "  (every other hyperparameter is shared)"])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    """The flags, with ``method``'s hyperparameters in the help (none without a method)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=cohort_help())
+                                epilog=cohort_help(method))
     what = p.add_argument_group("what to search")
-    what.add_argument("--method", required=True, help=f"method: {', '.join(METHODS)}")
+    what.add_argument("--method", required=True, help=method_help())
     what.add_argument("--dataset", default="seq-digits",
-                      help=f"benchmark: {', '.join(BENCHMARK_NAMES)} (default seq-digits, offline)")
+                      help=f"benchmark: {', '.join(benchmark_names())} (default seq-digits, offline)")
     what.add_argument("--samples", type=int, default=16, help="number of configurations to try (default 16)")
     what.add_argument("--space", metavar="FILE", default=None,
-                      help="search-space YAML (default search_spaces/<method>.yaml)")
+                      help="search-space YAML (default: search_spaces/<method>.yaml, or the one a plugin ships)")
     what.add_argument("--protocol", default="seen-tasks", choices=PROTOCOLS,
                       help="one configuration for the stream: seen-tasks = mean val accuracy over the tasks "
                            "seen, reported after every task, final value after the last task (default); "
@@ -196,19 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-seed", type=int, default=0,
                       help="seed of the validation split, permutations and angles (default 0)")
     add_benchmark_flags(data)
-    add_hyperparameter_flags(p)
-    for action in p._action_groups[-1]._group_actions:
-        action.help = action.help + " (fixes it for the whole search)"
+    add_hyperparameter_flags(p, method, note=" (fixes it for the whole search)")
     return p
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from raycl.errors import unknown
-
-    if args.method not in METHODS:
-        raise unknown("method", args.method, METHODS)
+    args = build_parser(requested_method(argv)).parse_args(argv)
     fixed = given_hyperparameters(args, args.method)
     buffer_size = fixed.pop("buffer_size", None)
     options = SearchOptions(

@@ -10,27 +10,36 @@ from collections.abc import Callable
 
 from raycl.errors import RayclError
 from raycl.hparams import coerce_value, param_specs
-from raycl.methods import METHODS, get_method
+from raycl.methods import get_method, method_names
 
 
-def hyperparameter_index() -> dict[str, str]:
-    """Every declared hyperparameter -> its flag help, naming the methods that declare it.
+def requested_method(argv: list[str] | None) -> str | None:
+    """The ``--method`` value of a command line (``sys.argv[1:]`` for None), or None: read before the
+    parser is built, which then shows that method's hyperparameters."""
 
-    A name several methods declare with different meanings (``beta`` of DER++ and of MER) gets
-    each meaning with its methods.
-    """
-    meanings: dict[str, dict[str, list[str]]] = {}
-    for method in METHODS:
-        for name, spec in param_specs(get_method(method).Config).items():
-            text = f"{spec.help} ({spec.describe_allowed()})"
-            meanings.setdefault(name, {}).setdefault(text, []).append(method)
-    index = {}
-    for name, by_text in meanings.items():
-        parts = []
-        for text, users in by_text.items():
-            who = "all methods" if len(users) == len(METHODS) else ", ".join(users)
-            parts.append(f"{who}: {text}")
-        index[name] = "; ".join(parts)
+    class Lenient(argparse.ArgumentParser):
+        def error(self, message):  # the full parser reports it
+            raise ValueError(message)
+
+    pre = Lenient(add_help=False)
+    pre.add_argument("--method")
+    try:
+        return pre.parse_known_args(argv)[0].method
+    except ValueError:
+        return None
+
+
+def hyperparameter_index(methods: list[str] | None = None) -> dict[str, list[str]]:
+    """Every hyperparameter that ``methods`` (default: every method, plugins included) declare ->
+    the methods declaring it. A plugin that does not load is left out: it is reported when named."""
+    index: dict[str, list[str]] = {}
+    for method in method_names() if methods is None else methods:
+        try:
+            declared = param_specs(get_method(method).Config)
+        except RayclError:
+            continue
+        for name in declared:
+            index.setdefault(name, []).append(method)
     return index
 
 
@@ -39,16 +48,33 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_hyperparameter_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--name-with-dashes`` flag per declared hyperparameter, values checked later."""
-    group = parser.add_argument_group(
-        "method hyperparameters",
-        "override the method's defaults (and any --load-best-args values); each flag names the "
-        "methods it applies to",
-    )
-    for name, help_text in sorted(hyperparameter_index().items()):
-        group.add_argument(_flag(name), dest=f"hp_{name}", default=None, metavar="V",
-                           help=help_text)
+def add_hyperparameter_flags(parser: argparse.ArgumentParser, method: str | None = None, note: str = "") -> None:
+    """One ``--name-with-dashes`` flag per declared hyperparameter of any method, values checked
+    later; the help shows only ``method``'s (with ``note`` after each), and without a method none.
+
+    Every method's flags are accepted whichever is chosen, so that a flag of another method is the
+    clear error of :func:`given_hyperparameters`, not argparse's "unrecognized arguments".
+    """
+    shown = param_specs(get_method(method).Config) if method else {}
+    if method:
+        group = parser.add_argument_group(
+            f"hyperparameters of method {method}", "override its defaults (and any --load-best-args values)")
+    else:
+        group = parser.add_argument_group(
+            "method hyperparameters", "each method declares its own: --method M --help lists M's")
+    for name in sorted(set(hyperparameter_index()) | set(shown)):
+        if name in shown:
+            spec = shown[name]
+            help_text = f"{spec.help} ({spec.describe_allowed()}){note}"
+        else:
+            help_text = argparse.SUPPRESS
+        group.add_argument(_flag(name), dest=f"hp_{name}", default=None, metavar="V", help=help_text)
+
+
+def method_help() -> str:
+    """The ``--method`` flag's help: the methods a user can name."""
+    return (f"method: {', '.join(method_names())}, or a plugin's package.module:Class; --method M --help lists "
+            "M's hyperparameters")
 
 
 def given_hyperparameters(args: argparse.Namespace, method: str) -> dict:

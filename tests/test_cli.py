@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from raycl.cli import add_hyperparameter_flags
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ def test_flags_arrive_as_their_declared_types():
     # A search that fixes --lr 0.2 must export the number 0.2, not the string '0.2'.
     import argparse
 
-    from raycl.cli import add_hyperparameter_flags, given_hyperparameters
+    from raycl.cli import given_hyperparameters
 
     parser = argparse.ArgumentParser()
     add_hyperparameter_flags(parser)
@@ -114,19 +116,41 @@ def test_load_best_args_and_flags_override(tmp_path):
     assert config["buffer_size"] == 100
 
 
-def test_help_lists_every_hyperparameter():
-    from raycl.hparams import param_specs
-    from raycl.methods import METHODS, get_method
+def test_help_of_a_method_lists_exactly_its_hyperparameters():
+    import argparse
 
-    declared = {name for method in METHODS for name in param_specs(get_method(method).Config)}
-    assert len(declared) > 40
-    for script in ("train.py", "tune.py"):
-        proc = run_cli(script, "--help")
-        assert proc.returncode == 0
-        flags = set(re.findall(r"--[a-z0-9-]+", proc.stdout))
-        missing = {name for name in declared if "--" + name.replace("_", "-") not in flags}
-        assert not missing, (script, missing)
-        assert {"--load-best-args", "--seeds", "--json"} <= flags or script == "tune.py"
+    from raycl.hparams import param_specs
+    from raycl.methods import get_method, method_names
+
+    for method in method_names():
+        parser = argparse.ArgumentParser()
+        add_hyperparameter_flags(parser, method)
+        shown = set(re.findall(r"^ +(--[a-z0-9-]+)", parser.format_help(), re.M)) - {"--help"}
+        assert shown == {"--" + n.replace("_", "-") for n in param_specs(get_method(method).Config)}, method
+
+
+def test_help_without_a_method_lists_the_methods_and_with_one_only_its_flags():
+    from raycl.methods import METHODS
+
+    def flags(text, after="options:"):  # the flags the help lists after the heading ``after``
+        return set(re.findall(r"^ +(--[a-z0-9-]+)", text.split(after, 1)[1], re.M))
+
+    general = run_cli("tune.py", "--help")
+    assert general.returncode == 0
+    assert all(name in general.stdout for name in METHODS)
+    assert "--method M --help" in general.stdout
+    assert "--samples" in flags(general.stdout) and not flags(general.stdout, "method hyperparameters:")
+    derpp = run_cli("tune.py", "--method", "derpp", "--help")
+    assert derpp.returncode == 0
+    assert flags(derpp.stdout, "hyperparameters of method derpp:") == {
+        "--alpha", "--beta", "--batch-size", "--buffer-size", "--lr", "--minibatch-size", "--n-epochs", "--optimizer"}
+    assert "fixes it for the whole search" in derpp.stdout
+    assert re.findall(r"^  (\S+) +per configuration: (.*)$", derpp.stdout, re.M) == [("derpp", "lr, alpha, beta")]
+    train = run_cli("train.py", "--method", "gen_replay", "--help")
+    assert train.returncode == 0
+    assert {"--load-best-args", "--seeds", "--json"} <= flags(train.stdout)
+    listed = flags(train.stdout, "hyperparameters of method gen_replay:")
+    assert {"--gen-epochs", "--soft-targets", "--lr"} <= listed and "--alpha" not in listed
 
 
 def _save_entry(args):

@@ -14,6 +14,13 @@ BENCHMARK_NAMES = ("seq-digits", "seq-mnist", "perm-mnist", "rot-mnist", "seq-ci
                    "seq-tinyimg", "gcil-cifar100", "mer-rotations", "mer-permutations", "mer-many-permutations")
 
 
+def benchmark_names() -> tuple[str, ...]:
+    """Every benchmark name: the built-in ones, then those installed plugins register."""
+    from raycl.data.plugin import plugin_benchmark_names
+
+    return BENCHMARK_NAMES + plugin_benchmark_names(BENCHMARK_NAMES)
+
+
 def options_class(name: str) -> type | None:
     """The dataclass declaring benchmark ``name``'s options, or None if it takes none."""
     if name == "seq-cifar100":
@@ -29,9 +36,10 @@ def options_class(name: str) -> type | None:
 
 def check_benchmark(name: str, options: Mapping | None = None, backbone: str | None = None):
     """Check a benchmark's name, options and backbone without loading any data (a search's flags
-    fail at once): the parsed options (None for a benchmark without options)."""
-    if name not in BENCHMARK_NAMES:
-        raise unknown("dataset", name, BENCHMARK_NAMES)
+    fail at once): the parsed options (None for a benchmark without options; a plugin's benchmark
+    takes none)."""
+    if name not in BENCHMARK_NAMES and name not in benchmark_names():
+        raise unknown("dataset", name, benchmark_names())
     if backbone is not None:
         from raycl.models import MODEL_NAMES
 
@@ -67,6 +75,13 @@ def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fr
 
 def _build(name: str, data_root, val_fraction: float, seed: int, samples_per_task: int | None,
            options) -> Benchmark:
+    if name not in BENCHMARK_NAMES:
+        from raycl.data.plugin import build_plugin_benchmark
+
+        benchmark = build_plugin_benchmark(name, data_root, val_fraction, seed, samples_per_task)
+        if benchmark is None:
+            raise unknown("dataset", name, benchmark_names())
+        return benchmark
     if not 0 <= val_fraction < 1:
         raise RayclError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if samples_per_task is not None and not name.startswith("mer-"):
@@ -102,5 +117,5 @@ def _build(name: str, data_root, val_fraction: float, seed: int, samples_per_tas
     return builder(root, val_fraction, seed)
 
 
-__all__ = ["BENCHMARK_NAMES", "SETTINGS", "Benchmark", "Task", "check_benchmark", "describe_benchmark_options",
-           "load_benchmark", "options_class", "resolve_data_root", "stratified_split"]
+__all__ = ["BENCHMARK_NAMES", "SETTINGS", "Benchmark", "Task", "benchmark_names", "check_benchmark",
+           "describe_benchmark_options", "load_benchmark", "options_class", "resolve_data_root", "stratified_split"]

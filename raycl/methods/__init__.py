@@ -1,10 +1,12 @@
-"""Methods by name. Each lives in its own module and declares its hyperparameters."""
+"""Methods by name. Each lives in its own module and declares its hyperparameters; plugins
+(:mod:`raycl.methods.plugin`) add their own by entry point or as ``package.module:Class``."""
 
 from __future__ import annotations
 
 import importlib
 
-from raycl.errors import unknown
+from raycl.errors import RayclError, unknown
+from raycl.plugins import METHOD_GROUP, plugin_names
 
 # name -> "module:Class"; modules are imported on first use so a run pays only for its method.
 METHODS = {
@@ -27,12 +29,23 @@ METHODS = {
 }
 
 
+def method_names() -> list[str]:
+    """Every method a user can name: the built-in ones, then the installed plugins' (not loaded)."""
+    return [*METHODS, *plugin_names(METHOD_GROUP, METHODS)]
+
+
 def get_method(name: str) -> type:
-    """The method class registered as ``name``, or RayclError listing the known names."""
-    if name not in METHODS:
-        raise unknown("method", name, METHODS)
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The method class named ``name`` (built-in, plugin entry point or ``package.module:Class``), or
+    RayclError listing the known names or saying what is wrong with the plugin."""
+    if name in METHODS:
+        module, cls = METHODS[name].split(":")
+        return getattr(importlib.import_module(module), cls)
+    from raycl.methods.plugin import load_plugin_method
+
+    found = load_plugin_method(name)
+    if found is None:
+        raise RayclError(f"{unknown('method', name, method_names())}, or a plugin's package.module:Class")
+    return found
 
 
 def get_population_method(name: str) -> type:

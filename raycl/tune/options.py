@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 from raycl import storage
-from raycl.data import BENCHMARK_NAMES, check_benchmark
+from raycl.data import benchmark_names, check_benchmark
 from raycl.device import PRECISIONS
 from raycl.errors import RayclError, unknown
-from raycl.methods import METHODS, get_method
+from raycl.methods import get_method
 from raycl.selection import ChfSettings
 from raycl.tune.placement import check_gpus_per_trial
 
@@ -101,10 +101,9 @@ class SearchOptions:
         return self.protocol not in STREAM_PROTOCOLS
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise unknown("method", self.method, METHODS)
-        if self.dataset not in BENCHMARK_NAMES:
-            raise unknown("dataset", self.dataset, BENCHMARK_NAMES)
+        get_method(self.method)  # unknown, or a plugin that does not load: one clear error
+        if self.dataset not in benchmark_names():
+            raise unknown("dataset", self.dataset, benchmark_names())
         # Typed, defaults filled in: what the best-args file records and a replay passes back.
         parsed = check_benchmark(self.dataset, self.benchmark_options, self.backbone)
         self.benchmark_options = dataclasses.asdict(parsed) if parsed is not None else {}
@@ -159,7 +158,9 @@ class SearchOptions:
         buffer = self.buffer_size
         if buffer is None:
             buffer = getattr(get_method(self.method).Config(), "buffer_size", None)
-        return f"{self.method}-{self.dataset}" + ("" if buffer is None else f"-b{buffer}")
+        # A plugin named package.module:Class: no colon in a folder name (storage URIs read it as a scheme).
+        method = self.method.replace(":", ".")
+        return f"{method}-{self.dataset}" + ("" if buffer is None else f"-b{buffer}")
 
     @property
     def ray_name(self) -> str:

@@ -1,4 +1,5 @@
-"""Search spaces: ``search_spaces/<method>.yaml`` files, checked against the method's declaration.
+"""Search spaces: ``search_spaces/<method>.yaml`` files (a plugin's own file, see
+:func:`raycl.methods.plugin.method_space_file`), checked against the method's declaration.
 
 File format::
 
@@ -24,11 +25,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from raycl.data import BENCHMARK_NAMES
+from raycl.data import benchmark_names
 from raycl.errors import RayclError, unknown
 from raycl.files import read_yaml
 from raycl.hparams import ParamSpec, coerce_value, param_specs
 from raycl.methods import get_method
+from raycl.methods.plugin import method_space_file
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -193,15 +195,17 @@ def parse_space(data: Any, method: str, dataset: str, source: str) -> SearchSpac
     for key in data:
         if key not in allowed_top:
             raise unknown("key", key, allowed_top, where=source)
-    if data.get("method", method) != method:
+    # A plugin's own file names it as its class does, whether searched by entry point or module:Class.
+    if data.get("method", method) not in (method, get_method(method).name):
         raise RayclError(f"{source} is a search space for method {data['method']!r}, not {method!r}")
     params = data.get("params") or {}
     overrides = data.get("datasets") or {}
     if not isinstance(params, dict) or not isinstance(overrides, dict):
         raise RayclError(f"{source}: 'params' and 'datasets' must be mappings")
+    datasets = benchmark_names()
     for name in overrides:
-        if name not in BENCHMARK_NAMES:
-            raise unknown("dataset", name, BENCHMARK_NAMES, where=f"{source} datasets")
+        if name not in datasets:
+            raise unknown("dataset", name, datasets, where=f"{source} datasets")
     merged = dict(params)
     merged.update(overrides.get(dataset) or {})
     specs = param_specs(get_method(method).Config)
@@ -230,11 +234,13 @@ def parse_space(data: Any, method: str, dataset: str, source: str) -> SearchSpac
 
 
 def load_space(method: str, dataset: str, path: str | Path | None = None) -> SearchSpace:
-    """The search space of ``method`` from ``path`` or ``search_spaces/<method>.yaml``."""
-    get_method(method)
+    """The search space of ``method`` from ``path``, else the file its class ships, else
+    ``search_spaces/<method>.yaml``."""
+    method_cls = get_method(method)
     if path is None:
-        path = SPACE_DIR / f"{method}.yaml"
+        path = method_space_file(method_cls) or SPACE_DIR / f"{method}.yaml"
         if not path.is_file():
             available = sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
-            raise unknown("search space for method", method, available, where=str(SPACE_DIR))
+            raise RayclError(f"{unknown('search space for method', method, available, where=str(SPACE_DIR))}; a "
+                             "plugin ships its own (search_space = 'file.yaml' next to its module), or give --space FILE")
     return parse_space(read_yaml(path), method, dataset, str(path))

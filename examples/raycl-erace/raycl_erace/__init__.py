@@ -1,0 +1,1 @@
+"""ER-ACE for raycl: ``pip install examples/raycl-erace``, then ``launch/tune.py --method erace``."""
