@@ -12,14 +12,13 @@ from torch import nn
 from raycl.methods import get_population_method, make_config
 from raycl.methods.base import PopulationMethod
 from raycl.population.inputs import MemberInputs
-from test_meta import CASES, SEEDS, leaves, method_name, tiny_mlp  # noqa: F401 (tiny_mlp: the fixture)
+from test_meta import CASES, SEEDS, leaves, method_name
 
 CPU = torch.device("cpu")
 # Every vectorised method's cases, and a method run member by member (its solo learners' state).
 STATE_CASES = {**CASES, "gem": [{"buffer_size": 6, "lr": 0.05}, {"buffer_size": 6, "lr": 0.1}]}
 # Attributes that hold tensors but are not state, and why.
 NOT_STATE = {
-    "agem": {"g_ref"},  # the last step's reference gradients, kept for inspection
     "mer": {"eye"},  # a constant: the one-hot rows of the labels
 }
 

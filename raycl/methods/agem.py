@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
+from raycl.methods.state import Transient
 from raycl.population.nets import member_sum, per_member_view
 from raycl.population.random import MemberRandom, Stream
 
@@ -36,8 +37,7 @@ class Agem(ReplayPopulationMethod):
                  member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
         self.register("samples", MemberRandom(seeds, Stream.AGEM_SAMPLES, device))
-        # The last step's reference gradients, kept for inspection only: not state.
-        self.g_ref: list[torch.Tensor] | None = None
+        self.register("g_ref", None, Transient())  # the last step's reference gradients, for inspection
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         refs = None

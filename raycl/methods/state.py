@@ -136,6 +136,17 @@ class Tensors(Part):
         return [t.to(device) for t in saved]
 
 
+class Transient(Tensors):
+    """Stacked tensors kept for inspection (the last step's gradients), or None: they follow the
+    members when members are selected but are not checkpointed; a restored method starts without."""
+
+    def save(self, value):
+        return None
+
+    def load(self, value, saved, device):
+        return None
+
+
 class HostTensor(Part):
     """A [P, ...] tensor kept on the host (counts of host-side decisions, random states): saved as
     NumPy, which ``map_location`` leaves on the host."""
