@@ -382,7 +382,7 @@ class MemberwiseMethod(PopulationMethod):
         out = []
         for p, member in enumerate(self.members):
             with torch.random.fork_rng(devices=[]):
-                torch.set_rng_state(self.rng_states[p].clone())  # a row of its own: torch reads no views here
+                torch.set_rng_state(self.rng_states[p].clone())  # it ignores a view's offset: a tensor of its own
                 out.append(call(p, member))
                 self.rng_states[p] = torch.get_rng_state()
         return out
