@@ -339,7 +339,7 @@ class PopulationMethod:
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (saved on any device) of a method built with the same members:
         every piece of registered state is restored, in registration order, onto this method's device."""
-        self._state.load_state_dict(self, state, self.device)
+        self._state.load_state_dict(self, state)
 
 
 class ReplayPopulationMethod(PopulationMethod):
@@ -351,9 +351,10 @@ class ReplayPopulationMethod(PopulationMethod):
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
-        self.register("buffer", PopulationReservoir(
-            self.config.buffer_size, benchmark.input_shape, benchmark.n_classes, MemberRandom(seeds, Stream.BUFFER, device),
-            device, dtype, store_logits=self.stores_logits, images=benchmark))
+        random = MemberRandom(seeds, Stream.BUFFER, device)
+        self.register("buffer", PopulationReservoir(self.config.buffer_size, benchmark.input_shape, benchmark.n_classes,
+                                                    random, device, dtype, store_logits=self.stores_logits,
+                                                    images=benchmark))
 
 
 class MemberwiseMethod(PopulationMethod):

@@ -75,10 +75,10 @@ class Clser(ReplayPopulationMethod):
         self.buffer.add(x, y, task=task)
         self.global_step += 1
         coins = self.coins.uniform(2, dtype=torch.float64)
-        self.plastic.update(self.net, self.global_step, coins[:, 0] < self.host_member_values("plastic_update_freq").double(),
-                            self.member_values("plastic_alpha"))
-        self.stable.update(self.net, self.global_step, coins[:, 1] < self.host_member_values("stable_update_freq").double(),
-                           self.member_values("stable_alpha"))
+        plastic = coins[:, 0] < self.host_member_values("plastic_update_freq").double()
+        stable = coins[:, 1] < self.host_member_values("stable_update_freq").double()
+        self.plastic.update(self.net, self.global_step, plastic, self.member_values("plastic_alpha"))
+        self.stable.update(self.net, self.global_step, stable, self.member_values("stable_alpha"))
         return losses.detach()
 
     @torch.no_grad()

@@ -84,13 +84,13 @@ class GenReplay(PopulationMethod):
         # On the host: it only seeds the new VAEs' initialisation, which runs on the CPU.
         self.register("vae_random", MemberRandom(seeds, Stream.VAE_INIT, "cpu"))
         # A restored VAE beyond the first is shaped like the first; its weights come from the checkpoint.
-        self.register("vaes", [self._new_vae()], Networks(new=lambda: copy.deepcopy(self.vaes[0])))
+        self.register("vaes", [self._new_vae()], Networks(new=lambda method: copy.deepcopy(method.vaes[0])))
         # The optimiser of the newest VAE, built anew over it on restore.
-        self.register("gen_opt", self._vae_optimizer(), Component(new=self._vae_optimizer))
+        self.register("gen_opt", self._vae_optimizer(), Component(new=lambda method: method._vae_optimizer()))
         self.register("noise", MemberRandom(seeds, Stream.VAE_NOISE, device))
         self.register("gen_shuffle", MemberRandom(seeds, Stream.VAE_SHUFFLE, device))
         # The solver as it was at the end of the previous task (labels the replay).
-        self.register("old_solver", None, Network(new=lambda: frozen_copy(self.net)))
+        self.register("old_solver", None, Network(new=lambda method: frozen_copy(method.net)))
         self.register("trained_vaes", 0)
 
     def _new_vae(self) -> nn.Module:

@@ -35,8 +35,9 @@ class Part:
     def save(self, value: Any) -> Any:
         return value
 
-    def load(self, value: Any, saved: Any, device: torch.device) -> Any:
-        """The restored value, given the fresh instance's ``value`` and the checkpoint's ``saved``."""
+    def load(self, value: Any, saved: Any, owner: Any) -> Any:
+        """The restored value, given the fresh instance's ``value``, the checkpoint's ``saved`` and
+        the method that holds it (its device; what ``new`` builds from)."""
         return saved
 
 
@@ -47,10 +48,11 @@ class Value(Part):
 
 class Component(Part):
     """An object that keeps its own members: ``select(keep)``, ``state_dict()``,
-    ``load_state_dict(state)`` (random streams, optimisers, buffers, moving averages). With ``new``,
-    restoring first builds it anew (an optimiser over networks that were rebuilt on restore)."""
+    ``load_state_dict(state)`` (random streams, optimisers, buffers, moving averages). With ``new``
+    (called with the method), restoring first builds it anew (an optimiser over networks that were
+    rebuilt on restore)."""
 
-    def __init__(self, new: Callable[[], Any] | None = None):
+    def __init__(self, new: Callable[[Any], Any] | None = None):
         self.new = new
 
     def select(self, value, keep):
@@ -60,17 +62,19 @@ class Component(Part):
     def save(self, value):
         return value.state_dict()
 
-    def load(self, value, saved, device):
-        value = self.new() if self.new is not None else value
+    def load(self, value, saved, owner):
+        value = self.new(owner) if self.new is not None else value
         value.load_state_dict(saved)
         return value
 
 
 class Network(Part):
-    """A stacked network [P, ...] (trained or frozen), or None until it exists; ``new`` builds one of
-    the right architecture when a checkpoint holds it and the fresh instance does not yet."""
+    """A stacked network [P, ...] (trained or frozen), or None until it exists; ``new(method)`` builds
+    one of the right architecture when a checkpoint holds it and the fresh instance does not yet.
+    (``new`` takes the method rather than closing over it, so that a deep copy of a method, a
+    forked branch, builds from itself.)"""
 
-    def __init__(self, new: Callable[[], nn.Module] | None = None):
+    def __init__(self, new: Callable[[Any], nn.Module] | None = None):
         self.new = new
 
     def select(self, value, keep):
@@ -81,23 +85,23 @@ class Network(Part):
     def save(self, value):
         return None if value is None else value.state_dict()
 
-    def load(self, value, saved, device):
+    def load(self, value, saved, owner):
         if saved is None:
             return None
         if value is None:
             if self.new is None:
                 raise RayclError("a checkpoint holds a network this method cannot build: register it with "
                                  "Network(new=...)")
-            value = self.new()
+            value = self.new(owner)
         value.load_state_dict(saved)  # copied into the network's own tensors, on its device
         return value
 
 
 class Networks(Part):
-    """A list of stacked networks that grows during training (one per task); ``new`` builds one
-    more of the right architecture when restoring a longer list."""
+    """A list of stacked networks that grows during training (one per task); ``new(method)`` builds
+    one more of the right architecture when restoring a longer list."""
 
-    def __init__(self, new: Callable[[], nn.Module]):
+    def __init__(self, new: Callable[[Any], nn.Module]):
         self.new = new
 
     def select(self, value, keep):
@@ -108,10 +112,10 @@ class Networks(Part):
     def save(self, value):
         return [net.state_dict() for net in value]
 
-    def load(self, value, saved, device):
+    def load(self, value, saved, owner):
         value = list(value[: len(saved)])
         while len(value) < len(saved):
-            value.append(self.new())
+            value.append(self.new(owner))
         for net, state in zip(value, saved):
             net.load_state_dict(state)
         return value
@@ -128,12 +132,12 @@ class Tensors(Part):
             return value[keep.to(value.device)]
         return [t[keep.to(t.device)] for t in value]
 
-    def load(self, value, saved, device):
+    def load(self, value, saved, owner):
         if saved is None:
             return None
         if isinstance(saved, torch.Tensor):
-            return saved.to(device)
-        return [t.to(device) for t in saved]
+            return saved.to(owner.device)
+        return [t.to(owner.device) for t in saved]
 
 
 class Transient(Tensors):
@@ -143,7 +147,7 @@ class Transient(Tensors):
     def save(self, value):
         return None
 
-    def load(self, value, saved, device):
+    def load(self, value, saved, owner):
         return None
 
 
@@ -157,7 +161,7 @@ class HostTensor(Part):
     def save(self, value):
         return host_state(value)
 
-    def load(self, value, saved, device):
+    def load(self, value, saved, owner):
         return from_host_state(saved)
 
 
@@ -172,7 +176,7 @@ class Learners(Part):
     def save(self, value):
         return [learner.state_dict() for learner in value]
 
-    def load(self, value, saved, device):
+    def load(self, value, saved, owner):
         for learner, state in zip(value, saved, strict=True):
             learner.load_state_dict(state)
         return value
@@ -213,9 +217,9 @@ class StateRegistry:
     def state_dict(self, owner: Any) -> dict:
         return {name: part.save(getattr(owner, name)) for name, part in self.parts.items()}
 
-    def load_state_dict(self, owner: Any, state: dict, device: torch.device) -> None:
+    def load_state_dict(self, owner: Any, state: dict) -> None:
         missing = [name for name in self.parts if name not in state]
         if missing:
             raise RayclError(f"the checkpoint of {type(owner).__name__} lacks {missing}; it holds {sorted(state)}")
         for name, part in self.parts.items():
-            setattr(owner, name, part.load(getattr(owner, name), state[name], device))
+            setattr(owner, name, part.load(getattr(owner, name), state[name], owner))

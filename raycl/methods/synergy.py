@@ -148,8 +148,8 @@ class Synergy(ReplayPopulationMethod):
         self.global_step += 1
         # The coins and every decision taken on them are the host's: nothing here reads the device.
         coins = self.coins.uniform(2, dtype=torch.float64)
-        self.ema.update(self.net, self.global_step, coins[:, 0] < self.host_member_values("ema_update_freq").double(),
-                        self.member_values("ema_alpha"))
+        update = coins[:, 0] < self.host_member_values("ema_update_freq").double()
+        self.ema.update(self.net, self.global_step, update, self.member_values("ema_alpha"))
         refresh = (coins[:, 1] < self.host_member_values("fisher_update_freq").double()) & (self.host_member_values("penalty_weight") > 0)
         if replay is not None and bool(refresh.any()):
             stored = self.buffer.all()

@@ -93,7 +93,7 @@ class Vib(PopulationMethod):
         self.register("replay_x", torch.zeros((self.size, 0, self.in_features), device=device, dtype=dtype))
         self.register("replay_targets", torch.zeros((self.size, 0, benchmark.n_classes), device=device, dtype=dtype))
         # Generative replay's frozen copy of the model at the end of the last task.
-        self.register("previous", None, Network(new=lambda: frozen_copy(self.net)))
+        self.register("previous", None, Network(new=lambda method: frozen_copy(method.net)))
         self.register("tasks_done", 0)
 
     def build_member_net(self) -> nn.Module:
