@@ -2,6 +2,7 @@
 a fresh instance, every method continues with the numbers of the run that never stopped; every
 stacked attribute is registered; and a registration left out is caught."""
 
+import copy
 import io
 
 import numpy as np
@@ -23,15 +24,15 @@ NOT_STATE = {
 }
 
 
-def build(case: str, bench):
+def build(case: str, bench, dtype: torch.dtype = torch.float32):
     rows = [{"batch_size": 4, **row} for row in STATE_CASES[case]]
     configs = [make_config(method_name(case), row, bench.defaults) for row in rows]
-    return get_population_method(method_name(case))(configs, SEEDS, bench, CPU)
+    return get_population_method(method_name(case))(configs, SEEDS, bench, CPU, dtype)
 
 
 def steps(method, bench, task: int, first: int, last: int) -> list[torch.Tensor]:
     """Steps ``first`` .. ``last`` - 1 of ``task``; their losses."""
-    data = MemberInputs([bench], [0] * len(SEEDS), task, "train", CPU, torch.float32)
+    data = MemberInputs([bench], [0] * len(SEEDS), task, "train", CPU, method.dtype)
     batch = method.config.batch_size
     method.train()
     out = []
@@ -43,11 +44,11 @@ def steps(method, bench, task: int, first: int, last: int) -> list[torch.Tensor]
 
 def end(method, bench, task: int) -> list[torch.Tensor]:
     """The end of ``task``, then the method's predictions on every task's validation examples."""
-    method.end_task(task, MemberInputs([bench], [0] * len(SEEDS), task, "train", CPU, torch.float32))
+    method.end_task(task, MemberInputs([bench], [0] * len(SEEDS), task, "train", CPU, method.dtype))
     method.train(False)
     predictions = []
     for t in range(bench.n_tasks):
-        data = MemberInputs([bench], [0] * len(SEEDS), t, "val", CPU, torch.float32)
+        data = MemberInputs([bench], [0] * len(SEEDS), t, "val", CPU, method.dtype)
         x, _ = data.gather(torch.arange(data.n).expand(len(SEEDS), -1))
         predictions.append(method.predict(x, t))
     return predictions
@@ -165,3 +166,23 @@ def test_a_registration_left_out_is_caught(case, forgotten, tiny_mlp, monkeypatc
         end(method, tiny_mlp, task)
     if stateful(getattr(method, forgotten)):
         assert unregistered(method, method_name(case)) == [forgotten]
+
+
+@pytest.mark.parametrize("case", sorted(STATE_CASES))
+def test_copies_made_by_select_continue_exactly_as_the_member_would(case, tiny_mlp):
+    """``select`` with a position given twice (how a branch forks a chosen state): both copies carry
+    on exactly as that member does in the original, each with its own streams and state. In float64,
+    as every member-independence test: in float32 a batched product may sum in another order at
+    another position of the stack."""
+    original = build(case, tiny_mlp, torch.float64)
+    original.begin_task(0)
+    steps(original, tiny_mlp, 0, 0, 3)
+    end(original, tiny_mlp, 0)
+    original.begin_task(1)
+    steps(original, tiny_mlp, 1, 0, 1)
+    copies = copy.deepcopy(original)
+    copies.select(torch.tensor([1, 1]))
+    for method_outputs in zip(steps(original, tiny_mlp, 1, 1, 3) + end(original, tiny_mlp, 1),
+                              steps(copies, tiny_mlp, 1, 1, 3) + end(copies, tiny_mlp, 1), strict=True):
+        member, (first, second) = method_outputs[0][1], method_outputs[1]
+        assert torch.equal(first, member) and torch.equal(second, member)
