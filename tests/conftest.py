@@ -55,6 +55,28 @@ def tiny_cifar(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_mlp():
+    """Three tasks of two classes of 16-pixel uint8 images, 24 training examples a task (the meta
+    device and method state tests)."""
+    import numpy as np
+
+    from raycl.data import Benchmark, Task
+
+    rng = np.random.default_rng(0)
+
+    def split(classes, n):
+        return rng.integers(0, 256, size=(n, 16), dtype=np.uint8), np.repeat(np.array(classes), n // 2)
+
+    tasks = []
+    for t in range(3):
+        classes = (2 * t, 2 * t + 1)
+        (train_x, train_y), (val_x, val_y), (test_x, test_y) = (split(classes, n) for n in (24, 8, 8))
+        tasks.append(Task(train_x, train_y, val_x, val_y, test_x, test_y, classes))
+    return Benchmark(name="tiny-mlp", tasks=tasks, n_classes=6, input_shape=(16,),
+                     settings=("class_il", "task_il"), model="mlp")
+
+
+@pytest.fixture(scope="session")
 def digits():
     from raycl.data import load_benchmark
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from raycl.data import Benchmark, Task
+from raycl.data import Benchmark
 from raycl.methods import METHODS, get_population_method, make_config
 from raycl.methods.base import MemberwiseMethod, PopulationMethod
 from raycl.population.inputs import MemberInputs
@@ -76,23 +76,6 @@ def test_every_vectorised_method_has_a_case():
     vectorised = {name for name in METHODS if issubclass(get_population_method(name), PopulationMethod)
                   and not issubclass(get_population_method(name), MemberwiseMethod)}
     assert vectorised == {method_name(case) for case in CASES}
-
-
-@pytest.fixture(scope="module")
-def tiny_mlp():
-    """Three tasks of two classes of 16-pixel uint8 images, 24 training examples a task."""
-    rng = np.random.default_rng(0)
-
-    def split(classes, n):
-        return rng.integers(0, 256, size=(n, 16), dtype=np.uint8), np.repeat(np.array(classes), n // 2)
-
-    tasks = []
-    for t in range(3):
-        classes = (2 * t, 2 * t + 1)
-        (train_x, train_y), (val_x, val_y), (test_x, test_y) = (split(classes, n) for n in (24, 8, 8))
-        tasks.append(Task(train_x, train_y, val_x, val_y, test_x, test_y, classes))
-    return Benchmark(name="tiny-mlp", tasks=tasks, n_classes=6, input_shape=(16,),
-                     settings=("class_il", "task_il"), model="mlp")
 
 
 def build(case: str, bench: Benchmark, device: torch.device):

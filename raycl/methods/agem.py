@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from raycl.errors import RayclError
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
+from raycl.methods.state import Transient
 from raycl.population.nets import member_sum, per_member_view
 from raycl.population.random import MemberRandom, Stream
 
@@ -31,18 +31,13 @@ def project_agem(grads: list[torch.Tensor], refs: list[torch.Tensor]) -> torch.T
 class Agem(ReplayPopulationMethod):
     name = "agem"
     Config = ReplayConfig
+    sgd_only_reason = "projects its SGD gradient"
 
     def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
                  member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
-        self.samples = MemberRandom(seeds, Stream.AGEM_SAMPLES, device)
-        self.g_ref: list[torch.Tensor] | None = None  # the last step's reference gradients
-
-    def make_optimizer(self, params):
-        if self.config.optimizer != "sgd":
-            raise RayclError(f"method 'agem' projects its SGD gradient; optimizer must be 'sgd', got "
-                             f"{self.config.optimizer!r}")
-        return super().make_optimizer(params)
+        self.register("samples", MemberRandom(seeds, Stream.AGEM_SAMPLES, device))
+        self.register("g_ref", None, Transient())  # the last step's reference gradients, for inspection
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         refs = None
@@ -61,15 +56,3 @@ class Agem(ReplayPopulationMethod):
         n = min(self.config.buffer_size // self.benchmark.n_tasks, data.n)
         x, y = data.gather(self.samples.permutation(data.n)[:, :n].to(self.device))
         self.buffer.add(x, y, task=task)
-
-    def select(self, keep: torch.Tensor) -> None:
-        super().select(keep)
-        self.samples.select(keep)
-        self.g_ref = None
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "samples": self.samples.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.samples.load_state_dict(state["samples"])

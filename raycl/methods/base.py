@@ -26,7 +26,8 @@ from raycl.device import full_precision
 from raycl.errors import DivergedError, RayclError
 from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
-from raycl.population.nets import member_template, select_members, stack_members
+from raycl.methods.state import HostTensor, Learners, Part, StateRegistry, part_for
+from raycl.population.nets import member_template, stack_members
 from raycl.population.optim import PopulationOptimizer
 from raycl.population.random import MemberRandom, Stream, from_host_state, host_state, stream_generator
 from raycl.solo_optim import solo_optimizer
@@ -61,7 +62,7 @@ class ContinualMethod:
     Config: ClassVar[type] = TrainConfig
     # Methods that work on FlatSGD's flat parameter and gradient vectors (projections, Reptile
     # steps) say why here; they then accept only the plain SGD optimiser.
-    flat_sgd_reason: ClassVar[str | None] = None
+    sgd_only_reason: ClassVar[str | None] = None
     # The first task whose training uses the method's stability mechanism (replay, a penalty,
     # distillation, a projection): where its stability hyperparameters start to act, so where the
     # first rung of --grace-period auto sits. Methods without one say 1.
@@ -79,9 +80,7 @@ class ContinualMethod:
 
     def make_optimizer(self, params):
         """This learner's optimiser over ``params`` (:func:`raycl.solo_optim.solo_optimizer`)."""
-        if self.flat_sgd_reason and self.config.optimizer != "sgd":
-            raise RayclError(f"method {self.name!r} {self.flat_sgd_reason}; optimizer must be 'sgd', "
-                             f"got {self.config.optimizer!r}")
+        check_optimizer(self.name, self.sgd_only_reason, self.config.optimizer)
         return solo_optimizer(self.config.optimizer, params, self.config.lr)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,6 +136,13 @@ class ContinualMethod:
         self.augment_generator.set_state(from_host_state(state["augment_rng"]))
 
 
+def check_optimizer(method: str, sgd_only_reason: str | None, optimizer: str) -> None:
+    """Raise unless ``optimizer`` suits a method that takes plain SGD steps only (it says why in
+    ``sgd_only_reason``; None: any optimiser)."""
+    if sgd_only_reason and optimizer != "sgd":
+        raise RayclError(f"method {method!r} {sgd_only_reason}; optimizer must be 'sgd', got {optimizer!r}")
+
+
 def member_init(seed: int, build) -> tuple[Any, torch.Tensor]:
     """``build()`` under the global torch seed ``seed``, and the global random state it left: a
     member's initial weights depend on its seed alone, as a solo run's do."""
@@ -165,10 +171,16 @@ class PopulationMethod:
     Members share the structural hyperparameters of ``configs`` and may differ in those declared
     ``per_member`` (read them with :meth:`member_values`) and in their seeds. Every loss is a [P] vector and
     the population loss its sum, so each member's gradient is its solo gradient.
+
+    Every piece of the members' state is registered once (:meth:`register`); from the registry this
+    class selects members, and saves and restores checkpoints (docs/methods.md).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type] = TrainConfig
+    # Methods that change the SGD step itself (projections, Reptile steps) say why here; they then
+    # accept only the plain SGD optimiser.
+    sgd_only_reason: ClassVar[str | None] = None
     # The first task whose training uses the method's stability mechanism (replay, a penalty,
     # distillation, a projection): where its stability hyperparameters start to act, so where the
     # first rung of --grace-period auto sits. Methods without one say 1.
@@ -177,30 +189,41 @@ class PopulationMethod:
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
         check_population(configs, repr(self.name), shared=self.shared_hyperparameters())
-        self.configs = list(configs)
         self.config = configs[0]  # the structural values, shared by every member
-        self.seeds = list(seeds)
         self.benchmark = benchmark
         self.device = device
         self.dtype = dtype
-        self._member_values, self._host_member_values = self._member_value_tensors(configs)
+        self._state = StateRegistry()
+        self._set_members(list(configs), list(seeds))
         # Each member sees its own benchmark (its data seed's split, permutations or angles).
         self.build(member_benchmarks or [benchmark] * len(seeds))
 
-    def _member_value_tensors(self, configs: list) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Each numeric per-member hyperparameter as one [P] tensor over ``configs``, on the device
-        and (the same values) on the host."""
-        host = {name: torch.tensor([float(getattr(c, name)) for c in configs], dtype=self.dtype)
-                for name, spec in param_specs(type(self.config)).items() if spec.per_member and spec.type in (float, int)}
-        return {name: values.to(self.device) for name, values in host.items()}, host
+    def _set_members(self, configs: list, seeds: list[int]) -> None:
+        """The members' configs and seeds; the per-member values are derived from them when read."""
+        self.configs, self.seeds = configs, seeds
+        self._member_value_cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    def register(self, name: str, value: Any, part: Part | None = None) -> None:
+        """Make ``value`` this method's attribute ``name`` and a piece of its members' state: from now
+        on :meth:`select` keeps its members, and checkpoints save and restore it (onto the run's
+        device), whatever value the attribute holds then. ``part`` says how (raycl.methods.state); it
+        is found from the value for random streams, optimisers, buffers, moving averages
+        (``Component``), stacked networks (``Network``), device tensors [P, ...] or lists of them
+        (``Tensors``) and plain numbers shared by the members (``Value``)."""
+        self._state.add(name, part or part_for(name, value))
+        setattr(self, name, value)
+
+    def registered(self) -> list[str]:
+        """The names of the registered state, in registration order."""
+        return list(self._state.parts)
 
     def build(self, member_benchmarks: list[Benchmark]) -> None:
         """The members' learning machinery: one stacked network, its optimiser and the method's own
         random streams (the member-by-member adapter builds one solo learner per member instead)."""
-        self.random = MemberRandom(self.seeds, Stream.METHOD, self.device)
-        self.net = stack_members([member_init(seed, self.build_member_net)[0] for seed in self.seeds]).to(
-            self.device, self.dtype)
-        self.opt = self.make_optimizer(self.net.parameters())
+        self.register("random", MemberRandom(self.seeds, Stream.METHOD, self.device))
+        net = stack_members([member_init(seed, self.build_member_net)[0] for seed in self.seeds])
+        self.register("net", net.to(self.device, self.dtype))
+        self.register("opt", self.make_optimizer(self.net.parameters()))
 
     @classmethod
     def shared_hyperparameters(cls) -> list[str]:
@@ -217,17 +240,28 @@ class PopulationMethod:
 
     def make_optimizer(self, params) -> PopulationOptimizer:
         """The members' optimiser over the stacked ``params``, each with its own learning rate."""
+        check_optimizer(self.name, self.sgd_only_reason, self.config.optimizer)
         return PopulationOptimizer(self.config.optimizer, params, self.member_values("lr"))
 
     def member_values(self, name: str) -> torch.Tensor:
-        """The per-member hyperparameter ``name`` as a [P] tensor on the device."""
-        return self._member_values[name]
+        """The per-member hyperparameter ``name`` of the current members as a [P] tensor on the device."""
+        return self._member_value_tensor(name, "device")
 
     def host_member_values(self, name: str) -> torch.Tensor:
         """The same values as :meth:`member_values` (in the method's dtype) on the CPU: what host-side
         decisions (update coins, which members compute a term) compare with, so that a step never
         waits for the device."""
-        return self._host_member_values[name]
+        return self._member_value_tensor(name, "host")
+
+    def _member_value_tensor(self, name: str, where: str) -> torch.Tensor:
+        cached = self._member_value_cache.get((name, where))
+        if cached is None:
+            spec = param_specs(type(self.config)).get(name)
+            if spec is None or not spec.per_member or spec.type not in (float, int):
+                raise RayclError(f"{name!r} is not a numeric per-member hyperparameter of method {self.name!r}")
+            host = torch.tensor([float(getattr(c, name)) for c in self.configs], dtype=self.dtype)
+            cached = self._member_value_cache[(name, where)] = host if where == "host" else host.to(self.device)
+        return cached
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of [P, n, C, H, W] inputs (identity where the benchmark has none)."""
@@ -286,29 +320,25 @@ class PopulationMethod:
         """Every member trains with its config of ``configs`` from now on; only per-member
         hyperparameters may change."""
         check_changes(self.configs, configs, repr(self.name))
-        self.configs = list(configs)
-        self._member_values, self._host_member_values = self._member_value_tensors(configs)
+        self._set_members(list(configs), self.seeds)
         self.opt.set_lr(self.member_values("lr"))
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only the members at positions ``keep``; the others cost nothing from now on. A
-        position given more than once becomes that many copies of the member."""
+        """Keep only the members at positions ``keep`` (a CPU int64 tensor) in every piece of
+        registered state; the others cost nothing from now on. A position given more than once
+        becomes that many independent copies of the member (how a branch forks a chosen state)."""
         positions = keep.tolist()
-        self.configs = [self.configs[i] for i in positions]
-        self.seeds = [self.seeds[i] for i in positions]
-        select_members(self.net, keep)
-        self.opt.select(keep)
-        self.random.select(keep)
-        self._member_values = {k: v[keep.to(v.device)] for k, v in self._member_values.items()}
-        self._host_member_values = {k: v[keep.cpu()] for k, v in self._host_member_values.items()}
+        self._set_members([self.configs[i] for i in positions], [self.seeds[i] for i in positions])
+        self._state.select(self, keep)
 
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "random": self.random.state_dict()}
+        """Every piece of registered state, by its name."""
+        return self._state.state_dict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.random.load_state_dict(state["random"])
+        """Continue from ``state`` (saved on any device) of a method built with the same members:
+        every piece of registered state is restored, in registration order, onto this method's device."""
+        self._state.load_state_dict(self, state)
 
 
 class ReplayPopulationMethod(PopulationMethod):
@@ -320,20 +350,10 @@ class ReplayPopulationMethod(PopulationMethod):
     def __init__(self, configs: list, seeds: list[int], benchmark: Benchmark, device: torch.device,
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
-        self.buffer = PopulationReservoir(self.config.buffer_size, benchmark.input_shape, benchmark.n_classes,
-                                          MemberRandom(seeds, Stream.BUFFER, device), device, dtype,
-                                          store_logits=self.stores_logits, images=benchmark)
-
-    def select(self, keep: torch.Tensor) -> None:
-        super().select(keep)
-        self.buffer.select(keep)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.buffer.load_state_dict(state["buffer"])
+        random = MemberRandom(seeds, Stream.BUFFER, device)
+        self.register("buffer", PopulationReservoir(self.config.buffer_size, benchmark.input_shape, benchmark.n_classes,
+                                                    random, device, dtype, store_logits=self.stores_logits,
+                                                    images=benchmark))
 
 
 class MemberwiseMethod(PopulationMethod):
@@ -352,8 +372,9 @@ class MemberwiseMethod(PopulationMethod):
     def build(self, member_benchmarks: list[Benchmark]) -> None:
         built = [member_init(s, lambda c=c, s=s, b=b: self.solo(c, build_model(b), b, self.device, s))
                  for c, s, b in zip(self.configs, self.seeds, member_benchmarks)]
-        self.members = [member for member, _ in built]
-        self.rng_states = [state for _, state in built]
+        self.register("members", [member for member, _ in built], Learners())
+        # Each member's global torch random state, one row per member.
+        self.register("rng_states", torch.stack([state for _, state in built]), HostTensor())
 
     def _each(self, call) -> list:
         """``call(position, member)`` for every member, each under its own global torch random
@@ -361,7 +382,7 @@ class MemberwiseMethod(PopulationMethod):
         out = []
         for p, member in enumerate(self.members):
             with torch.random.fork_rng(devices=[]):
-                torch.set_rng_state(self.rng_states[p])
+                torch.set_rng_state(self.rng_states[p].clone())  # it ignores a view's offset: a tensor of its own
                 out.append(call(p, member))
                 self.rng_states[p] = torch.get_rng_state()
         return out
@@ -394,29 +415,9 @@ class MemberwiseMethod(PopulationMethod):
 
     def set_configs(self, configs: list) -> None:
         check_changes(self.configs, configs, repr(self.name))
-        self.configs = list(configs)
+        self._set_members(list(configs), self.seeds)
         for member, config in zip(self.members, configs):
             member.set_config(config)
-
-    def select(self, keep: torch.Tensor) -> None:
-        import copy
-
-        positions = keep.tolist()
-        self.configs = [self.configs[i] for i in positions]
-        self.seeds = [self.seeds[i] for i in positions]
-        # A member kept twice is two members from now on: the second gets a copy of its state.
-        self.members = [copy.deepcopy(self.members[i]) if i in positions[:k] else self.members[i]
-                        for k, i in enumerate(positions)]
-        self.rng_states = [self.rng_states[i].clone() for i in positions]
-
-    def state_dict(self) -> dict:
-        return {"members": [m.state_dict() for m in self.members],
-                "rng_states": [host_state(s) for s in self.rng_states]}
-
-    def load_state_dict(self, state: dict) -> None:
-        for member, member_state in zip(self.members, state["members"], strict=True):
-            member.load_state_dict(member_state)
-        self.rng_states = [from_host_state(s) for s in state["rng_states"]]
 
 
 def population_class(method_cls: type) -> type:

@@ -46,11 +46,11 @@ class Clser(ReplayPopulationMethod):
     def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
                  member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
-        self.plastic = PopulationEma(self.net, self.member_values("plastic_alpha"))
-        self.stable = PopulationEma(self.net, self.member_values("stable_alpha"))
+        self.register("plastic", PopulationEma(self.net))
+        self.register("stable", PopulationEma(self.net))
         # Drawn on the host: whether a memory updates is decided without reading the device.
-        self.coins = MemberRandom(seeds, Stream.CLSER_COINS, "cpu")
-        self.global_step = 0
+        self.register("coins", MemberRandom(seeds, Stream.CLSER_COINS, "cpu"))
+        self.register("global_step", 0)
 
     @torch.no_grad()
     def memory_targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -75,32 +75,13 @@ class Clser(ReplayPopulationMethod):
         self.buffer.add(x, y, task=task)
         self.global_step += 1
         coins = self.coins.uniform(2, dtype=torch.float64)
-        self.plastic.update(self.net, self.global_step, coins[:, 0] < self.host_member_values("plastic_update_freq").double())
-        self.stable.update(self.net, self.global_step, coins[:, 1] < self.host_member_values("stable_update_freq").double())
+        plastic = coins[:, 0] < self.host_member_values("plastic_update_freq").double()
+        stable = coins[:, 1] < self.host_member_values("stable_update_freq").double()
+        self.plastic.update(self.net, self.global_step, plastic, self.member_values("plastic_alpha"))
+        self.stable.update(self.net, self.global_step, stable, self.member_values("stable_alpha"))
         return losses.detach()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task: int) -> torch.Tensor:
         model = {"stable": self.stable, "plastic": self.plastic, "working": self.net}[self.config.eval_model]
         return model(x)
-
-    def set_configs(self, configs: list) -> None:
-        super().set_configs(configs)
-        self.plastic.alphas, self.stable.alphas = self.member_values("plastic_alpha"), self.member_values("stable_alpha")
-
-    def select(self, keep: torch.Tensor) -> None:
-        super().select(keep)
-        self.plastic.select(keep, self.member_values("plastic_alpha"))
-        self.stable.select(keep, self.member_values("stable_alpha"))
-        self.coins.select(keep)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "plastic": self.plastic.state_dict(), "stable": self.stable.state_dict(),
-                "coins": self.coins.state_dict(), "global_step": self.global_step}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.plastic.load_state_dict(state["plastic"])
-        self.stable.load_state_dict(state["stable"])
-        self.coins.load_state_dict(state["coins"])
-        self.global_step = state["global_step"]

@@ -16,19 +16,19 @@ class PopulationEma:
     ``ema_p <- a_p * ema_p + (1 - a_p) * net_p`` when told to, ``a_p = min(1 - 1 / (step + 1), alpha_p)``
     (early updates follow the network closely instead of averaging in its random initialisation;
     batch-norm statistics are copied as they are). The copy stays in eval mode: it only supplies
-    targets and predictions."""
+    targets and predictions. The decays are the method's per-member values, given at each update."""
 
-    def __init__(self, net: nn.Module, alphas: torch.Tensor):
-        self.alphas = alphas
+    def __init__(self, net: nn.Module):
         self.model = frozen_copy(net)
-        self.updates = torch.zeros(len(alphas), dtype=torch.long)  # per member, on the host
+        self.updates = torch.zeros(next(net.parameters()).shape[0], dtype=torch.long)  # per member, on the host
 
-    def update(self, net: nn.Module, step: int, members: torch.Tensor) -> None:
+    def update(self, net: nn.Module, step: int, members: torch.Tensor, alphas: torch.Tensor) -> None:
         """Move the members flagged in ``members`` [P] (a CPU bool tensor: the host's decision, from
-        the members' coins) towards the network; the others stay as they are."""
+        the members' coins) towards the network, each at its decay ``alphas`` [P] (on the device);
+        the others stay as they are."""
         warm = 1.0 - 1.0 / (step + 1)
-        flagged = members.to(self.alphas.device)  # copied to the device, never read back
-        weight = torch.where(flagged, 1.0 - self.alphas.clamp(max=warm), torch.zeros_like(self.alphas))
+        flagged = members.to(alphas.device)  # copied to the device, never read back
+        weight = torch.where(flagged, 1.0 - alphas.clamp(max=warm), torch.zeros_like(alphas))
         with torch.no_grad():
             for mine, theirs in zip(self.model.parameters(), net.parameters()):
                 mine.lerp_(theirs, per_member_view(weight.to(mine), mine))
@@ -40,9 +40,8 @@ class PopulationEma:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def select(self, keep: torch.Tensor, alphas: torch.Tensor) -> None:
+    def select(self, keep: torch.Tensor) -> None:
         select_members(self.model, keep)
-        self.alphas = alphas
         self.updates = self.updates[keep.cpu()]
 
     def state_dict(self) -> dict:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from raycl.hparams import hp
 from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
+from raycl.methods.state import Tensors
 from raycl.population.nets import member_sum, per_member_view
 from raycl.population.random import MemberRandom, Stream
 
@@ -38,9 +39,9 @@ class Ewc(PopulationMethod):
     def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
                  member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
-        self.fisher: list[torch.Tensor] | None = None  # per parameter, stacked [P, ...]
-        self.anchor: list[torch.Tensor] | None = None
-        self.samples = MemberRandom(seeds, Stream.FISHER_SAMPLES, device)
+        self.register("fisher", None, Tensors())  # per parameter, stacked [P, ...], from the first task's end
+        self.register("anchor", None, Tensors())
+        self.register("samples", MemberRandom(seeds, Stream.FISHER_SAMPLES, device))
 
     def params(self) -> list[torch.Tensor]:
         return [p for p in self.net.parameters() if p.requires_grad]
@@ -82,21 +83,3 @@ class Ewc(PopulationMethod):
             self.fisher = [old.mul_(per_member_view(gamma, old)).add_(new)
                            for old, new in zip(self.fisher, fisher)]
         self.anchor = [p.detach().clone() for p in self.params()]
-
-    def select(self, keep: torch.Tensor) -> None:
-        super().select(keep)
-        self.samples.select(keep)
-        if self.fisher is not None:
-            index = keep.to(self.device)
-            self.fisher = [f[index] for f in self.fisher]
-            self.anchor = [a[index] for a in self.anchor]
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "fisher": self.fisher, "anchor": self.anchor,
-                "samples": self.samples.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        on_device = (lambda tensors: None if tensors is None else [t.to(self.device) for t in tensors])
-        self.fisher, self.anchor = on_device(state["fisher"]), on_device(state["anchor"])
-        self.samples.load_state_dict(state["samples"])

@@ -60,7 +60,7 @@ def project_to_cone(gradient: torch.Tensor, memories: torch.Tensor, margin: floa
 class Gem(ContinualMethod):
     name = "gem"
     Config = GemConfig
-    flat_sgd_reason = "projects one flat SGD gradient"
+    sgd_only_reason = "projects one flat SGD gradient"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -13,6 +13,7 @@ per member), their noise and batches drawn from each member's streams.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -23,7 +24,8 @@ from torch import nn
 from raycl.hparams import hp
 from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy, member_init
 from raycl.models import frozen_copy
-from raycl.population.nets import select_members, stack_members
+from raycl.methods.state import Component, Network, Networks
+from raycl.population.nets import stack_members
 from raycl.population.optim import PopulationOptimizer
 from raycl.population.random import MemberRandom, Stream
 
@@ -80,13 +82,16 @@ class GenReplay(PopulationMethod):
         # BCE needs inputs in [0, 1]; benchmarks that normalise their inputs get squared error.
         self.bce = self.benchmark.mean is None
         # On the host: it only seeds the new VAEs' initialisation, which runs on the CPU.
-        self.vae_random = MemberRandom(seeds, Stream.VAE_INIT, "cpu")
-        self.vaes = [self._new_vae()]
-        self.gen_opt = self._vae_optimizer()
-        self.noise = MemberRandom(seeds, Stream.VAE_NOISE, device)
-        self.gen_shuffle = MemberRandom(seeds, Stream.VAE_SHUFFLE, device)
-        self.old_solver: nn.Module | None = None
-        self.trained_vaes = 0
+        self.register("vae_random", MemberRandom(seeds, Stream.VAE_INIT, "cpu"))
+        # A restored VAE beyond the first is shaped like the first; its weights come from the checkpoint.
+        self.register("vaes", [self._new_vae()], Networks(new=lambda method: copy.deepcopy(method.vaes[0])))
+        # The optimiser of the newest VAE, built anew over it on restore.
+        self.register("gen_opt", self._vae_optimizer(), Component(new=lambda method: method._vae_optimizer()))
+        self.register("noise", MemberRandom(seeds, Stream.VAE_NOISE, device))
+        self.register("gen_shuffle", MemberRandom(seeds, Stream.VAE_SHUFFLE, device))
+        # The solver as it was at the end of the previous task (labels the replay).
+        self.register("old_solver", None, Network(new=lambda method: frozen_copy(method.net)))
+        self.register("trained_vaes", 0)
 
     def _new_vae(self) -> nn.Module:
         """A fresh stacked VAE, each member's initial weights from its own stream (a new one per VAE)."""
@@ -170,35 +175,3 @@ class GenReplay(PopulationMethod):
     def set_configs(self, configs: list) -> None:
         super().set_configs(configs)
         self.gen_opt.set_lr(self.member_values("gen_lr"))
-
-    def select(self, keep: torch.Tensor) -> None:
-        super().select(keep)
-        for vae in self.vaes:
-            select_members(vae, keep)
-        if self.old_solver is not None:
-            select_members(self.old_solver, keep)
-        self.gen_opt.select(keep)
-        for stream in (self.vae_random, self.noise, self.gen_shuffle):
-            stream.select(keep)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "vaes": [v.state_dict() for v in self.vaes],
-                "gen_opt": self.gen_opt.state_dict(), "vae_random": self.vae_random.state_dict(),
-                "noise": self.noise.state_dict(), "gen_shuffle": self.gen_shuffle.state_dict(),
-                "old_solver": None if self.old_solver is None else self.old_solver.state_dict(),
-                "trained_vaes": self.trained_vaes}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        while len(self.vaes) < len(state["vaes"]):
-            self.vaes.append(self._new_vae())
-        for vae, saved in zip(self.vaes, state["vaes"]):
-            vae.load_state_dict(saved)
-        self.gen_opt = self._vae_optimizer()
-        self.gen_opt.load_state_dict(state["gen_opt"])
-        self.vae_random.load_state_dict(state["vae_random"])
-        self.noise.load_state_dict(state["noise"])
-        self.gen_shuffle.load_state_dict(state["gen_shuffle"])
-        self.trained_vaes = state["trained_vaes"]
-        if state["old_solver"] is not None:
-            self.old_solver = frozen_copy(self.net, state["old_solver"])

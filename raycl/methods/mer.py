@@ -24,7 +24,6 @@ import dataclasses
 
 import torch
 
-from raycl.errors import RayclError
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
 from raycl.population.nets import StackedLinear, per_member_view
@@ -50,6 +49,7 @@ class MerConfig(ReplayConfig):
 class Mer(ReplayPopulationMethod):
     name = "mer"
     Config = MerConfig
+    sgd_only_reason = "takes Reptile steps over plain SGD"
 
     def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
                  member_benchmarks=None):
@@ -60,12 +60,6 @@ class Mer(ReplayPopulationMethod):
                                 and all(isinstance(getattr(self.net, n), StackedLinear)
                                         for n in ("fc1", "fc2", "classifier"))
                                 and not self.benchmark.augment)
-
-    def make_optimizer(self, params):
-        if self.config.optimizer != "sgd":
-            raise RayclError(f"method 'mer' takes Reptile steps over plain SGD; optimizer must be 'sgd', got "
-                             f"{self.config.optimizer!r}")
-        return super().make_optimizer(params)
 
     def _params(self) -> list[torch.Tensor]:
         return list(self.net.parameters())

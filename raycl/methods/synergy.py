@@ -22,8 +22,9 @@ from torch.func import functional_call, grad, vmap
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
+from raycl.methods.state import HostTensor
 from raycl.population.nets import StackedLinear, member_sum, only_stacked_linear, per_member_view
-from raycl.population.random import MemberRandom, Stream, from_host_state, host_state
+from raycl.population.random import MemberRandom, Stream
 
 # Buffer examples whose per-example gradients are held at once (each a copy of every member's
 # parameters) while the Fisher is estimated on a network without a closed form (the ResNet).
@@ -55,13 +56,13 @@ class Synergy(ReplayPopulationMethod):
     def __init__(self, configs: list, seeds: list[int], benchmark, device, dtype=torch.float32,
                  member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
-        self.ema = PopulationEma(self.net, self.member_values("ema_alpha"))
-        self.fisher = [torch.zeros_like(p) for p in self.net.parameters()]
-        self.fisher_updates = torch.zeros(self.size, dtype=torch.long)  # per member, on the host
+        self.register("ema", PopulationEma(self.net))
+        self.register("fisher", [torch.zeros_like(p) for p in self.net.parameters()])
+        self.register("fisher_updates", torch.zeros(self.size, dtype=torch.long), HostTensor())  # per member
         # Drawn on the host: whether the memory or the Fisher updates is decided without reading the device.
-        self.coins = MemberRandom(seeds, Stream.SYNERGY_COINS, "cpu")
+        self.register("coins", MemberRandom(seeds, Stream.SYNERGY_COINS, "cpu"))
+        self.register("global_step", 0)
         self.linear_only = only_stacked_linear(self.net)
-        self.global_step = 0
 
     def _estimate_fisher(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         """Per member, the mean over examples of p(y|x) x the squared gradient of log p(y|x), for its
@@ -149,7 +150,8 @@ class Synergy(ReplayPopulationMethod):
         self.global_step += 1
         # The coins and every decision taken on them are the host's: nothing here reads the device.
         coins = self.coins.uniform(2, dtype=torch.float64)
-        self.ema.update(self.net, self.global_step, coins[:, 0] < self.host_member_values("ema_update_freq").double())
+        update = coins[:, 0] < self.host_member_values("ema_update_freq").double()
+        self.ema.update(self.net, self.global_step, update, self.member_values("ema_alpha"))
         refresh = (coins[:, 1] < self.host_member_values("fisher_update_freq").double()) & (self.host_member_values("penalty_weight") > 0)
         if replay is not None and bool(refresh.any()):
             stored = self.buffer.all()
@@ -168,28 +170,3 @@ class Synergy(ReplayPopulationMethod):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self.ema(x) if self.config.eval_model == "ema" else self.net(x)
-
-    def set_configs(self, configs: list) -> None:
-        super().set_configs(configs)
-        self.ema.alphas = self.member_values("ema_alpha")
-
-    def select(self, keep: torch.Tensor) -> None:
-        super().select(keep)
-        self.ema.select(keep, self.member_values("ema_alpha"))
-        self.coins.select(keep)
-        index = keep.to(self.device)
-        self.fisher = [f[index] for f in self.fisher]
-        self.fisher_updates = self.fisher_updates[keep.cpu()]
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "ema": self.ema.state_dict(), "fisher": self.fisher,
-                "coins": self.coins.state_dict(), "global_step": self.global_step,
-                "fisher_updates": host_state(self.fisher_updates)}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.ema.load_state_dict(state["ema"])
-        self.fisher = [f.to(self.device) for f in state["fisher"]]
-        self.coins.load_state_dict(state["coins"])
-        self.global_step = state["global_step"]
-        self.fisher_updates = from_host_state(state["fisher_updates"])

@@ -17,7 +17,6 @@ classifier). The replay objective is the same with soft cross-entropy; it is wei
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 
@@ -27,7 +26,8 @@ from torch import nn
 
 from raycl.hparams import hp
 from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
-from raycl.population.nets import select_members
+from raycl.methods.state import Network
+from raycl.models import frozen_copy
 
 
 @dataclasses.dataclass
@@ -89,10 +89,12 @@ class Vib(PopulationMethod):
     def __init__(self, configs, seeds, benchmark, device, dtype=torch.float32, member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype)
         self.in_features = math.prod(benchmark.input_shape)
-        self.replay_x = torch.zeros((self.size, 0, self.in_features), device=device, dtype=dtype)
-        self.replay_targets = torch.zeros((self.size, 0, benchmark.n_classes), device=device, dtype=dtype)
-        self.previous: nn.Module | None = None
-        self.tasks_done = 0
+        # Simple replay's examples and their soft targets, [P, examples kept so far, ...].
+        self.register("replay_x", torch.zeros((self.size, 0, self.in_features), device=device, dtype=dtype))
+        self.register("replay_targets", torch.zeros((self.size, 0, benchmark.n_classes), device=device, dtype=dtype))
+        # Generative replay's frozen copy of the model at the end of the last task.
+        self.register("previous", None, Network(new=lambda method: frozen_copy(method.net)))
+        self.register("tasks_done", 0)
 
     def build_member_net(self) -> nn.Module:
         # The loop's default network is replaced by the bottleneck model, sized from the benchmark.
@@ -172,28 +174,6 @@ class Vib(PopulationMethod):
             self.replay_x = torch.cat([self.replay_x, x], 1)
             self.replay_targets = torch.cat([self.replay_targets, self._soft_targets(x)], 1)
         elif self.config.replay_mode == "generative":
-            self.previous = copy.deepcopy(self.net).eval().requires_grad_(False)
+            self.previous = frozen_copy(self.net)
         if self.config.freeze_encoder and task == 0:
             self.opt.freeze(list(self.net.encoder.parameters()))
-
-    def select(self, keep: torch.Tensor) -> None:
-        super().select(keep)
-        index = keep.to(self.device)
-        self.replay_x, self.replay_targets = self.replay_x[index], self.replay_targets[index]
-        if self.previous is not None:
-            select_members(self.previous, keep)
-
-    # ----- checkpoints --------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "replay_x": self.replay_x, "replay_targets": self.replay_targets,
-                "tasks_done": self.tasks_done,
-                "previous": None if self.previous is None else self.previous.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.replay_x = state["replay_x"].to(self.device)
-        self.replay_targets = state["replay_targets"].to(self.device)
-        self.tasks_done = state["tasks_done"]
-        if state["previous"] is not None:
-            self.previous = copy.deepcopy(self.net).eval().requires_grad_(False)
-            self.previous.load_state_dict(state["previous"])
