@@ -42,6 +42,14 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def ray_address() -> str:
+    """The address of the Ray cluster this test process runs (a module's ``ray_cluster``): a search
+    started as a subprocess joins it with ``--address`` instead of starting a cluster of its own."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 @pytest.fixture(scope="session")
 def tiny_cifar(tmp_path_factory):
     """seq-cifar10 from a synthetic CIFAR-10 folder of 20 random images a batch file (the ResNet

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from conftest import ray_address
 from test_tune import REPO, ray_cluster, search  # noqa: F401 - the fixture and the helper are shared
 
 
@@ -89,7 +90,7 @@ def test_an_interrupted_per_task_search_resumes_with_the_same_decisions(tmp_path
            chf_decay_limit=2, candidates=3, name="whole", best_args=str(tmp_path / "whole.yaml"))
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "derpp", "--protocol", protocol,
            "--buffer-size", "50", "--n-epochs", "4", "--chf-grid", "0.1", "0.02", "--chf-decay-limit", "2",
-           "--candidates", "3", "--storage-path", str(tmp_path / "exp"), "--name", "cut",
+           "--candidates", "3", "--address", ray_address(), "--storage-path", str(tmp_path / "exp"), "--name", "cut",
            "--best-args", str(tmp_path / "cut.yaml"), "--verbose", "0"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import processes_mentioning
+from conftest import processes_mentioning, ray_address
 from raycl.errors import RayclError
 from raycl.tune.space import load_space, parse_space
 
@@ -451,13 +451,13 @@ def test_tune_cli_flags_are_checked():
         assert flag in help_text
 
 
-def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path):
+def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, ray_cluster):
     # One configuration per trial; a cohort search interrupted and resumed is the rung-records test's.
     storage = tmp_path / "exp"
     population, samples = 1, 8
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
            "--samples", str(samples), "--population", str(population), "--max-concurrent", "1",
-           "--storage-path", str(storage), "--name", "stop", "--best-args", str(tmp_path / "best.yaml"),
+           "--address", ray_address(), "--storage-path", str(storage), "--name", "stop", "--best-args", str(tmp_path / "best.yaml"),
            "--protocol", "end-of-training", "--n-epochs", "3", "--verbose", "0"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -542,13 +542,13 @@ def test_a_search_killed_hard_resumes_from_its_last_snapshot(tmp_path):
             assert len(tasks) == before[result.parent.name]  # a finished trial was not run again
 
 
-def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path):
+def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path, ray_cluster):
     from raycl.tune.rungs import read_board
 
     storage = tmp_path / "exp"
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
            "--samples", "12", "--population", "2", "--max-concurrent", "1", "--grace-period", "1",
-           "--reduction-factor", "2", "--storage-path", str(storage), "--name", "rungs",
+           "--reduction-factor", "2", "--address", ray_address(), "--storage-path", str(storage), "--name", "rungs",
            "--best-args", str(tmp_path / "best.yaml"), "--n-epochs", "3", "--verbose", "0",
            "--optuna-storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -645,10 +645,11 @@ def test_progress_counts_configurations_and_reports_the_best_completed():
     assert progress.counts() == {"completed": 1, "running": 0, "pruned": 3, "diverged": 1, "errored": 0}
 
 
-def test_default_output_is_a_few_status_lines_and_the_summary(tmp_path):
+def test_default_output_is_a_few_status_lines_and_the_summary(tmp_path, ray_cluster):
     def run(verbose):
         cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", "8", "--population",
-               "2", "--storage-path", str(tmp_path / f"v{verbose}"), "--best-args", str(tmp_path / "best.yaml"),
+               "2", "--address", ray_address(), "--storage-path", str(tmp_path / f"v{verbose}"),
+               "--best-args", str(tmp_path / "best.yaml"),
                "--n-epochs", "1", "--verbose", str(verbose)]
         proc = subprocess.run(cmd, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
                               timeout=300)
@@ -693,6 +694,9 @@ def test_population_auto_gives_every_trial_slot_two_cohorts_within_the_member_li
     assert cohort_size(SearchOptions(method="vib", samples=200, trial_seeds=2), slots=2)[0] == MEMBER_LIMIT["cpu"] // 2
     assert cohort_size(SearchOptions(method="vib", samples=2000, gpus_per_trial=1), slots=4)[0] == 250
     assert cohort_size(SearchOptions(method="vib", samples=6), slots=8)[0] == 1
+    size, why = cohort_size(SearchOptions(method="derpp", dataset="seq-cifar10", samples=200), 2, convolutional=True)
+    assert size == 1 and "stacked convolutional network is no faster per member" in why
+    assert cohort_size(SearchOptions(method="derpp", samples=200, gpus_per_trial=1), 2, convolutional=True)[0] == 16
     size, why = cohort_size(SearchOptions(method="gem", samples=200), slots=2)
     assert size == 1 and "gem has no vectorised form" in why
     SearchOptions(method="derpp", protocol="chf", population="auto").validate()  # auto is one path there

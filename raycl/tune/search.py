@@ -30,8 +30,11 @@ class SearchInterrupted(Exception):
     is saved for ``--resume``."""
 
 
-# The most members --population auto puts in one cohort, per kind of device a trial trains on.
+# The most members --population auto puts in one cohort, per kind of device a trial trains on, for
+# MLP-sized networks and for the convolutional ones. On a CPU a stacked ResNet step costs each member
+# at least what a run of its own does (launch/benchmark.py --stacked-convs), so there it stays one.
 MEMBER_LIMIT = {"cpu": 16, "cuda": 256}
+CONVOLUTIONAL_MEMBER_LIMIT = {"cpu": 1, "cuda": 16}
 
 
 def prepare_space(options: SearchOptions) -> SearchSpace:
@@ -68,16 +71,21 @@ def trial_slots(options: SearchOptions, nodes: list[dict] | None = None) -> int:
     return max(1, slots)
 
 
-def cohort_size(options: SearchOptions, slots: int) -> tuple[int, str]:
+def cohort_size(options: SearchOptions, slots: int, convolutional: bool = False) -> tuple[int, str]:
     """P for --population auto: at least two cohorts per trial slot (samples / (2 x slots)), at most
-    the member limit of the device a trial trains on; one for a method without a vectorised form
-    (its members would train one after another anyway); and the reason in words."""
+    the member limit of the device a trial trains on and of its network (``convolutional``); one for
+    a method without a vectorised form (its members would train one after another anyway); and the
+    reason in words."""
     from raycl.methods.base import MemberwiseMethod
 
     if issubclass(get_population_method(options.method), MemberwiseMethod):
         return 1, f"--population auto: {options.method} has no vectorised form, so one configuration per trial"
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
-    limit = max(1, MEMBER_LIMIT[device] // options.trial_seeds)
+    if convolutional and CONVOLUTIONAL_MEMBER_LIMIT[device] == 1:
+        return 1, (f"--population auto: a stacked convolutional network is no faster per member than runs of "
+                   f"its own on a {device}, so one configuration per trial")
+    limits = CONVOLUTIONAL_MEMBER_LIMIT if convolutional else MEMBER_LIMIT
+    limit = max(1, limits[device] // options.trial_seeds)
     wanted = max(1, options.samples // (2 * slots))
     size = min(wanted, limit)
     why = f"--population auto: {options.samples} samples / (2 x {slots} trial slots) = {wanted}"
@@ -298,7 +306,7 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
         return report
     population_reason = None
     if options.population == AUTO:
-        size, population_reason = cohort_size(options, trial_slots(options))
+        size, population_reason = cohort_size(options, trial_slots(options), convolutional=benchmark.model != "mlp")
         options = dataclasses.replace(options, population=size)
     results = _fit_stream_search(options, space, benchmarks)
     from raycl.tune.export import export_search, print_summary
