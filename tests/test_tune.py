@@ -647,7 +647,7 @@ def test_progress_counts_configurations_and_reports_the_best_completed():
 
 def test_default_output_is_a_few_status_lines_and_the_summary(tmp_path, ray_cluster):
     def run(verbose):
-        cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", "8", "--population",
+        cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", "4", "--population",
                "2", "--address", ray_address(), "--storage-path", str(tmp_path / f"v{verbose}"),
                "--best-args", str(tmp_path / "best.yaml"),
                "--n-epochs", "1", "--verbose", str(verbose)]
@@ -665,7 +665,7 @@ def test_default_output_is_a_few_status_lines_and_the_summary(tmp_path, ray_clus
         if verbose == 0:
             assert not status
         else:
-            assert status and status[-1].startswith("[") and "8/8 configurations finished" in status[-1]
+            assert status and status[-1].startswith("[") and "4/4 configurations finished" in status[-1]
             assert len(out.splitlines()) < 40
 
 
