@@ -62,7 +62,15 @@ def add_hyperparameter_flags(parser: argparse.ArgumentParser, method: str | None
     else:
         group = parser.add_argument_group(
             "method hyperparameters", "each method declares its own: --method M --help lists M's")
+    taken = {option for action in parser._actions for option in action.option_strings}
     for name in sorted(set(hyperparameter_index()) | set(shown)):
+        if _flag(name) in taken:
+            # A plugin's hyperparameter named like one of the launcher's own flags (--seed, --backbone):
+            # an error for the method that declares it, nothing for the others.
+            if name in shown:
+                raise RayclError(f"hyperparameter {name!r} of method {method!r} has the name of the launcher's own "
+                                 f"flag {_flag(name)}; rename it")
+            continue
         if name in shown:
             spec = shown[name]
             help_text = f"{spec.help} ({spec.describe_allowed()}){note}"

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raycl.errors import unknown
+from raycl.errors import RayclError, unknown
 
 
 class MLP(nn.Module):
@@ -90,6 +90,19 @@ def frozen_copy(net: nn.Module, state: dict | None = None) -> nn.Module:
     if state is not None:
         frozen.load_state_dict(state)
     return frozen.requires_grad_(False)
+
+
+def check_backbone(backbone: str, input_shape: tuple[int, ...], dataset: str) -> None:
+    """RayclError unless ``backbone`` takes ``dataset``'s inputs: the MLP flat vectors, the ResNets
+    images (channels, height, width)."""
+    if backbone not in MODEL_NAMES:
+        raise unknown("backbone", backbone, MODEL_NAMES)
+    fits = {name: len(input_shape) == (1 if name == "mlp" else 3) for name in MODEL_NAMES}
+    if not fits[backbone]:
+        kind = "flat inputs" if backbone == "mlp" else "images (channels, height, width)"
+        allowed = ", ".join(name for name in MODEL_NAMES if fits[name])
+        raise RayclError(f"backbone {backbone!r} takes {kind}; {dataset}'s inputs are shaped {tuple(input_shape)}: "
+                         f"allowed for {dataset}: {allowed}")
 
 
 def build_model(benchmark) -> nn.Module:

@@ -227,3 +227,28 @@ def test_real_mnist_end_to_end(mnist_data_root, tmp_path):
     doc = json.loads(out.read_text())
     assert doc["test"]["class_il"]["mean"] > 85  # paper 91.0; fine-tuning lands near 19.6
     assert doc["test"]["task_il"]["mean"] > 97
+
+
+def test_a_plugin_hyperparameter_named_like_a_launcher_flag_is_one_clear_error(tmp_path, monkeypatch):
+    import argparse
+
+    from raycl.cli import add_hyperparameter_flags
+    from raycl.errors import RayclError
+
+    (tmp_path / "clashing_plugin.py").write_text(
+        "import dataclasses\n"
+        "from raycl.hparams import hp\n"
+        "from raycl.methods.base import PopulationMethod, TrainConfig\n"
+        "@dataclasses.dataclass\n"
+        "class ClashConfig(TrainConfig):\n"
+        "    seed: int = hp(0, 'a seed of its own')\n"
+        "class Clash(PopulationMethod):\n"
+        "    name = 'clash'\n"
+        "    Config = ClashConfig\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=0)
+    with pytest.raises(RayclError, match="hyperparameter 'seed' of method 'clashing_plugin:Clash' has the name of "
+                                         "the launcher's own flag --seed"):
+        add_hyperparameter_flags(parser, "clashing_plugin:Clash")
+    add_hyperparameter_flags(argparse.ArgumentParser(), "derpp")  # built-in names clash with nothing

@@ -139,3 +139,13 @@ def test_image_backbones_have_the_published_sizes_and_a_benchmark_can_swap_its_b
     assert round(count(tiny_cifar) / 1e6, 1) == 1.1  # reduced-resnet18, GEM's 20 filters
     with pytest.raises(RayclError, match="unknown backbone 'resnet50'.*allowed: mlp, reduced-resnet18, resnet18"):
         load_benchmark("seq-cifar10", root, backbone="resnet50")
+
+
+def test_a_backbone_that_does_not_take_the_benchmark_s_inputs_is_one_clear_error(tiny_cifar):
+    from raycl.data import load_benchmark
+    from raycl.errors import RayclError
+
+    with pytest.raises(RayclError, match=r"backbone 'resnet18' takes images .*seq-digits's inputs are shaped "
+                                         r"\(64,\): allowed for seq-digits: mlp"):
+        load_benchmark("seq-digits", backbone="resnet18")
+    assert load_benchmark("seq-digits", backbone="mlp").model == "mlp"

@@ -69,6 +69,9 @@ def load_benchmark(name: str, data_root: str | os.PathLike | None = None, val_fr
     parsed = check_benchmark(name, options, backbone)
     benchmark = _build(name, data_root, val_fraction, seed, samples_per_task, parsed)
     if backbone is not None:
+        from raycl.models import check_backbone
+
+        check_backbone(backbone, benchmark.input_shape, name)
         benchmark.model = backbone
     return benchmark
 

@@ -68,6 +68,10 @@ def mammoth_dataset(dataset: str) -> str:
 
 
 def mammoth_model(method: str) -> str:
+    """mammoth's model name of raycl ``method`` (a plugin named ``package.module:Class`` goes by its
+    class's ``name``: a file name holds no colon)."""
+    if ":" in method:
+        method = get_method(method).name
     return MODELS.get(method, method)
 
 

@@ -20,7 +20,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from raycl.data import BENCHMARK_NAMES
+from raycl.data import benchmark_names
 from raycl.errors import RayclError, unknown
 from raycl.files import atomic_write_text, locked, read_yaml
 from raycl.hparams import build_config
@@ -81,8 +81,8 @@ def load_paper_table(path: str | Path | None = None) -> PaperTable:
         raise RayclError(f"{where}: needs the keys source, datasets and rows")
     datasets = doc["datasets"]
     for name, protocol in datasets.items():
-        if name not in BENCHMARK_NAMES:
-            raise unknown("dataset", name, BENCHMARK_NAMES, where=f"{where}: datasets")
+        if name not in benchmark_names():
+            raise unknown("dataset", name, benchmark_names(), where=f"{where}: datasets")
         if protocol.get("setting") not in SETTING_NAMES:
             raise unknown("setting", protocol.get("setting"), SETTING_NAMES, where=f"{where}: datasets.{name}")
     rows = []
