@@ -253,3 +253,8 @@ def test_the_flags_reach_the_search_and_a_file_without_the_entry_stops_it_before
 def test_a_method_mammoth_lacks_is_written_under_raycl_s_names():
     assert mammoth.to_mammoth("vib", {"lr": 0.001, "beta_2": 0.01, "n_replay": 500}) == {
         "lr": 0.001, "beta_2": 0.01, "n_replay": 500}
+
+
+def test_a_method_named_module_colon_class_exports_under_its_class_s_name():
+    assert mammoth.mammoth_model("raycl.methods.derpp:Derpp") == "derpp"
+    assert mammoth.mammoth_model("ewc") == "ewc_on"
