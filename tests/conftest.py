@@ -42,6 +42,20 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster of two CPUs in this process for every test that searches in it (joined,
+    not restarted, if one is running): a start costs seconds, and every search ends its trials."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
 def ray_address() -> str:
     """The address of the Ray cluster this test process runs (a module's ``ray_cluster``): a search
     started as a subprocess joins it with ``--address`` instead of starting a cluster of its own."""

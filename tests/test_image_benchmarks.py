@@ -248,19 +248,6 @@ def _launch(script: str):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """One local Ray cluster for the three searches (joined, not restarted, if one is running)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def image_roots(tmp_path_factory):
     """Toy copies of the three datasets' files: 2 training images a class (one trains, one
     validates) and 1 test image."""

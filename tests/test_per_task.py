@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import ray_address
-from test_tune import REPO, ray_cluster, search  # noqa: F401 - the fixture and the helper are shared
+from test_tune import REPO, search
 
 
 def test_a_per_task_search_exports_its_schedule_and_train_replays_it(tmp_path, ray_cluster):

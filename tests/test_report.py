@@ -12,19 +12,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    import ray
-
+def experiment(tmp_path_factory, ray_cluster):
     from raycl.tune.options import SearchOptions
     from raycl.tune.search import run_search
 
     root = tmp_path_factory.mktemp("report")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        run_search(SearchOptions(method="derpp", dataset="seq-digits", samples=6, storage_path=str(root / "exp"),
-                                 best_args=str(root / "best.yaml"), verbose=0, fixed={"n_epochs": 2}))
-    finally:
-        ray.shutdown()
+    run_search(SearchOptions(method="derpp", dataset="seq-digits", samples=6, storage_path=str(root / "exp"),
+                             best_args=str(root / "best.yaml"), verbose=0, fixed={"n_epochs": 2}))
     return root / "exp" / "derpp-seq-digits-b500"
 
 

@@ -61,15 +61,6 @@ def test_bad_paper_files_give_one_clear_error(tmp_path, row, message):
         load_paper_table(write_paper(tmp_path, [row]))
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_tiny_reproduction_tries_the_paper_first_saves_each_row_and_resumes(tmp_path, ray_cluster):
     paper_args = {"lr": 0.05, "minibatch_size": 10}
     rows = [{"dataset": "seq-digits", "method": "er", "buffer_size": 50, "accuracy": 60.0, "args": paper_args},

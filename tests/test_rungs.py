@@ -166,7 +166,7 @@ def test_only_configurations_never_stopped_can_call_a_rung_weak():
     audited = [{**row, "audit": True} for row in shuffled]
     (two,) = rung_signal(audited, [2])
     assert two.evidence is two.audited and two.weak and unjudged_note([two]) is None
-    assert f"never stopped early" in weak_warning(two) and "over 12 audited" in weak_warning(two)
+    assert "never stopped early" in weak_warning(two) and "over 12 audited" in weak_warning(two)
 
 
 def test_a_rung_with_few_completed_configurations_is_not_called_weak():

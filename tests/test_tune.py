@@ -80,15 +80,6 @@ def test_a_space_written_out_reads_back_the_same():
 
 
 # ----- searches --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def search(tmp_path, **kwargs):
     from raycl.tune.options import SearchOptions
     from raycl.tune.search import run_search
@@ -420,7 +411,7 @@ def test_a_trial_that_errors_is_recorded_as_errored_and_the_search_goes_on(tmp_p
     space = space_file(tmp_path, "agem", {"optimizer": {"choice": ["sgd", "adam"]}, "lr": 0.05})
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     report = search(tmp_path, method="agem", samples=4, space_path=space, name="errors", protocol="end-of-training",
-                    optuna_storage=storage, max_concurrent=1,
+                    optuna_storage=storage, max_concurrent=1, fixed={"n_epochs": 1},
                     start_points=[{"optimizer": o} for o in ("adam", "sgd", "adam", "sgd")])
     by_optimizer = {o: [t for t in report.trials if t.config["optimizer"] == o] for o in ("sgd", "adam")}
     assert len(by_optimizer["adam"]) == 2 and all(t.status == "errored" for t in by_optimizer["adam"])
