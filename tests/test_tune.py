@@ -559,6 +559,7 @@ def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path, ray
     output = proc.communicate(timeout=120)[0]
     # Interrupted before it ended: it says so and exports nothing.
     assert proc.returncode == 130 and "interrupted" in output and "--resume" in output, output[-3000:]
+    assert "--population 2 (the cohort size it ran with)" in output
     assert not (storage / "rungs" / "trials.parquet").exists() and not (tmp_path / "best.yaml").exists()
 
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)

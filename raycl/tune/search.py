@@ -176,7 +176,8 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
     done = len(record["choices"]) if record else 0
     if results.num_errors == 0 and done < benchmarks[0].n_tasks:
         raise SearchInterrupted(f"search {options.experiment_name} interrupted after {done} of {benchmarks[0].n_tasks} "
-                                f"tasks; nothing exported. Continue it with --name {options.experiment_name} --resume")
+                                f"tasks; nothing exported. Continue it with the same flags and --name "
+                                f"{options.experiment_name} --resume")
     return results
 
 
@@ -389,7 +390,8 @@ def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: l
         raise SearchInterrupted(
             f"search {options.experiment_name} interrupted with {results.num_terminated + results.num_errors} of "
             f"{len(results)} trials ended and {configurations} of {options.samples} configurations proposed; "
-            f"nothing exported. Continue it with --name {options.experiment_name} --resume")
+            f"nothing exported. Continue it with the same flags and --name {options.experiment_name} --resume"
+            f" --population {options.population} (the cohort size it ran with)")
     return results
 
 
