@@ -42,10 +42,11 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray cluster of two CPUs in this process for every test that searches in it (joined,
-    not restarted, if one is running): a start costs seconds, and every search ends its trials."""
+    """A local Ray cluster of two CPUs in this process for a module's searches (joined, not
+    restarted, if one is running). Per module, not per session: an idle cluster left running slows
+    the tests that start clusters of their own."""
     import ray
 
     started = not ray.is_initialized()
