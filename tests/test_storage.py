@@ -49,7 +49,7 @@ def keys(client, prefix: str) -> dict[str, int]:
 def test_search_stores_in_s3_resumes_from_it_and_reports_from_it(s3_env, tmp_path):
     env, client = s3_env
     env = {**os.environ, **env, "RAY_AUTH_MODE": "disabled"}
-    samples = 4  # the interruption comes after two have finished: the rest is what the resume trains
+    samples = 6
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", str(samples),
            "--population", "1", "--max-concurrent", "1", "--storage-path", f"s3://{BUCKET}/searches", "--name", "bucketed",
            "--best-args", str(tmp_path / "best.yaml"), "--protocol", "end-of-training", "--n-epochs", "10",

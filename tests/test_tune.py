@@ -445,7 +445,7 @@ def test_tune_cli_flags_are_checked():
 def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, ray_cluster):
     # One configuration per trial; a cohort search interrupted and resumed is the rung-records test's.
     storage = tmp_path / "exp"
-    population, samples = 1, 6
+    population, samples = 1, 8
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
            "--samples", str(samples), "--population", str(population), "--max-concurrent", "1",
            "--address", ray_address(), "--storage-path", str(storage), "--name", "stop", "--best-args", str(tmp_path / "best.yaml"),
@@ -496,7 +496,7 @@ def test_a_search_killed_hard_resumes_from_its_last_snapshot(tmp_path):
     import tempfile
 
     ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # its processes are found by this folder
-    storage, samples = tmp_path / "exp", 4  # killed after two have finished: the resume trains the rest
+    storage, samples = tmp_path / "exp", 8
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", str(samples),
            "--population", "1", "--max-concurrent", "1", "--storage-path", str(storage), "--name", "hard",
            "--best-args", str(tmp_path / "best.yaml"), "--protocol", "end-of-training", "--n-epochs", "3",
