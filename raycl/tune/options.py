@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from raycl import storage
-from raycl.data import benchmark_names, check_benchmark
+from raycl.data import check_benchmark
 from raycl.device import PRECISIONS
 from raycl.errors import RayclError, unknown
 from raycl.methods import get_method
@@ -102,9 +102,8 @@ class SearchOptions:
 
     def validate(self) -> None:
         get_method(self.method)  # unknown, or a plugin that does not load: one clear error
-        if self.dataset not in benchmark_names():
-            raise unknown("dataset", self.dataset, benchmark_names())
-        # Typed, defaults filled in: what the best-args file records and a replay passes back.
+        # The dataset's name, options and backbone; the options typed, defaults filled in: what the
+        # best-args file records and a replay passes back.
         parsed = check_benchmark(self.dataset, self.benchmark_options, self.backbone)
         self.benchmark_options = dataclasses.asdict(parsed) if parsed is not None else {}
         if self.protocol not in PROTOCOLS:
