@@ -28,6 +28,14 @@ and the winner's test accuracy over seeds 0-4 retrained on all the training data
     python launch/benchmark.py --runs --search 32 --search-population 1 8
     python launch/benchmark.py --runs --search 64 --search-grace 1 auto --search-audit 0.25
 
+--full-populations N runs the N-sample seq-mnist DER++ 500 search (`--verbose 0`) twice, with
+--population 1 and with the default auto (the promotion form, full populations), without a final
+evaluation, and prints per run: wall time, task-trainings (member-tasks), slot use (member-tasks over
+the planned width x the tasks each trial trained), the seconds the last trial ran alone, the
+winner's validation objective; then the wall-time ratio.
+
+    python launch/benchmark.py --runs --full-populations 32
+
 --chf DROP ... runs the continual hyperparameter framework on seq-mnist (--chf-method, DER++ 500 by
 default, the DER repository's grid and decay) twice per drop, in process and one thread: as
 populations (the plasticity grid with every learning rate's first stability step, then the rest of
@@ -230,6 +238,41 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
     return wall
 
 
+def measure_full_populations(samples: int, data_root: str | None, populations=("1", "auto"),
+                             method: str = "derpp", dataset: str = "seq-mnist") -> None:
+    """The search with each --population, no final evaluation: wall, task-trainings, slot use, tail."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    header = (f"{'--population':>12} {'wall s':>7} {'task-trainings':>15} {'slot use':>9} {'tail s':>7} "
+              f"{'jobs/trials':>12} {'winner val':>11}")
+    print(f"\n{dataset} {method} 500, {samples} samples, --verbose 0\n{header}\n{'-' * len(header)}")
+    walls = {}
+    for population in populations:
+        with tempfile.TemporaryDirectory() as folder:
+            cmd = [sys.executable, str(TRAIN.parent / "tune.py"), "--method", method, "--dataset", dataset,
+                   "--buffer-size", "500", "--samples", str(samples), "--storage-path", folder, "--name", "bench",
+                   "--best-args", str(Path(folder) / "best.yaml"), "--verbose", "0", "--population", population,
+                   *(["--data-root", data_root] if data_root else [])]
+            env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            walls[population] = wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise SystemExit(f"search failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+            rows = pq.read_table(Path(folder) / "bench" / "trials.parquet").to_pylist()
+            usage = re.search(r"slot use (\d+)% \((\d+) member-tasks trained\); the last (?:job|trial) ran alone "
+                              r"for ([\d.]+) s", proc.stdout)
+            units = re.search(r"in (\d+) (jobs|trials|cohorts)", proc.stdout)
+            best = max((r["objective"] for r in rows if r["status"] == "completed"), default=float("nan"))
+        slot, trained, tail = usage.groups() if usage else ("?", "?", "?")
+        print(f"{population:>12} {wall:7.1f} {trained:>15} {slot + '%':>9} {tail:>7} "
+              f"{units.group(1) if units else '?':>12} {best:11.2f}", flush=True)
+    first = next(iter(walls.values()))
+    print("wall against the first: " + ", ".join(f"--population {p} {w / first:.2f}x" for p, w in walls.items()))
+
+
 def measure_chf(drops: list[float], method: str, data_root: str | None, threads: int) -> None:
     import torch
 
@@ -287,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="RUN", help="the runs of --population (default seq-mnist-derpp-500; "
                                             f"allowed: {', '.join(sorted(RUNS))})")
     parser.add_argument("--device", default=None, help="torch device of the --population runs (default cpu)")
+    parser.add_argument("--full-populations", type=int, default=0, metavar="N",
+                        help="time an N-sample seq-mnist DER++ 500 search with --population 1 and auto: wall, "
+                             "task-trainings, slot use, tail (default: skip)")
     parser.add_argument("--chf", type=float, nargs="*", default=None, metavar="DROP",
                         help="time the continual hyperparameter framework as populations and as sequential "
                              "retrains for each accuracy drop (e.g. 0.2 0.03)")
@@ -322,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         measure_population(args.population, args.population_runs, args.data_root, args.threads, args.device)
     if args.chf:
         measure_chf(args.chf, args.chf_method, args.data_root, args.threads)
+    if args.full_populations:
+        measure_full_populations(args.full_populations, args.data_root, method=args.search_method,
+                                 dataset=args.search_dataset)
     if args.search:
         walls = {}
         for search_seed in args.search_seed:

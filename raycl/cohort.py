@@ -58,24 +58,53 @@ def task_metrics(record: AccuracyRecord, seeds: list[int], task: int, members: l
 
 class Cohort:
     """P configurations x S seeds of one method as one population, judged by ``judge`` at ``rungs``
-    (tasks trained); configurations marked in ``audit`` are judged too but never stopped."""
+    (tasks trained); configurations marked in ``audit`` are judged too but never stopped.
+
+    A job of the promotion form trains a cohort over one segment: it stops after task ``end``
+    (its configurations still running there wait at the rung), names its configurations ``ids``
+    in its reports, and a promoted job starts from its configurations' saved member states
+    (:meth:`promoted`)."""
 
     def __init__(self, configs: list[dict], benchmarks: list[Benchmark], method: str, seeds: list[int],
                  rungs: tuple[int, ...] = (), judge: Judge | None = None, audit: list[bool] | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, precision: str = "fp32"):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, precision: str = "fp32",
+                 end: int | None = None, ids: list[str] | None = None, population: PopulationRun | None = None,
+                 records: list[ConfigRecord] | None = None):
         self.seeds = list(seeds)
         per_config = len(self.seeds)
-        defaults = benchmarks[0].defaults_for(method)
-        hyperparameters = [make_config(method, c, defaults) for c in configs]
-        # Seed i of every configuration trains on benchmarks[i] when there is one benchmark per seed.
-        data = [i if len(benchmarks) == per_config else 0 for i in range(per_config)]
-        self.population = PopulationRun(
-            benchmarks, method, [h for h in hyperparameters for _ in self.seeds], self.seeds * len(configs),
-            member_data=data * len(configs), device=device, dtype=dtype, test_every_task=False, precision=precision)
+        if population is None:
+            defaults = benchmarks[0].defaults_for(method)
+            hyperparameters = [make_config(method, c, defaults) for c in configs]
+            # Seed i of every configuration trains on benchmarks[i] when there is one benchmark per seed.
+            data = [i if len(benchmarks) == per_config else 0 for i in range(per_config)]
+            population = PopulationRun(
+                benchmarks, method, [h for h in hyperparameters for _ in self.seeds], self.seeds * len(configs),
+                member_data=data * len(configs), device=device, dtype=dtype, test_every_task=False,
+                precision=precision)
+        self.population = population
         audit = list(audit or [False] * len(configs))
-        self.records = [ConfigRecord(audit=bool(a)) for a in audit]
+        self.records = records if records is not None else [ConfigRecord(audit=bool(a)) for a in audit]
         self.rungs = tuple(rungs) if judge is not None else ()
         self.judge = judge
+        self.end = self.population.benchmark.n_tasks if end is None else end
+        self.ids = list(ids) if ids is not None else None
+
+    @classmethod
+    def promoted(cls, states: list[list], records: list[ConfigRecord], benchmarks: list[Benchmark], method: str,
+                 end: int, ids: list[str], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 precision: str = "fp32") -> Cohort:
+        """A job of configurations that continue from their saved member states (``states[c]``: the
+        states of configuration c's seeds, in seed order) and ``records``."""
+        population = PopulationRun.from_members(benchmarks, method, [s for config in states for s in config],
+                                                device=device, dtype=dtype, precision=precision,
+                                                test_every_task=False)
+        seeds = [s.seed for s in states[0]]
+        return cls([{}] * len(states), benchmarks, method, seeds, end=end, ids=ids, population=population,
+                   records=[dataclasses.replace(r) for r in records], device=device, dtype=dtype, precision=precision)
+
+    def member_states(self, config: int) -> list:
+        """The member states of configuration ``config``'s seeds, to continue in another population."""
+        return self.population.export_members(self.members(config))
 
     @property
     def n_tasks(self) -> int:
@@ -95,7 +124,7 @@ class Cohort:
 
     @property
     def finished(self) -> bool:
-        return not self.live or self.population.next_task >= self.n_tasks
+        return not self.live or self.population.next_task >= self.end
 
     def run_task(self) -> int:
         """Train every live configuration on the next task, update the records, stop those the
@@ -135,7 +164,7 @@ class Cohort:
         candidates = [c for c in range(len(self.records)) if self.records[c].status != Status.DIVERGED
                       and self.records[c].tasks == task + 1]
         out = {TASK: task + 1, "live": len(self.live),
-               "configs": {str(c): r.summary() for c, r in enumerate(self.records)}}
+               "configs": {self.key(c): r.summary() for c, r in enumerate(self.records)}}
         if not candidates:  # every configuration diverged
             out.update({OBJECTIVE: 0.0, RUNG_SCORE: -1.0, "diverged": all(r.status == Status.DIVERGED
                                                                           for r in self.records)})
@@ -152,8 +181,12 @@ class Cohort:
             return [[None if math.isnan(v) else float(v) for v in row] for row in matrix]
 
         record = self.population.record
-        return {str(c): {split: {s: rows(m) for s, m in record.mean_matrices(self.members(c), split).items()}
-                         for split in ("val", "test")} for c in range(len(self.records))}
+        return {self.key(c): {split: {s: rows(m) for s, m in record.mean_matrices(self.members(c), split).items()}
+                              for split in ("val", "test")} for c in range(len(self.records))}
+
+    def key(self, config: int) -> str:
+        """How reports name configuration ``config``: its id in a job, else its index."""
+        return self.ids[config] if self.ids is not None else str(config)
 
     def state_dict(self) -> dict:
         # "stream" is the checkpoint's key for the population's state since the first cohorts: kept, so

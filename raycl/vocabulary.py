@@ -31,6 +31,7 @@ TASK = "task"  # tasks trained so far (Tune's time attribute)
 # Keys of a trial's config.
 COHORT = "cohort"  # the list of the cohort's configurations
 AUDIT = "audit"  # which of them are audited (never stopped early)
+JOB = "job"  # a job of the promotion form: its segment and its configurations (raycl.tune.promotion)
 
 # Files of an experiment folder.
 TRIALS_FILE = "trials.parquet"  # one row per configuration
@@ -44,6 +45,9 @@ SELECTION_STATE_FILE = "selection.pt"  # a per-task selection's state
 COHORT_FILE = "cohort.json"  # every configuration's record
 MATRICES_FILE = "matrices.json"  # accuracy matrices so far per configuration
 CHOICES_FILE = "choices.json"  # a per-task selection's choices so far
+# Folders of an experiment searched in the promotion form.
+MEMBERS_DIR = "members"  # members/<configuration>/after-task<k>.pt: its member states at a rung
+JOBS_DIR = "jobs"  # jobs/<job>.json: a finished job's records, matrices and timings
 
 
 @dataclasses.dataclass

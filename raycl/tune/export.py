@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+from raycl import storage
 from raycl.data import Benchmark
 from raycl.methods import make_config
 from raycl.tune import rung_signal
@@ -16,7 +17,8 @@ from raycl.tune.outputs import plain_config, provenance, write_outputs
 from raycl.tune.rungs import describe_rungs, search_rungs
 from raycl.tune.space import edge_warnings
 from raycl.tune.tables import config_table, final_eval_line, short_value
-from raycl.vocabulary import COHORT, COHORT_FILE, ENDED_STATUSES, OBJECTIVE, ConfigRecord, Status, config_id, ended_status
+from raycl.vocabulary import (COHORT, COHORT_FILE, ENDED_STATUSES, OBJECTIVE, RUNGS_FILE, ConfigRecord, Status,
+                              config_id, ended_status)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class TrialRecord:
     cohort: str = ""
     cohort_member: int = 0
     audit: bool = False  # exempt from early stopping (--audit-fraction)
+    trials: list[str] = dataclasses.field(default_factory=list)  # every Tune trial it trained in
+    jobs: list[str] = dataclasses.field(default_factory=list)  # the promotion form's jobs it trained in
 
 
 @dataclasses.dataclass
@@ -58,6 +62,7 @@ class SearchReport:
     rungs: tuple[int, ...] = ()
     signal: list[rung_signal.RungSignal] = dataclasses.field(default_factory=list)
     edge: list[str] = dataclasses.field(default_factory=list)
+    usage: dict | None = None  # the promotion form's slot use and tail (search_usage)
 
     @property
     def best_config(self) -> dict | None:
@@ -111,6 +116,7 @@ def trial_rows(records: list[TrialRecord], context: dict) -> list[dict]:
         row = {"trial_id": r.trial_id, "status": r.status, "objective": r.objective,
                "tasks_trained": r.tasks_trained, "objective_by_task": r.objective_by_task, "error": r.error,
                "cohort": r.cohort, "cohort_member": r.cohort_member, "audit": r.audit,
+               "trials": r.trials or [r.cohort], "jobs": r.jobs,
                "node_id": r.last_metrics.get("node_id"), "node_ip": r.last_metrics.get("node_ip")}
         row.update(context)
         for p in params:
@@ -132,10 +138,93 @@ def _format_table(records: list[TrialRecord], params: list[str], limit: int = 5)
                                                           for r in top], [r.config for r in top], params)
 
 
+def collect_promotion(options, final_task: int) -> tuple[list[TrialRecord], dict]:
+    """One record per configuration of a search in the promotion form, from its journal (every
+    decision) and its jobs' files (what each configuration scored, where it trained); and the
+    search's slot use (:func:`search_usage`)."""
+    from raycl.tune.job import read_job
+    from raycl.tune.journal import read_journal
+    from raycl.tune.promotion import WAITING, PromotionScheduler, Widths
+
+    events = read_journal(storage.join(options.experiment_dir, RUNGS_FILE))
+    settings = next((e for e in events if e.get("event") == "search"), {})
+    scheduler = PromotionScheduler(settings.get("rungs", ()), final_task, settings.get("reduction_factor", 4),
+                                   settings.get("samples", options.samples), Widths(1, 1),
+                                   seeds=settings.get("trial_seeds", 1))
+    scheduler.replay(e for e in events if e.get("event") != "search")
+    jobs = {job: read_job(options.experiment_dir, job) for job in scheduler.jobs}
+    trials = {e["job"]: e.get("trial") for e in events if e.get("event") == "result"}
+    records = []
+    for config in scheduler.configs.values():
+        stored, node = ConfigRecord(audit=config.audit), None
+        for job in reversed(config.jobs):
+            found = (jobs.get(job) or {}).get("records", {}).get(config.id)
+            if found is not None:
+                stored, node = ConfigRecord(**found), jobs[job].get("node_id")
+                break
+        status = Status.PRUNED if config.status == WAITING else Status(config.status)
+        first = config.jobs[0] if config.jobs else ""
+        born = scheduler.jobs[first].configs.index(config.id) if first else 0
+        records.append(TrialRecord(
+            trial_id=config.id, status=status, config=dict(config.params),
+            objective=None if status in (Status.ERRORED, Status.DIVERGED) or OBJECTIVE not in stored.metrics
+            else float(stored.metrics[OBJECTIVE]),
+            tasks_trained=stored.tasks, objective_by_task=list(stored.objective_by_task),
+            last_metrics={**stored.metrics, "node_id": node}, test=stored.test if status == Status.COMPLETED else None,
+            error=stored.reason if status == Status.DIVERGED else "its job failed" if status == Status.ERRORED else None,
+            cohort=trials.get(first) or first, cohort_member=born, audit=config.audit,
+            trials=[trials.get(j) or j for j in config.jobs], jobs=list(config.jobs)))
+    return records, search_usage([j for j in jobs.values() if j])
+
+
+def search_usage(jobs: list[dict]) -> dict:
+    """How full the populations were and how the search ended: ``slot_use``, the member-tasks trained
+    over the planned width x the tasks each job trained; ``task_trainings``, member-tasks;
+    ``tail_s``, the seconds the job that ended last ran alone."""
+    trained = sum(j["members"] * (j["end"] - j["start"]) for j in jobs)
+    planned = sum(j["planned"] * (j["end"] - j["start"]) for j in jobs)
+    tail = 0.0
+    if jobs:
+        last = max(jobs, key=lambda j: j["ended"])
+        others = [j["ended"] for j in jobs if j is not last]
+        tail = max(0.0, last["ended"] - max([last["started"], *others]))
+    return {"slot_use": trained / planned if planned else None, "task_trainings": trained, "tail_s": tail,
+            "jobs": len(jobs)}
+
+
+def export_promotion_search(options, space, benchmark: Benchmark) -> SearchReport:
+    """Classify every configuration of a search in the promotion form and write the search's outputs."""
+    records, usage = collect_promotion(options, benchmark.n_tasks)
+    report = export_records(records, options, space, benchmark)
+    report.usage = usage
+    return report
+
+
 def export_search(results, options, space, benchmark: Benchmark) -> SearchReport:
     """Classify every configuration of a stream search's ``results`` and write the search's outputs."""
+    report = export_records(collect_trials(results, benchmark.n_tasks), options, space, benchmark)
+    report.usage = results_usage(results, options.population * options.trial_seeds)
+    return report
+
+
+def results_usage(results, planned: int) -> dict:
+    """:func:`search_usage` of a search of one configuration per trial (``planned`` members: its seeds),
+    from Tune's results: the tasks each trial trained, when it started and ended."""
+    jobs = []
+    for result in results:
+        metrics = dict(result.metrics or {})
+        ended, took = metrics.get("timestamp"), metrics.get("time_total_s")
+        tasks = int(metrics.get("task") or 0)
+        if ended is None or took is None or not tasks:
+            continue
+        jobs.append({"members": planned, "planned": planned, "start": 0, "end": tasks,
+                     "started": float(ended) - float(took), "ended": float(ended)})
+    return search_usage(jobs)
+
+
+def export_records(records: list[TrialRecord], options, space, benchmark: Benchmark) -> SearchReport:
+    """Write the outputs of a stream search whose configurations are ``records``."""
     final_task = benchmark.n_tasks
-    records = collect_trials(results, final_task)
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     completed = sorted((r for r in records if r.status == Status.COMPLETED), key=lambda r: -r.objective)
     best = completed[0] if completed else None
@@ -170,6 +259,9 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
     cohorts = len({r.cohort for r in report.trials})
     trained = (f"{len(report.trials)} configurations in {cohorts} cohorts of up to {options.population}"
                if options.population > 1 else f"{len(report.trials)} trials")
+    if report.usage is not None:
+        trained = (f"{len(report.trials)} configurations in {report.usage['jobs']} jobs of up to "
+                   f"{options.population}")
     nodes = {r.last_metrics.get("node_id") for r in report.trials} - {None}
     out = [f"\nsearch {options.experiment_name}: {options.method} on {options.dataset}, protocol "
            f"{options.protocol}, {trained}" + (f", on {len(nodes)} nodes" if len(nodes) > 1 else "")]
@@ -179,6 +271,10 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
                + (f"; {sum(r.audit for r in report.trials)} audited (never stopped early)"
                   if options.audit_fraction else ""))
     out.append(f"  tasks trained / (configurations x tasks) = {report.task_fraction:.3f}")
+    if report.usage is not None and report.usage["slot_use"] is not None:
+        unit = "job" if options.population > 1 else "trial"
+        out.append(f"  slot use {100 * report.usage['slot_use']:.0f}% ({report.usage['task_trainings']} member-tasks "
+                   f"trained); the last {unit} ran alone for {report.usage['tail_s']:.1f} s")
     out.append(f"  early stopping: {describe_rungs(options, benchmark.n_tasks)}")
     for signal in report.signal:
         out.append(f"    {rung_signal.describe(signal)}")

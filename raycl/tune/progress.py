@@ -9,6 +9,7 @@ configurations is printed when it changes, at most every ``table_interval`` seco
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -16,9 +17,9 @@ import time
 from ray.tune import Callback
 from tqdm import tqdm
 
-from raycl.tune.optuna_search import config_summaries
+from raycl.tune.promotion_search import job_summaries
 from raycl.tune.tables import config_table
-from raycl.vocabulary import COHORT, OBJECTIVE, TASK, Status, config_id, ended_status
+from raycl.vocabulary import COHORT, JOB, OBJECTIVE, TASK, Status, config_id, ended_status
 
 TOP = 5
 
@@ -39,26 +40,41 @@ def _duration(seconds: float) -> str:
 
 
 class SearchTally(Callback):
-    """Counts a running search's configurations (a trial is a cohort of them) from Tune's hooks."""
+    """Counts a running search's configurations from Tune's hooks: a trial is a cohort of them, or in
+    the promotion form a job of them (then a configuration waiting at a rung is still running, and
+    the decisions to prune are read from the search's ``journal`` as it grows)."""
 
-    def __init__(self, samples: int, final_task: int):
+    def __init__(self, samples: int, final_task: int, journal: str | None = None):
         self.samples = samples
         self.final_task = final_task
-        # trial id -> configuration index -> (status, tasks, objective, config)
-        self.configs: dict[str, dict[int, tuple[str, int, float | None, dict]]] = {}
+        self.journal = journal
+        self._journal_offset = 0
+        # configuration id -> (status, tasks, objective, config)
+        self.configs: dict[str, tuple[str, int, float | None, dict]] = {}
+
+    @staticmethod
+    def _members(trial) -> list[tuple[str, dict]]:
+        """(configuration id, values) of every configuration a trial trains."""
+        config = trial.config or {}
+        if JOB in config:
+            return [(c["id"], c["params"]) for c in config[JOB]["configs"]]
+        configs = config.get(COHORT) or []
+        return [(config_id(trial.trial_id, i, len(configs)), c) for i, c in enumerate(configs)]
 
     # ----- Tune's hooks -----------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
-        configs = (trial.config or {}).get(COHORT) or []
-        self.configs.setdefault(trial.trial_id, {i: (Status.RUNNING, 0, None, c) for i, c in enumerate(configs)})
+        for key, values in self._members(trial):
+            status, tasks, objective, _ = self.configs.get(key, (Status.RUNNING, 0, None, values))
+            self.configs[key] = (Status.RUNNING, tasks, objective, values)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        known = self.configs.setdefault(trial.trial_id, {})
-        configs = (trial.config or {}).get(COHORT) or []
-        for index, summary in config_summaries(result).items():
-            config = configs[index] if index < len(configs) else {}
-            known[index] = (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0), summary.get(OBJECTIVE),
-                            config)
+        members = self._members(trial)
+        keys = [key for key, _ in members]
+        values = dict(members)
+        for name, summary in job_summaries(result).items():
+            key = name if name in values else keys[int(name)] if name.isdigit() and int(name) < len(keys) else name
+            self.configs[key] = (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0),
+                                 summary.get(OBJECTIVE), values.get(key, {}))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end(trial, errored=False)
@@ -67,22 +83,52 @@ class SearchTally(Callback):
         self._end(trial, errored=True)
 
     def _end(self, trial, errored: bool) -> None:
-        known = self.configs.get(trial.trial_id, {})
-        for index, (status, tasks, objective, config) in known.items():
-            known[index] = (ended_status(status, tasks, self.final_task, errored), tasks, objective, config)
+        job = JOB in (trial.config or {})
+        for key, _ in self._members(trial):
+            status, tasks, objective, config = self.configs.get(key, (Status.RUNNING, 0, None, {}))
+            if job and not errored and status == Status.RUNNING and tasks < self.final_task:
+                continue  # waits at its rung
+            self.configs[key] = (ended_status(status, tasks, self.final_task, errored), tasks, objective, config)
+
+    def _read_journal(self) -> None:
+        """Apply the pruning decisions recorded since the last read."""
+        if not self.journal:
+            return
+        from raycl import storage
+
+        if storage.is_uri(self.journal):
+            data = storage.read_bytes(self.journal) or b""
+            fresh = data[self._journal_offset:]
+        else:
+            try:
+                with open(self.journal, "rb") as stream:
+                    stream.seek(self._journal_offset)
+                    fresh = stream.read()
+            except FileNotFoundError:
+                return
+        if not fresh:
+            return
+        complete = fresh[: fresh.rfind(b"\n") + 1]
+        self._journal_offset += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            if '"pruned"' not in line:
+                continue
+            event = json.loads(line)
+            key = event.get("id")
+            if event.get("event") == "pruned" and key in self.configs:
+                _, tasks, objective, config = self.configs[key]
+                self.configs[key] = (Status.PRUNED, tasks, objective, config)
 
     # ----- state ------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
+        self._read_journal()
         out = {Status.COMPLETED: 0, Status.RUNNING: 0, Status.PRUNED: 0, Status.DIVERGED: 0, Status.ERRORED: 0}
-        for known in self.configs.values():
-            for status, *_ in known.values():
-                out[status] = out.get(status, 0) + 1
+        for status, *_ in self.configs.values():
+            out[status] = out.get(status, 0) + 1
         return out
 
     def completed(self) -> list[tuple[float, str, dict]]:
-        done = [(objective, config_id(trial_id, index, len(known)), config)
-                for trial_id, known in self.configs.items()
-                for index, (status, tasks, objective, config) in known.items()
+        done = [(objective, key, config) for key, (status, tasks, objective, config) in self.configs.items()
                 if status == Status.COMPLETED and objective is not None]
         return sorted(done, key=lambda item: -item[0])
 
@@ -92,8 +138,9 @@ class SearchMetrics(SearchTally):
     ``ray_raycl_best_objective``, tagged with the experiment), which every Ray node exports on its
     metrics endpoint for Prometheus; set at most every ``interval`` seconds."""
 
-    def __init__(self, samples: int, final_task: int, experiment: str, interval: float = 5.0):
-        super().__init__(samples, final_task)
+    def __init__(self, samples: int, final_task: int, experiment: str, interval: float = 5.0,
+                 journal: str | None = None):
+        super().__init__(samples, final_task, journal)
         self.experiment = experiment
         self.interval = interval
         self._set = float("-inf")
@@ -133,8 +180,8 @@ class SearchMetrics(SearchTally):
 
 class SearchProgress(SearchTally):
     def __init__(self, samples: int, final_task: int, searched: list[str], stream=None, interval: float = 30.0,
-                 table_interval: float = 60.0):
-        super().__init__(samples, final_task)
+                 table_interval: float = 60.0, journal: str | None = None):
+        super().__init__(samples, final_task, journal)
         self.searched = searched
         self.start = time.monotonic()
         self.stream = stream or sys.stdout

@@ -306,13 +306,19 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
         print_selection_summary(report, options, benchmark)
         return report
     population_reason = None
+    even = options.population == AUTO
     if options.population == AUTO:
         size, population_reason = cohort_size(options, trial_slots(options), convolutional=benchmark.model != "mlp")
         options = dataclasses.replace(options, population=size)
-    results = _fit_stream_search(options, space, benchmarks)
     from raycl.tune.export import export_search, print_summary
 
-    report = export_search(results, options, space, benchmark)
+    if options.population > 1:
+        _fit_promotion_search(options, space, benchmarks, even)
+        from raycl.tune.export import export_promotion_search
+
+        report = export_promotion_search(options, space, benchmark)
+    else:
+        report = export_search(_fit_stream_search(options, space, benchmarks), options, space, benchmark)
     report.final_eval = final_evaluation(options, report.best_config)
     print_summary(report, options, space, benchmark, population_reason)
     return report
@@ -393,6 +399,113 @@ def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: l
             f"nothing exported. Continue it with the same flags and --name {options.experiment_name} --resume"
             f" --population {options.population} (the cohort size it ran with)")
     return results
+
+
+class StructureOf:
+    """The key of the values a population of ``method`` shares, from a configuration's values
+    (completed with the benchmark's ``defaults`` and the method's own)."""
+
+    def __init__(self, method: str, defaults: dict):
+        self.method = method
+        self.defaults = dict(defaults)
+        self.names = tuple(shared_hyperparameters(method))
+
+    def __call__(self, params: dict) -> str:
+        from raycl.methods import make_config
+        from raycl.tune.promotion_search import structure_key
+
+        config = make_config(self.method, params, self.defaults)
+        return structure_key({name: getattr(config, name) for name in self.names})
+
+
+def _member_limit(options: SearchOptions, convolutional: bool) -> int:
+    device = "cuda" if options.gpus_per_trial > 0 else "cpu"
+    limits = CONVOLUTIONAL_MEMBER_LIMIT if convolutional else MEMBER_LIMIT
+    return max(1, limits[device] // options.trial_seeds)
+
+
+def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark],
+                          even: bool) -> None:
+    """Run (or resume) a stream protocol's search in the promotion form (:mod:`raycl.tune.promotion`):
+    every Tune trial a job of one structure over one segment; raises SearchInterrupted when the
+    search stopped before it ended."""
+    import optuna
+    from ray import tune
+
+    from raycl.tune.job import job_trainable
+    from raycl.tune.promotion import Widths
+    from raycl.tune.promotion_search import PromotionSearch
+    from raycl.tune.trainable import named_trainable
+
+    experiment = options.experiment_dir
+    benchmark = benchmarks[0]
+    final_task = benchmark.n_tasks
+    rungs = search_rungs(options, final_task)
+    slots = trial_slots(options)
+    journal = storage.join(experiment, RUNGS_FILE)
+    trainable = named_trainable(tune.with_resources(
+        tune.with_parameters(job_trainable, benchmarks=benchmarks, method=options.method,
+                             seeds=trial_seeds(options), threads=max(1, int(options.cpus_per_trial)),
+                             experiment=experiment, gpus=options.gpus_per_trial, precision=options.precision),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    ), options.ray_name, per_trial=False)
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
+    from raycl.tune.progress import SearchMetrics, SearchProgress
+
+    callbacks = [SearchMetrics(options.samples, final_task, options.experiment_name, journal=journal)]
+    if options.verbose == 1:
+        callbacks.append(SearchProgress(options.samples, final_task, space.searched, journal=journal))
+    if options.resume:
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        storage_db = None
+        if options.optuna_storage:
+            try:
+                storage_db = optuna.storages.RDBStorage(options.optuna_storage)
+            except Exception as exc:  # SQLAlchemy's errors: a missing folder, a bad URL, no driver
+                reason = str(exc).strip().splitlines()[0]
+                raise RayclError(f"--optuna-storage {options.optuna_storage}: cannot open the database ({reason}); "
+                                 "e.g. sqlite:///optuna.db (its folder must exist)") from None
+        searched = set(space.searched)
+        start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
+        widths = Widths(options.population, _member_limit(options, benchmark.model != "mlp"), even=even)
+        settings = {"form": "promotion", "rungs": list(rungs), "reduction_factor": options.reduction_factor,
+                    "final_task": final_task, "samples": options.samples, "planned_width": widths.planned,
+                    "width_limit": widths.limit, "even": even, "slots": slots, "trial_seeds": options.trial_seeds}
+        searcher = PromotionSearch(
+            space=DefineByRun(space), metric=OBJECTIVE, mode="max",
+            sampler=optuna.samplers.TPESampler(seed=options.search_seed), storage=storage_db,
+            study_name=options.experiment_name, final_task=final_task, samples=options.samples, rungs=rungs,
+            reduction_factor=options.reduction_factor, widths=widths, slots=slots, seeds=options.trial_seeds,
+            structure_of=StructureOf(options.method, benchmark.defaults_for(options.method)), journal=journal,
+            settings=settings, points_to_evaluate=[p for p in start if p] or None,
+            audit_fraction=options.audit_fraction, audit_seed=options.search_seed)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                # Jobs, not configurations: at most one per configuration and segment.
+                num_samples=options.samples * (len(rungs) + 1) + 1,
+                # One job per free slot: a job is decided when a slot can start it, never ahead.
+                max_concurrent_trials=slots, reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=1),
+                verbose=0 if options.verbose <= 1 else options.verbose - 1, callbacks=callbacks,
+            ),
+        )
+    results = tuner.fit()
+    from raycl.tune.journal import read_journal
+
+    events = read_journal(journal)
+    if not any(e.get("event") == "end" for e in events) or results.num_terminated + results.num_errors < len(results):
+        proposed = sum(1 for e in events if e.get("event") == "config")
+        raise SearchInterrupted(
+            f"search {options.experiment_name} interrupted with {proposed} of {options.samples} configurations "
+            f"proposed; nothing exported. Continue it with the same flags and --name {options.experiment_name} "
+            f"--resume --population {options.population} (the cohort size it ran with)")
 
 
 def final_evaluation(options: SearchOptions, config: dict | None) -> dict | None:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from raycl.errors import RayclError
 from raycl.tune import rung_signal
-from raycl.vocabulary import MATRICES_FILE, OBJECTIVE, RESULT_FILE, SIGNAL_FILE, SPACE_FILE, TRIALS_FILE, Status
+from raycl.vocabulary import JOBS_DIR, MATRICES_FILE, OBJECTIVE, RESULT_FILE, SIGNAL_FILE, SPACE_FILE, TRIALS_FILE, Status
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ def _trial_number(folder: Path | None) -> int:
 
 
 # The files a report reads (what it fetches of an experiment in object storage).
-REPORT_INPUTS = (TRIALS_FILE, SPACE_FILE, RESULT_FILE, MATRICES_FILE, SIGNAL_FILE)
+# A search in the promotion form keeps each job's records and matrices in jobs/<job>.json.
+REPORT_INPUTS = (TRIALS_FILE, SPACE_FILE, RESULT_FILE, MATRICES_FILE, SIGNAL_FILE, ".json")
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -169,6 +170,11 @@ def _last_checkpoint(trial: Trial) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def _matrices(stored: dict) -> dict[str, dict[str, np.ndarray]]:
+    return {split: {s: np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+                    for s, rows in by_setting.items()} for split, by_setting in stored.items()}
+
+
 def trial_matrices(experiment: Experiment, trial: Trial) -> dict[str, dict[str, np.ndarray]]:
     """split -> setting -> T x T accuracy matrix (NaN where not evaluated) for one trial.
 
@@ -176,14 +182,18 @@ def trial_matrices(experiment: Experiment, trial: Trial) -> dict[str, dict[str, 
     rows are rebuilt from the trial's task reports and the test row from the Parquet table.
     """
     t = experiment.n_tasks
+    for job in reversed(list(trial.row.get("jobs") or [])):  # the promotion form: its last job's file
+        path = experiment.path / JOBS_DIR / f"{job}.json"
+        stored = json.loads(path.read_text()).get("matrices", {}).get(trial.trial_id) if path.is_file() else None
+        if stored is not None:
+            return _matrices(stored)
     member = int(trial.row.get("cohort_member") or 0)
     checkpoint = _last_checkpoint(trial)
     if checkpoint is not None and (checkpoint / MATRICES_FILE).is_file():
         stored = json.loads((checkpoint / MATRICES_FILE).read_text())
         # One entry per configuration of the cohort (experiments from before cohorts: one trial's).
         stored = stored if "val" in stored else stored[str(member)]
-        return {split: {s: np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
-                        for s, rows in by_setting.items()} for split, by_setting in stored.items()}
+        return _matrices(stored)
     out = {"val": {}, "test": {}}
     for setting in experiment.settings:
         val = np.full((t, t), np.nan)
