@@ -16,7 +16,7 @@ from raycl.errors import RayclError
 from raycl.hparams import hp
 from raycl.methods import METHODS, make_config
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
-from raycl.methods.state import HostTensor
+from raycl.methods.state import HostTensor, Part
 from raycl.population.inputs import MemberInputs
 from raycl.population.members import MemberState, load_member_states, save_member_states
 from raycl.population.random import MemberRandom, Stream
@@ -430,10 +430,28 @@ class Careless(Tally):
         self.tally = Unstacked(self.size, device, dtype)
 
 
-def test_a_component_the_fallback_cannot_split_is_named_in_one_line(digits):
+class Rows(Part):
+    """A part of a plugin's own that selects members but says nothing of how they move."""
+
+    def select(self, value, keep):
+        return value[keep]
+
+
+class Unmovable(Tally):
+    name = "unmovable"
+
+    def __init__(self, configs, seeds, benchmark, device, dtype=torch.float32, member_benchmarks=None):
+        super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
+        self.register("extra", torch.zeros(self.size), Rows())
+
+
+def test_state_the_members_cannot_take_along_is_named_in_one_line(digits):
     population = trained(short(digits), f"{__name__}:Careless", PROMOTED[TALLY][:2], [3, 4], tasks=1)
     message = one_line_error(population.export_members)
     assert "'tally'" in message and "state.scale is shaped (3,)" in message and "member_states()" in message
+    population = trained(short(digits), f"{__name__}:Unmovable", PROMOTED[TALLY][:2], [3, 4], tasks=1)
+    message = one_line_error(population.export_members)
+    assert "'extra'" in message and "Rows keeps per-member state but cannot move members" in message
 
 
 # ----- the random streams' alignment ------------------------------------------------------------------------

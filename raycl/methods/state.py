@@ -47,7 +47,11 @@ class Part:
 
     def members(self, value: Any, positions: list[int], owner: Any) -> list:
         """Each member's piece of ``value`` (the members at ``positions``): its saved form in a
-        population of that member alone, a copy of its own. This base shares the value among them."""
+        population of that member alone, a copy of its own. This base shares the value among them
+        (a part that selects members must say how they move)."""
+        if type(self).select is not Part.select and type(self).members is Part.members:
+            raise RayclError(f"{type(self).__name__} keeps per-member state but cannot move members: give it "
+                             "members() and join() (docs/methods.md)")
         saved = self.save(value)
         return [copy.deepcopy(saved) for _ in positions]
 
