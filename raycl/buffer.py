@@ -275,17 +275,15 @@ class PopulationReservoir:
         """The state of one reservoir of the members of ``states``, in order. Members see the same
         number of examples (lockstep), so the count seen and the plans' positions are shared by
         construction, and checked."""
-        slots = self.capacity + 1
-        held = [len(s["labels"]) for s in states]
-        if any(n % slots for n in held):
-            raise RayclError(f"reservoirs of {sorted(set(held))} slots cannot join reservoirs of {self.capacity} "
-                             "examples (and a spare slot) each")
+        capacities = {len(s["labels"]) // len(s["random"]["generators"]) - 1 for s in states}
+        if capacities != {self.capacity}:
+            raise RayclError(f"reservoirs of {sorted(capacities)} examples cannot join reservoirs of {self.capacity}")
 
         def flat(name: str) -> torch.Tensor | None:
             pieces = [s[name] for s in states]
             return joined_rows(f"buffer {name}", pieces, self.device) if all_or_none(f"buffer {name}", pieces) else None
 
-        return {"examples": flat("examples"), "labels": flat("labels"), "logits": flat("logits"), "tasks": flat("tasks"),
+        return {**{name: flat(name) for name in ("examples", "labels", "logits", "tasks")},
                 "seen": agreed("counts of examples seen", [s["seen"] for s in states]),
                 "slot_plan": _DrawPlan.joined_state("slot plans", [s["slot_plan"] for s in states], self.device),
                 "sample_plan": _DrawPlan.joined_state("sample plans", [s["sample_plan"] for s in states], self.device),

@@ -91,7 +91,8 @@ class Tally(ReplayPopulationMethod):
         losses = cross_entropy(self.forward_parts(parts), labels)
         coins = self.coins.uniform(1, dtype=F64)[:, 0]  # on the host, as every host-side decision
         self.boosts += (coins < self.host_member_values("boost_freq").double()).long()
-        weight = 1.0 + 0.1 * self.boosts.to(self.device, self.dtype) + torch.from_numpy(self.tally.square[:, 0]).to(losses)
+        weight = (1.0 + 0.1 * self.boosts.to(self.device, self.dtype)
+                  + torch.from_numpy(self.tally.square[:, 0]).to(losses))
         self.step(weight * losses + self.member_values("pull") * (losses - self.tally.mean).pow(2))
         self.tally.update(losses.detach(), coins.numpy(), self.member_values("decay"))
         self.buffer.add(x, y, task=task)

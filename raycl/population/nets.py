@@ -148,4 +148,3 @@ def joined_network_state(states: list[dict[str, torch.Tensor]], device: torch.de
     return {name: joined_rows(f"network tensor {name}", [s[name] for s in states], device) if first.dim() > 0
             else agreed(f"network tensor {name}", [s[name] for s in states]).to(device)
             for name, first in states[0].items()}
-

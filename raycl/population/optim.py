@@ -118,7 +118,8 @@ class PopulationOptimizer:
 
     def member_states(self, positions: list[int]) -> list[dict]:
         """Each member's state at ``positions`` as the state of an optimiser of that member alone."""
-        states = [{"kind": self.kind, "lr": lr, "steps": self.steps, "frozen": [not p.requires_grad for p in self.params]}
+        frozen = [not p.requires_grad for p in self.params]
+        states = [{"kind": self.kind, "lr": lr, "steps": self.steps, "frozen": list(frozen)}
                   for lr in member_rows(self.lr, positions)]
         if self.kind == "adam":
             for name in ("exp_avg", "exp_avg_sq"):

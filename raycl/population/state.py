@@ -224,4 +224,3 @@ def check_members(method: str, states: Sequence[MemberState], benchmarks: Sequen
         raise RayclError(f"members train on benchmarks {outside} of a list of {len(benchmarks)}: give the benchmarks "
                          "list their populations were built with")
     return dtypes.pop()
-
