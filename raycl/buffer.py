@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from raycl.errors import RayclError
+from raycl.population.members import agreed, all_or_none, joined_rows, member_rows
 from raycl.population.random import MemberRandom
 
 if TYPE_CHECKING:
@@ -49,6 +51,21 @@ class _DrawPlan:
     def load(self, state: tuple, device: torch.device) -> None:
         rows, self.key, self.next = state
         self.rows = None if rows is None else rows.to(device)
+
+    def member_states(self, positions: list[int]) -> list[tuple]:
+        """Each member's plan at ``positions`` as the state of the plan of that member alone."""
+        rows = [None] * len(positions) if self.rows is None else member_rows(self.rows, positions)
+        return [(r, self.key, self.next) for r in rows]
+
+    @staticmethod
+    def joined_state(what: str, states: list[tuple], device: torch.device) -> tuple:
+        """The state of one plan of the members of ``states``: what the rows were drawn for and the
+        row the next call takes are shared by construction, and checked."""
+        key = agreed(f"the keys of the {what}", [s[1] for s in states])
+        next_row = agreed(f"the next rows of the {what}", [s[2] for s in states])
+        pieces = [s[0] for s in states]
+        rows = joined_rows(what, pieces, device) if all_or_none(what, pieces) else None
+        return rows, key, next_row
 
 
 @dataclasses.dataclass
@@ -237,6 +254,40 @@ class PopulationReservoir:
         return {"examples": self._examples, "labels": self._labels, "logits": self._logits, "tasks": self._tasks,
                 "seen": self.seen, "slot_plan": self._slot_plan.state(), "sample_plan": self._sample_plan.state(),
                 "random": self.random.state_dict()}
+
+    def member_states(self, positions: list[int]) -> list[dict]:
+        """Each member's reservoir at ``positions`` as the state of the reservoir of that member alone:
+        its slots, its count of examples seen, its draw plans and its random stream."""
+        slots = self.capacity + 1
+
+        def rows(flat: torch.Tensor | None, p: int) -> torch.Tensor | None:
+            return None if flat is None else flat[p * slots:(p + 1) * slots].clone()
+
+        slot_plans = self._slot_plan.member_states(positions)
+        sample_plans = self._sample_plan.member_states(positions)
+        randoms = self.random.member_states(positions)
+        return [{"examples": rows(self._examples, p), "labels": rows(self._labels, p), "logits": rows(self._logits, p),
+                 "tasks": rows(self._tasks, p), "seen": self.seen, "slot_plan": slot_plan,
+                 "sample_plan": sample_plan, "random": random}
+                for p, slot_plan, sample_plan, random in zip(positions, slot_plans, sample_plans, randoms)]
+
+    def joined_state(self, states: list[dict]) -> dict:
+        """The state of one reservoir of the members of ``states``, in order. Members see the same
+        number of examples (lockstep), so the count seen and the plans' positions are shared by
+        construction, and checked."""
+        capacities = {len(s["labels"]) // len(s["random"]["generators"]) - 1 for s in states}
+        if capacities != {self.capacity}:
+            raise RayclError(f"reservoirs of {sorted(capacities)} examples cannot join reservoirs of {self.capacity}")
+
+        def flat(name: str) -> torch.Tensor | None:
+            pieces = [s[name] for s in states]
+            return joined_rows(f"buffer {name}", pieces, self.device) if all_or_none(f"buffer {name}", pieces) else None
+
+        return {**{name: flat(name) for name in ("examples", "labels", "logits", "tasks")},
+                "seen": agreed("counts of examples seen", [s["seen"] for s in states]),
+                "slot_plan": _DrawPlan.joined_state("slot plans", [s["slot_plan"] for s in states], self.device),
+                "sample_plan": _DrawPlan.joined_state("sample plans", [s["sample_plan"] for s in states], self.device),
+                "random": self.random.joined_state([s["random"] for s in states])}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``, saved on any device: every tensor lands on this buffer's."""

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from raycl.data import Benchmark
 from raycl.device import autocast
 from raycl.population.inputs import MemberInputs, split_arrays
-from raycl.population.state import Population
+from raycl.population.members import MemberState
+from raycl.population.state import Population, check_members
 
 # Examples per member and evaluation chunk are EVAL_CHUNK // P (at least MIN_EVAL_CHUNK).
 EVAL_CHUNK = 8192
@@ -125,6 +126,11 @@ class PopulationRun(Population):
     def __init__(self, benchmarks: Benchmark | Sequence[Benchmark], method: str, configs, seeds: Sequence[int],
                  member_data: Sequence[int] | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, test_every_task: bool = True, precision: str = "fp32"):
+        self._build(benchmarks, method, configs, seeds, member_data, device, dtype, test_every_task, precision)
+        self._baselines()
+
+    def _build(self, benchmarks, method, configs, seeds, member_data, device, dtype, test_every_task,
+               precision) -> None:
         # Denormal floats appear in small gradients and slow CPU matrix products several-fold.
         torch.set_flush_denormal(True)
         keep_freed_memory()
@@ -132,7 +138,25 @@ class PopulationRun(Population):
         self.test_every_task = test_every_task
         self._eval_arrays: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._task_classes: dict[int, torch.Tensor] = {}
-        self._baselines()
+
+    @classmethod
+    def from_members(cls, benchmarks: Benchmark | Sequence[Benchmark], method: str, states: Sequence[MemberState],
+                     device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                     test_every_task: bool = True, precision: str = "fp32") -> PopulationRun:
+        """A population of the members ``states`` (:meth:`export_members` of populations of ``method``
+        on ``benchmarks``, the list their benchmark indices refer to), in that order, each continuing
+        exactly as it would have where it was: its streams' positions, buffer, optimiser state and
+        accuracy record are its own, and nothing is evaluated anew (the members bring their
+        baselines). ``dtype`` None: the members'. RayclError (one line) unless they are at one next
+        task, of one dtype, and share the structural hyperparameters and every value shared by
+        construction."""
+        benchmarks = [benchmarks] if isinstance(benchmarks, Benchmark) else list(benchmarks)
+        dtype = check_members(method, states, benchmarks, dtype)
+        run = cls.__new__(cls)
+        run._build(benchmarks, method, [s.config for s in states], [s.seed for s in states],
+                   [s.benchmark for s in states], device, dtype, test_every_task, precision)
+        run._load_members(states)
+        return run
 
     def _inputs(self, task: int, split: str) -> MemberInputs:
         """A task's split for the live members. Evaluation splits are uploaded once and stay on the

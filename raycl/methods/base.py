@@ -340,6 +340,17 @@ class PopulationMethod:
         every piece of registered state is restored, in registration order, onto this method's device."""
         self._state.load_state_dict(self, state)
 
+    def member_states(self, positions: list[int]) -> list[dict]:
+        """The members at ``positions``, each as its piece of every piece of registered state, by name
+        (copies of their own: this method goes on unchanged; :mod:`raycl.population.members`)."""
+        return self._state.member_states(self, positions)
+
+    def load_members(self, pieces: list[dict]) -> None:
+        """Continue as the members whose ``pieces`` (:meth:`member_states` of any populations) these
+        are, in order: this method was built with their configs and seeds. RayclError where they
+        cannot continue together (a value they share by construction differs)."""
+        self.load_state_dict(self._state.join(self, pieces))
+
 
 class ReplayPopulationMethod(PopulationMethod):
     """A vectorised method with a reservoir buffer of ``config.buffer_size`` examples per member."""

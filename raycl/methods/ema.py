@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from raycl.models import frozen_copy
-from raycl.population.nets import per_member_view, select_members
+from raycl.population.members import joined_rows, member_rows
+from raycl.population.nets import joined_network_state, network_member_states, per_member_view, select_members
 from raycl.population.random import from_host_state, host_state
 
 
@@ -50,3 +52,15 @@ class PopulationEma:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])  # copied into the model's tensors, on its device
         self.updates = from_host_state(state["updates"])
+
+    def member_states(self, positions: list[int]) -> list[dict]:
+        """Each member's moving average at ``positions`` as the state of that member's alone."""
+        models = network_member_states(self.model, positions)
+        return [{"model": model, "updates": host_state(row)}
+                for model, row in zip(models, member_rows(self.updates, positions))]
+
+    def joined_state(self, states: list[dict]) -> dict:
+        """The state of one moving average of the members of ``states``, in order."""
+        device = next(self.model.parameters()).device
+        return {"model": joined_network_state([s["model"] for s in states], device),
+                "updates": joined_rows("counts of updates", [np.asarray(s["updates"]) for s in states])}

@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from raycl.population.convnet import StackedResNet, stackable_resnet
+from raycl.population.members import agreed, joined_rows, member_rows
 from raycl.population.layers import StackedLinear
 
 
@@ -129,3 +130,21 @@ def select_members(net: nn.Module, keep: torch.Tensor) -> None:
     for tensor in (*net.parameters(), *net.buffers()):
         if tensor.dim() > 0:
             tensor.data = tensor.data[keep.to(tensor.device)]
+
+
+def network_member_states(net: nn.Module, positions: list[int]) -> list[dict[str, torch.Tensor]]:
+    """The state dicts of the members at ``positions`` as networks of that member alone ([1, ...]
+    rows, copies of their own; a tensor without a member dimension as it is)."""
+    state = net.state_dict()
+    rows = {name: member_rows(t, positions) if t.dim() > 0 else [t.clone() for _ in positions]
+            for name, t in state.items()}
+    return [{name: rows[name][k] for name in state} for k in range(len(positions))]
+
+
+def joined_network_state(states: list[dict[str, torch.Tensor]], device: torch.device) -> dict[str, torch.Tensor]:
+    """One population network's state dict from its members' (made by :func:`network_member_states`),
+    on ``device``."""
+    agreed("the tensors of the networks", [list(s) for s in states])
+    return {name: joined_rows(f"network tensor {name}", [s[name] for s in states], device) if first.dim() > 0
+            else agreed(f"network tensor {name}", [s[name] for s in states]).to(device)
+            for name, first in states[0].items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raycl.population.members import agreed, joined_rows, member_rows
 from raycl.population.nets import per_member_view
 
 
@@ -113,6 +114,32 @@ class PopulationOptimizer:
                  "frozen": [not p.requires_grad for p in self.params]}
         if self.kind == "adam":
             state.update(exp_avg=[m.clone() for m in self.exp_avg], exp_avg_sq=[v.clone() for v in self.exp_avg_sq])
+        return state
+
+    def member_states(self, positions: list[int]) -> list[dict]:
+        """Each member's state at ``positions`` as the state of an optimiser of that member alone."""
+        frozen = [not p.requires_grad for p in self.params]
+        states = [{"kind": self.kind, "lr": lr, "steps": self.steps, "frozen": list(frozen)}
+                  for lr in member_rows(self.lr, positions)]
+        if self.kind == "adam":
+            for name in ("exp_avg", "exp_avg_sq"):
+                per_param = [member_rows(m, positions) for m in getattr(self, name)]
+                for k, state in enumerate(states):
+                    state[name] = [rows[k] for rows in per_param]
+        return states
+
+    def joined_state(self, states: list[dict]) -> dict:
+        """The state of one optimiser of the members of ``states``, in order. Their kind, step count
+        (Adam's bias correction) and frozen parameters are shared by construction and checked."""
+        state = {"kind": agreed("optimiser kinds", [s["kind"] for s in states]),
+                 "lr": joined_rows("learning rates", [s["lr"] for s in states], self.lr.device),
+                 "steps": agreed("optimiser step counts", [s["steps"] for s in states]),
+                 "frozen": agreed("frozen parameters", [list(s["frozen"]) for s in states])}
+        if state["kind"] == "adam":
+            for name in ("exp_avg", "exp_avg_sq"):
+                agreed(f"numbers of {name} tensors", [len(s[name]) for s in states])
+                state[name] = [joined_rows(f"Adam's {name}", [s[name][i] for s in states], p.device)
+                               for i, p in enumerate(self.params)]
         return state
 
     def load_state_dict(self, state: dict) -> None:

@@ -15,6 +15,8 @@ import math
 import numpy as np
 import torch
 
+from raycl.errors import RayclError
+
 # Numbers pre-drawn per member: amortises one generator call per member over many small draws.
 _BLOCK = 8192
 
@@ -163,6 +165,43 @@ class MemberRandom:
         rest = self._block[:, self._offset:]
         return {"generators": [host_state(g.get_state()) for g in self.generators],
                 "block": host_state(rest) if self.device.type == "cpu" else rest.clone()}
+
+    def member_states(self, positions: list[int]) -> list[dict]:
+        """Each member's stream at ``positions`` as the state of a stream of that member alone: its
+        generator's state and its numbers drawn but not handed out yet (``[1, n]``)."""
+        rest = self._block[:, self._offset:]
+        rows = [rest[p:p + 1] for p in positions]
+        return [{"generators": [host_state(self.generators[p].get_state())],
+                 "block": host_state(row) if self.device.type == "cpu" else row.clone()}
+                for p, row in zip(positions, rows)]
+
+    def joined_state(self, states: list[dict]) -> dict:
+        """The state of one stream of the members of ``states`` (of one member each, or more), in order.
+
+        Members that hold fewer numbers drawn ahead than the others draw the difference from their
+        own generators now: a generator's numbers come out the same whether drawn in one call or in
+        several, so each member hands out the very numbers it would have, and the block keeps one
+        offset for all."""
+        blocks = [s["block"] if isinstance(s["block"], torch.Tensor) else from_host_state(s["block"]) for s in states]
+        longest = max(block.shape[1] for block in blocks)
+        generators, rows = [], []
+        for state, block in zip(states, blocks):
+            held = [from_host_state(s) for s in state["generators"]]
+            if len(held) != block.shape[0]:
+                raise RayclError(f"a stream's state holds {len(held)} generators for {block.shape[0]} rows of numbers")
+            missing = longest - block.shape[1]
+            if missing:
+                drawn = []
+                for i, generator_state in enumerate(held):
+                    generator = torch.Generator()
+                    generator.set_state(generator_state)
+                    drawn.append(torch.rand(missing, generator=generator, dtype=torch.float64))
+                    held[i] = generator.get_state()
+                block = torch.cat([block.to(self.device), torch.stack(drawn).to(self.device)], dim=1)
+            generators += [host_state(g) for g in held]
+            rows.append(block.to(self.device, torch.float64))
+        block = torch.cat(rows)
+        return {"generators": generators, "block": host_state(block) if self.device.type == "cpu" else block}
 
     def load_state_dict(self, state: dict) -> None:
         for g, s in zip(self.generators, state["generators"], strict=True):

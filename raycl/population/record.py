@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from raycl.errors import RayclError
 from raycl.metrics import summarize
 
 SPLITS = ("val", "test")
@@ -107,6 +108,41 @@ class AccuracyRecord:
             for setting in table:
                 table[setting] = copies(table[setting])
         self.val_loss = copies(self.val_loss)
+
+    def member_rows(self, member: int) -> dict:
+        """Member ``member``'s rows ``[1, ...]`` of every array (matrices, loss and baselines), copies:
+        what it takes to another population."""
+        def rows(array: np.ndarray) -> np.ndarray:
+            return array[member:member + 1].copy()
+
+        return {"val": {s: rows(a) for s, a in self.val.items()}, "test": {s: rows(a) for s, a in self.test.items()},
+                "val_loss": rows(self.val_loss),
+                "val_baseline": {s: rows(a) for s, a in self.val_baseline.items()},
+                "test_baseline": {s: rows(a) for s, a in self.test_baseline.items()}}
+
+    def load_member_rows(self, rows: list[dict]) -> None:
+        """The rows of the members of this record, in order, from their :meth:`member_rows`."""
+        size, n_tasks = self.val_loss.shape[:2]
+        if len(rows) != size:
+            raise ValueError(f"{len(rows)} members' rows for a record of {size}")
+
+        def joined(what: str, pieces: list[np.ndarray], shape: tuple) -> np.ndarray:
+            if any(p.shape != shape for p in pieces):
+                raise RayclError(f"the members' {what} rows are shaped {sorted({p.shape for p in pieces})}, not "
+                                 f"{shape}: they come from a stream of another length")
+            return np.concatenate(pieces)
+
+        def tables(key: str, shape: tuple) -> dict[str, np.ndarray]:
+            for r in rows:
+                if sorted(r[key]) != sorted(self.settings):
+                    raise RayclError(f"the members' {key} rows are for the settings {sorted(r[key])}, not "
+                                     f"{sorted(self.settings)}")
+            return {s: joined(f"{key} {s}", [r[key][s] for r in rows], shape) for s in self.settings}
+
+        matrix, vector = (1, n_tasks, n_tasks), (1, n_tasks)
+        self.val, self.test = tables("val", matrix), tables("test", matrix)
+        self.val_loss = joined("val_loss", [r["val_loss"] for r in rows], matrix)
+        self.val_baseline, self.test_baseline = tables("val_baseline", vector), tables("test_baseline", vector)
 
     # ----- checkpoints (the keys a population's state has always had) --------------------------------
     def state_dict(self) -> dict:

@@ -1,6 +1,7 @@
 """A population's members and state: who they are (configuration, seed, benchmark), which are still
-trained, their stacked method state and data order, their accuracy record, and the one way members
-leave or multiply (``select``, under ``drop``, divergence and ``broadcast``). The loop that trains
+trained, their stacked method state and data order, their accuracy record, the one way members
+leave or multiply (``select``, under ``drop``, divergence and ``broadcast``), and how members move
+to another population (``export_members``; :mod:`raycl.population.members`). The loop that trains
 them is :class:`raycl.train.PopulationRun`.
 """
 
@@ -15,7 +16,9 @@ import torch
 from raycl.data import Benchmark
 from raycl.device import check_precision
 from raycl.errors import DivergedError, RayclError
+from raycl.hparams import check_population
 from raycl.methods import get_population_method
+from raycl.population.members import MemberState
 from raycl.population.random import MemberRandom, Stream
 from raycl.population.record import AccuracyRecord
 
@@ -150,6 +153,32 @@ class Population:
         self.alive = list(range(size))
         self.diverged = {}
 
+    # ----- members moving between populations ---------------------------------------------------------
+    def export_members(self, members: Sequence[int] | None = None) -> list[MemberState]:
+        """The states of the live members ``members`` (ids as built; by default every live member, in
+        the order of ``alive``), copies of their own: this population goes on unchanged, and
+        :meth:`raycl.train.PopulationRun.from_members` continues them in another."""
+        members = list(self.alive) if members is None else [int(m) for m in members]
+        position = {m: p for p, m in enumerate(self.alive)}
+        gone = [m for m in members if m not in position]
+        if gone:
+            raise RayclError(f"members {gone} are not trained any more (live: {self.alive}); only live members move")
+        positions = [position[m] for m in members]
+        parts = self.method.member_states(positions)
+        orders = self.order_random.member_states(positions)
+        return [MemberState(method=self.method_name, config=self.configs[m], seed=self.seeds[m],
+                            benchmark=self.member_data[m], next_task=self.next_task, dtype=self.dtype,
+                            record=self.record.member_rows(m), order=order, parts=part)
+                for m, part, order in zip(members, parts, orders)]
+
+    def _load_members(self, states: Sequence[MemberState]) -> None:
+        """Continue as the members ``states``, in order: this population was built with their configs,
+        seeds and benchmarks (:func:`check_members`)."""
+        self.method.load_members([s.parts for s in states])
+        self.order_random.load_state_dict(self.order_random.joined_state([s.order for s in states]))
+        self.record.load_member_rows([s.record for s in states])
+        self.next_task = states[0].next_task
+
     # ----- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
@@ -168,3 +197,30 @@ class Population:
         self.next_task = state["next_task"]
         self.train_s = state["train_s"]
         self.record.load_state_dict(state)
+
+
+def check_members(method: str, states: Sequence[MemberState], benchmarks: Sequence[Benchmark],
+                  dtype: torch.dtype | None) -> torch.dtype:
+    """Raise RayclError unless ``states`` can be the members of one population of ``method`` on
+    ``benchmarks`` (the list their benchmark indices refer to), in ``dtype`` (None: theirs); returns
+    the dtype. Members of one population are at one next task and share the structural
+    hyperparameters."""
+    if not states:
+        raise RayclError("a population needs at least one member")
+    others = sorted({s.method for s in states} - {method})
+    if others:
+        raise RayclError(f"members of {', '.join(map(repr, others))} cannot join a population of {method!r}")
+    tasks = sorted({s.next_task for s in states})
+    if len(tasks) > 1:
+        raise RayclError(f"members of one population must be at one next task; these are at tasks "
+                         f"{', '.join(str(t + 1) for t in tasks)}")
+    dtypes = {s.dtype for s in states} | ({dtype} if dtype is not None else set())
+    if len(dtypes) > 1:
+        raise RayclError(f"members of one population train in one dtype; these are in {sorted(map(str, dtypes))}")
+    check_population([s.config for s in states], repr(method),
+                     shared=get_population_method(method).shared_hyperparameters())
+    outside = sorted({s.benchmark for s in states if not 0 <= s.benchmark < len(benchmarks)})
+    if outside:
+        raise RayclError(f"members train on benchmarks {outside} of a list of {len(benchmarks)}: give the benchmarks "
+                         "list their populations were built with")
+    return dtypes.pop()
