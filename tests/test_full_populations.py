@@ -162,7 +162,7 @@ def test_a_search_killed_hard_in_the_middle_of_a_promotion_resumes_keeping_every
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", str(samples),
            "--population", "2", "--max-concurrent", "1", "--grace-period", "1", "--reduction-factor", "2",
            "--storage-path", str(storage), "--name", "hard", "--best-args", str(tmp_path / "best.yaml"),
-           "--n-epochs", "3", "--verbose", "0"]
+           "--n-epochs", "30", "--verbose", "0"]  # tasks of about a second: the kill lands inside one
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp}
     path = storage / "hard" / "rungs.jsonl"
 
@@ -183,7 +183,6 @@ def test_a_search_killed_hard_in_the_middle_of_a_promotion_resumes_keeping_every
             time.sleep(0.2)
             before = promotion_running()
         assert before is not None and proc.poll() is None, proc.poll() is None or proc.stdout.read()
-        time.sleep(0.5)  # into the promoted job's training
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         for pid in processes_mentioning(ray_tmp):
