@@ -58,7 +58,7 @@ def assert_promotion_decisions_hold(experiment_dir, rows):
                 if event["start"] > 0:
                     recorded = scores[event["start"]]
                     ranked = sorted(recorded, key=lambda c: -recorded[c])
-                    top = ranked[: len(ranked) // eta]
+                    top = ranked[: max(1, len(ranked) // eta)]
                     assert config in top or by_id[config]["audit"], (config, event)
         elif event["event"] == "result":
             for config, outcome in event["outcomes"].items():
@@ -68,7 +68,7 @@ def assert_promotion_decisions_hold(experiment_dir, rows):
                     assert 0 <= objective - outcome["score"] <= 0.0101
     for rung, recorded in scores.items():
         ranked = sorted(recorded, key=lambda c: -recorded[c])
-        for config in ranked[: len(ranked) // eta]:
+        for config in ranked[: max(1, len(ranked) // eta)]:
             assert by_id[config]["tasks_trained"] > rung or by_id[config]["status"] == "diverged"
     return events
 

@@ -60,7 +60,7 @@ class Simulation:
                 return job
             if job.start > 0:
                 records = self.scheduler.records["", job.start]
-                top = set(records.top(len(records) // self.scheduler.eta))
+                top = set(records.top(self.scheduler.quota(len(records))))
                 self.promotion_checks.append((job, top, before.get(("", job.start), set())))
             self.log.append((self.clock, "start", job.id))
             heapq.heappush(self.running, (self.clock + self.seconds(job), job.id))
@@ -117,7 +117,7 @@ def test_promotions_follow_ashas_rule(seed):
         for config in job.configs:
             assert config in top and config not in promoted_before
     for (_, rung), records in sim.scheduler.records.items():
-        final_top = records.top(len(records) // sim.scheduler.eta)
+        final_top = records.top(sim.scheduler.quota(len(records)))
         assert set(final_top) <= records.promoted
 
 
@@ -142,6 +142,13 @@ def test_audited_configurations_are_always_promoted():
     audited = [c for c in sim.scheduler.configs.values() if c.audit]
     assert audited and all(c.status == Status.COMPLETED for c in audited)
     assert any(c.status == Status.PRUNED for c in sim.scheduler.configs.values())
+
+
+def test_a_search_of_fewer_configurations_than_eta_still_completes_its_best():
+    sim = Simulation(samples=3, slots=1, rungs=(1, 4), final=5, widths=Widths(2, 4), structures={"only": 1.0})
+    assert sim.run()
+    completed = [c for c in sim.scheduler.configs.values() if c.status == Status.COMPLETED]
+    assert len(completed) == 1 and max(sim.quality, key=sim.quality.get) == completed[0].id
 
 
 def test_diverged_configurations_end_alone_and_the_rest_go_on():

@@ -195,77 +195,6 @@ def test_trial_seeds_train_every_configuration_on_several_seeds(tmp_path, ray_cl
     assert report.best.config["lr"] == 0.1
 
 
-def test_cohort_search_tells_optuna_every_configuration_and_exports_one_row_each(tmp_path, ray_cluster):
-    import optuna
-
-    from raycl.files import load_best_args
-
-    space = space_file(tmp_path, "derpp", {"lr": {"choice": [1.0e30, 0.1, 0.03, 0.003]},
-                                           "minibatch_size": {"choice": [10, 32]},
-                                           "alpha": {"uniform": [0.1, 1.0]}, "beta": {"uniform": [0.1, 1.0]}})
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    # The first configuration asked is one that diverges: it must fail alone, its cohort going on.
-    report = search(tmp_path, samples=10, population=4, space_path=space, buffer_size=50, optuna_storage=storage,
-                    name="cohorts", grace_period=1, reduction_factor=2, start_points=[{"lr": 1.0e30}],
-                    final_eval_seeds=2, audit_fraction=0.2)
-    rows = pq.read_table(report.parquet_path).to_pylist()
-    assert len(rows) == 10 and len({r["trial_id"] for r in rows}) == 10
-    cohorts = {}
-    for r in rows:
-        cohorts.setdefault(r["cohort"], []).append(r)
-    assert sorted(len(c) for c in cohorts.values()) == [2, 4, 4]  # 10 samples in cohorts of up to 4
-    for members in cohorts.values():
-        assert len({r["config.minibatch_size"] for r in members}) == 1  # shared, drawn once per cohort
-        assert all(r["node_id"] for r in members)
-    by_status = {s: [r for r in rows if r["status"] == s] for s in ("completed", "pruned", "diverged")}
-    assert sum(map(len, by_status.values())) == 10
-    assert by_status["diverged"] and {r["config.lr"] for r in by_status["diverged"]} == {1.0e30}
-    assert all(r["tasks_trained"] == 1 and "diverged" in r["error"] for r in by_status["diverged"])
-    # The rungs (tasks 1, 2, 4 with reduction factor 2) judged every configuration against the whole
-    # search: those stopped are pruned after the rung's task, the rest completed.
-    board = assert_rung_decisions_hold(tmp_path / "exp" / "cohorts", rows)
-    assert board.rungs == (1, 2, 4) and {e.config.split("-")[0] for e in board.events} == set(cohorts)
-    assert all(r["tasks_trained"] == 5 for r in by_status["completed"])
-    assert by_status["pruned"] and all(r["tasks_trained"] in (1, 2, 4) for r in by_status["pruned"])
-    assert [t.audit for t in report.trials] == [r["audit"] for r in rows] and any(r["audit"] for r in rows)
-    assert all(len(r["objective_by_task"]) == r["tasks_trained"] for r in by_status["completed"] + by_status["pruned"])
-
-    study = optuna.load_study(study_name="cohorts", storage=storage)
-    state = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
-             "diverged": optuna.trial.TrialState.FAIL}
-    assert len(study.trials) == 10
-    for t in study.trials:
-        row = next(r for r in rows if r["config.alpha"] == pytest.approx(t.params["alpha"], abs=1e-12))
-        assert t.state == state[row["status"]] and t.params["lr"] == pytest.approx(row["config.lr"])
-        if t.state != optuna.trial.TrialState.FAIL:
-            assert [t.intermediate_values[k] for k in sorted(t.intermediate_values)] == \
-                pytest.approx(row["objective_by_task"])
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            assert t.value == pytest.approx(row["objective"])
-
-    # Test accuracy never reaches Tune's reports (what the searcher and callbacks see) or Optuna.
-    for result in (tmp_path / "exp" / "cohorts").glob("*/result.json"):
-        for line in result.read_text().splitlines():
-            assert not [key for key in flatten(json.loads(line)) if "test" in key.lower()], line[:500]
-    for t in study.trials:
-        assert not [k for k in {**t.user_attrs, **t.system_attrs} if "test" in k.lower()]
-
-    # The report sees configurations: each finds its cohort's Ray folder and its own matrices.
-    from raycl.tune.report import load_experiment, trial_matrices, write_report
-
-    experiment = load_experiment(tmp_path / "exp" / "cohorts")
-    assert len(experiment.trials) == 10 and all(t.folder is not None for t in experiment.trials)
-    matrices = trial_matrices(experiment, experiment.best)
-    assert matrices["val"]["class_il"][-1].mean() == pytest.approx(report.best.objective)
-    files = write_report(experiment.path, tmp_path / "report")
-    assert {"asha.png", "matrices.png"} <= {f.name for f in files.figures}
-
-    best = load_best_args(tmp_path / "best.yaml", "seq-digits", "derpp", 50)
-    assert best["lr"] == report.best.config["lr"] and best["alpha"] == report.best.config["alpha"]
-    assert report.best.objective == max(r["objective"] for r in by_status["completed"])
-    assert report.final_eval["seeds"] == [0, 1]
-
-
 def test_asha_stops_clear_losers_and_tells_optuna_pruned(tmp_path, ray_cluster):
     import optuna
 
@@ -291,26 +220,6 @@ def test_asha_stops_clear_losers_and_tells_optuna_pruned(tmp_path, ray_cluster):
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.PRUNED) == len(pruned)
     assert states.count(optuna.trial.TrialState.COMPLETE) == report.counts["completed"]
-
-
-def test_a_cohort_whose_configurations_all_fall_below_the_cut_ends_at_the_rung(tmp_path, ray_cluster):
-    # Two cohorts of two, one after the other: the first good, the second starved (start points are
-    # asked in order, so they fill the cohorts as listed).
-    lrs = (0.1, 0.05, 1e-6, 2e-6)
-    space = space_file(tmp_path, "sgd", {"lr": {"choice": list(lrs)}})
-    report = search(tmp_path, method="sgd", samples=4, population=2, space_path=space, max_concurrent=1,
-                    name="starved", start_points=[{"lr": lr} for lr in lrs])
-    rows = pq.read_table(report.parquet_path).to_pylist()
-    assert_rung_decisions_hold(tmp_path / "exp" / "starved", rows)
-    good = [r for r in rows if r["config.lr"] >= 0.05]
-    starved = [r for r in rows if r["config.lr"] < 0.05]
-    assert len({r["cohort"] for r in good}) == len({r["cohort"] for r in starved}) == 1
-    assert [r["status"] for r in good].count("completed") == 1  # the better of the first cohort goes on
-    assert all(r["status"] == "pruned" and r["tasks_trained"] == 1 for r in starved)
-    # The starved cohort's trial ended at the rung: it reported once.
-    folder = next(p for p in (tmp_path / "exp" / "starved").glob("*/result.json")
-                  if starved[0]["cohort"] in p.parent.name)
-    assert len(folder.read_text().splitlines()) == 1
 
 
 def test_a_search_starts_from_mammoth_s_arguments_and_hands_its_winner_back_in_mammoth_s_format(
@@ -538,7 +447,7 @@ def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path, ray
 
     storage = tmp_path / "exp"
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--dataset", "seq-digits",
-           "--samples", "12", "--population", "2", "--max-concurrent", "1", "--grace-period", "1",
+           "--samples", "12", "--population", "1", "--max-concurrent", "1", "--grace-period", "1",
            "--reduction-factor", "2", "--address", ray_address(), "--storage-path", str(storage), "--name", "rungs",
            "--best-args", str(tmp_path / "best.yaml"), "--n-epochs", "3", "--verbose", "0",
            "--optuna-storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
@@ -559,7 +468,7 @@ def test_rung_records_survive_an_interrupted_search_and_its_resume(tmp_path, ray
     output = proc.communicate(timeout=120)[0]
     # Interrupted before it ended: it says so and exports nothing.
     assert proc.returncode == 130 and "interrupted" in output and "--resume" in output, output[-3000:]
-    assert "--population 2 (the cohort size it ran with)" in output
+    assert "--population 1 (the cohort size it ran with)" in output
     assert not (storage / "rungs" / "trials.parquet").exists() and not (tmp_path / "best.yaml").exists()
 
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)

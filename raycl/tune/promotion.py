@@ -311,6 +311,12 @@ class PromotionScheduler:
                 return sorted(jobs, key=lambda j: -self.estimated_seconds(j))
         return []
 
+    def quota(self, recorded: int) -> int:
+        """How many of ``recorded`` configurations at a rung go on: the top 1/eta, and at least the best
+        one, so that a search of fewer than eta configurations still completes one (as Tune's ASHA
+        lets the first configuration at a rung through)."""
+        return max(1, recorded // self.eta) if recorded else 0
+
     def _promotable(self, rung: int) -> list[str]:
         """The configurations waiting at ``rung`` that ASHA promotes now: in the top 1/eta of their
         group's records there, or audited; best first."""
@@ -318,7 +324,7 @@ class PromotionScheduler:
         for (group, at), records in self.records.items():
             if at != rung:
                 continue
-            top = set(records.top(len(records) // self.eta))
+            top = set(records.top(self.quota(len(records))))
             for config in records.ranked():
                 c = self.configs[config]
                 if c.status == WAITING and config not in records.promoted and (config in top or c.audit):
@@ -390,10 +396,10 @@ class PromotionScheduler:
 
     def _prune_hopeless(self) -> list[tuple[str, str]]:
         """Prune the waiting configurations that no future arrival can bring into the top 1/eta of
-        their rung (those ranked r, 0-based, with r >= floor((recorded + arrivals) / eta))."""
+        their rung (those ranked r, 0-based, with r >= quota(recorded + arrivals))."""
         pruned = []
         for (group, rung), records in self.records.items():
-            reachable = (len(records) + self._arrivals(group, rung)) // self.eta
+            reachable = self.quota(len(records) + self._arrivals(group, rung))
             for config in records.ranked()[reachable:]:
                 c = self.configs[config]
                 if c.status == WAITING and c.tasks == rung and not c.audit and config not in records.promoted:
