@@ -64,12 +64,12 @@ def results(folder: Path) -> dict[str, list[dict]]:
 
 
 def test_trials_spread_over_two_nodes_and_the_report_is_written(cluster, tmp_path):
-    # Two cohort trials, each in an actor of its own (cohorts never reuse actors) needing one CPU: both
-    # are placed when the search starts, and each node has one CPU, so they land one on each node
-    # however long either takes to start or to train.
+    # Two jobs needing one CPU each: both are placed when the search starts, and each node has one CPU,
+    # so they land one on each node. Actors are reused from job to job, so each job trains for seconds,
+    # long enough for the second node's actor to start before the first job ends.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(tune_cmd(cluster, tmp_path, "--method", "sgd", "--samples", "4", "--population", "2",
-                                   "--n-epochs", "2", "--protocol", "end-of-training"),
+                                   "--n-epochs", "150", "--protocol", "end-of-training"),
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = pq.read_table(tmp_path / "exp" / "spread" / "trials.parquet").to_pylist()

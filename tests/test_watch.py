@@ -35,14 +35,20 @@ def test_dashboard_lists_the_search_job_and_its_trial_actors_while_it_runs(tmp_p
     assert url, "".join(lines)
 
     # The dashboard is served by the search's own local cluster, so every answer comes while it runs.
-    jobs, trial_actors, gauges = [], [], []
+    jobs, trial_actors, gauges, logged = [], [], [], []
     deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline and not (jobs and trial_actors and gauges):
+    while proc.poll() is None and time.time() < deadline and not (jobs and trial_actors and gauges and logged):
         try:
             jobs = [j for j in get_json(f"{url}/api/jobs/") if "watched" in (j.get("metadata") or {}).get("job_name", "")]
             actors = get_json(f"{url}/api/v0/actors?detail=1&limit=1000")["data"]["result"]["result"]
+            # Trial actors are reused from job to job (a fresh one costs seconds): named after the search,
+            # each says in its log which trial and job it ran.
             trial_actors = [a for a in actors if a["class_name"] == "CohortTrial"
-                            and re.fullmatch(r"raycl watched trial \w+", a.get("repr_name") or "")]
+                            and a.get("repr_name") == "raycl watched"]
+            for actor in trial_actors:
+                with urllib.request.urlopen(f"{url}/api/v0/logs/file?actor_id={actor['actor_id']}&suffix=out",
+                                            timeout=10) as response:
+                    logged += re.findall(r"trial \w+: job\d+", response.read().decode(errors="replace"))
             port = get_json(f"{url}/nodes?view=summary")["data"]["summary"][0]["raylet"]["metricsExportPort"]
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
                 gauges = [line for line in response.read().decode().splitlines()
@@ -53,7 +59,8 @@ def test_dashboard_lists_the_search_job_and_its_trial_actors_while_it_runs(tmp_p
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, "".join(lines) + out
     assert jobs and jobs[0]["metadata"]["job_name"] == "raycl watched: sgd on seq-digits, 6 samples, cohorts of 2"
-    assert trial_actors, f"no trial actor named after its search and trial in {actors}"
+    assert trial_actors, f"no trial actor named after its search in {actors}"
+    assert logged, "no trial actor's log names the trials and jobs it ran"
     # Every gauge line read is one poll's view of the 6 configurations: its counts add up to them.
     values = {re.search(r'status="(\w+)"', line).group(1): float(line.rsplit(" ", 1)[1]) for line in gauges}
     assert set(values) == {"completed", "pruned", "diverged", "errored", "running", "pending"}, gauges

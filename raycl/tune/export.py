@@ -156,11 +156,11 @@ def collect_promotion(options, final_task: int) -> tuple[list[TrialRecord], dict
     trials = {e["job"]: e.get("trial") for e in events if e.get("event") == "result"}
     records = []
     for config in scheduler.configs.values():
-        stored, node = ConfigRecord(audit=config.audit), None
+        stored, where = ConfigRecord(audit=config.audit), {}
         for job in reversed(config.jobs):
             found = (jobs.get(job) or {}).get("records", {}).get(config.id)
             if found is not None:
-                stored, node = ConfigRecord(**found), jobs[job].get("node_id")
+                stored, where = ConfigRecord(**found), {k: jobs[job].get(k) for k in ("node_id", "node_ip")}
                 break
         status = Status.PRUNED if config.status == WAITING else Status(config.status)
         first = config.jobs[0] if config.jobs else ""
@@ -170,7 +170,7 @@ def collect_promotion(options, final_task: int) -> tuple[list[TrialRecord], dict
             objective=None if status in (Status.ERRORED, Status.DIVERGED) or OBJECTIVE not in stored.metrics
             else float(stored.metrics[OBJECTIVE]),
             tasks_trained=stored.tasks, objective_by_task=list(stored.objective_by_task),
-            last_metrics={**stored.metrics, "node_id": node}, test=stored.test if status == Status.COMPLETED else None,
+            last_metrics={**stored.metrics, **where}, test=stored.test if status == Status.COMPLETED else None,
             error=stored.reason if status == Status.DIVERGED else "its job failed" if status == Status.ERRORED else None,
             cohort=trials.get(first) or first, cohort_member=born, audit=config.audit,
             trials=[trials.get(j) or j for j in config.jobs], jobs=list(config.jobs)))

@@ -96,6 +96,7 @@ def job_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, see
         seconds, started = list(saved["seconds"]), saved["started"]
     trial_id = tune.get_context().get_trial_id()
     node = ray.get_runtime_context().get_node_id()
+    node_ip = ray.util.get_node_ip_address()
     print(f"trial {trial_id}: {job['id']}, {len(ids)} configuration(s) x {len(seeds)} seed(s) on {device} "
           f"({precision}), tasks {cohort.next_task + 1}-{job['end']}", flush=True)
     while True:
@@ -114,7 +115,7 @@ def job_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, see
     for index, record in enumerate(cohort.records):
         if record.status == Status.RUNNING and record.tasks < final_task:
             save_member(experiment, ids[index], record.tasks, cohort.member_states(index), record)
-    summary = {"job": job["id"], "trial": trial_id, "node_id": node, "start": job["start"], "end": job["end"],
+    summary = {"job": job["id"], "trial": trial_id, "node_id": node, "node_ip": node_ip, "start": job["start"], "end": job["end"],
                "seconds": seconds, "device": str(device), "started": started, "ended": time.time(),
                "members": len(ids) * len(seeds), "planned": job["planned"] * len(seeds),
                "records": {ids[i]: dataclasses.asdict(r) for i, r in enumerate(cohort.records)},
