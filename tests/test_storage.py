@@ -104,3 +104,29 @@ def test_search_stores_in_s3_resumes_from_it_and_reports_from_it(s3_env, tmp_pat
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2
     assert f"error: experiment s3://{BUCKET}/searches/bucketed exists already: pass --resume" in again.stderr
+
+
+def test_a_search_in_full_populations_keeps_its_journal_members_and_jobs_in_s3(s3_env, tmp_path):
+    """The promotion form on object storage: the journal written whole at every event (an object store
+    cannot append), each promoted configuration's member states and each job's file in the bucket."""
+    import json
+
+    env, client = s3_env
+    env = {**os.environ, **env, "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", "8", "--population", "2",
+           "--grace-period", "1", "--reduction-factor", "2", "--storage-path", f"s3://{BUCKET}/searches",
+           "--name", "promoted", "--best-args", str(tmp_path / "best.yaml"), "--n-epochs", "2", "--verbose", "0"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    prefix = "searches/promoted/"
+    names = {k[len(prefix):] for k in keys(client, prefix)}
+    journal = client.get_object(Bucket=BUCKET, Key=prefix + "rungs.jsonl")["Body"].read().decode()
+    events = [json.loads(line) for line in journal.splitlines()]
+    jobs = [e["id"] for e in events if e["event"] == "job"]
+    promoted = {c for e in events if e["event"] == "job" and e["start"] > 0 for c in e["configs"]}
+    assert events[-1]["event"] == "end" and promoted
+    assert {f"jobs/{job}.json" for job in jobs} <= names
+    assert all(any(n.startswith(f"members/{config}/after-task") for n in names) for config in promoted)
+    body = client.get_object(Bucket=BUCKET, Key=prefix + "trials.parquet")["Body"].read()
+    rows = pq.read_table(io.BytesIO(body)).to_pylist()
+    assert len(rows) == 8 and any(r["status"] == "completed" for r in rows)

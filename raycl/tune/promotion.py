@@ -135,6 +135,9 @@ class CostModel:
     def measured(self, structure: str) -> bool:
         return structure in self._sums
 
+    def structures(self) -> list[str]:
+        return list(self._sums)
+
     def overhead(self) -> float:
         """The fixed cost of a step in members' worth (a / b of t = a + b P), fitted by least squares
         per structure on its mean per width, averaged over the structures with two widths or more."""
@@ -229,8 +232,7 @@ class PromotionScheduler:
             return widths.planned
         members = self.seeds
         typical = self._typical_seconds(widths.planned * members)
-        own = self.costs.seconds(structure, widths.planned * members)
-        if typical is None or own is None:
+        if typical is None or not self.costs.measured(structure):
             return widths.planned
         bottom = self.segment_after(0)
         budget = typical * (bottom[1] - bottom[0])
@@ -242,7 +244,7 @@ class PromotionScheduler:
         return best
 
     def _typical_seconds(self, width: int) -> float | None:
-        measured = sorted(s for s in (self.costs.seconds(k, width) for k in self.costs._sums) if s is not None)
+        measured = sorted(self.costs.seconds(k, width) for k in self.costs.structures())
         return measured[len(measured) // 2] if measured else None
 
     def estimated_seconds(self, job: Job) -> float:
