@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from raycl.device import to_device
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
@@ -159,8 +160,9 @@ class Synergy(ReplayPopulationMethod):
             warm = 1.0 - 1.0 / (self.global_step + 1)
             alpha = self.host_member_values("fisher_alpha")
             # The first estimate is taken as it is, later ones smoothed; members not refreshed keep theirs.
-            a = torch.where(self.fisher_updates == 0, torch.zeros_like(alpha), alpha.clamp(max=warm)).to(self.device)
-            flagged = refresh.to(self.device)
+            a = to_device(torch.where(self.fisher_updates == 0, torch.zeros_like(alpha), alpha.clamp(max=warm)),
+                          self.device)
+            flagged = to_device(refresh, self.device)
             self.fisher = [torch.where(per_member_view(flagged, f), per_member_view(a.to(f), f) * f
                                        + per_member_view((1.0 - a).to(f), f) * g, f)
                            for f, g in zip(self.fisher, new)]
