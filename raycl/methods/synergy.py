@@ -27,9 +27,18 @@ from raycl.methods.state import HostTensor
 from raycl.population.nets import StackedLinear, member_sum, only_stacked_linear, per_member_view
 from raycl.population.random import MemberRandom, Stream
 
-# Buffer examples whose per-example gradients are held at once (each a copy of every member's
-# parameters) while the Fisher is estimated on a network without a closed form (the ResNet).
+# While the Fisher is estimated on a network without a closed form (the ResNet), the per-example
+# gradients of a chunk of buffer examples are held at once, each a copy of every member's
+# parameters: as many examples as fit in FISHER_CHUNK_BYTES, at most FISHER_CHUNK, at least one.
 FISHER_CHUNK = 16
+FISHER_CHUNK_BYTES = 1 << 29
+
+
+def fisher_chunk(gradient_bytes: int, budget: int | None = None) -> int:
+    """Buffer examples per chunk when one example's gradients (every member's) take ``gradient_bytes``,
+    within ``budget`` bytes (default FISHER_CHUNK_BYTES)."""
+    budget = FISHER_CHUNK_BYTES if budget is None else budget
+    return max(1, min(FISHER_CHUNK, budget // max(1, gradient_bytes)))
 
 
 @dataclasses.dataclass
@@ -76,7 +85,7 @@ class Synergy(ReplayPopulationMethod):
 
     def _per_example_fisher(self, x, y, weight) -> list[torch.Tensor]:
         """Per-example gradients of every member at once (torch.func over the population network,
-        one example per member per call), FISHER_CHUNK examples at a time."""
+        one example per member per call), :func:`fisher_chunk` examples at a time."""
         model = self.ema.model
         params = {n: t.detach() for n, t in model.named_parameters()}
         buffers = dict(model.named_buffers())
@@ -87,9 +96,10 @@ class Synergy(ReplayPopulationMethod):
 
         per_example = vmap(grad(loss), in_dims=(None, 1, 1))
         sums = {n: torch.zeros_like(t) for n, t in params.items()}
-        for start in range(0, x.shape[1], FISHER_CHUNK):
-            grads = per_example(params, x[:, start:start + FISHER_CHUNK], y[:, start:start + FISHER_CHUNK])
-            w = weight[:, start:start + FISHER_CHUNK].t()  # [chunk, P]
+        chunk = fisher_chunk(sum(t.numel() * t.element_size() for t in params.values()))
+        for start in range(0, x.shape[1], chunk):
+            grads = per_example(params, x[:, start:start + chunk], y[:, start:start + chunk])
+            w = weight[:, start:start + chunk].t()  # [chunk, P]
             for name, g in grads.items():  # g [chunk, P, ...]
                 sums[name] += (g.pow(2) * w.view(*w.shape, *[1] * (g.dim() - 2))).sum(0)
         return [sums[n] / x.shape[1] for n in params]
