@@ -44,6 +44,12 @@ and exits 2.
 
     python launch/benchmark.py --gpu
 
+--member-memory prints the bytes a member costs where they grew with the data (launch/memory_benchmark.py):
+gen_replay's generator training on a perm-mnist task, VIB's simple replay after 20 tasks, SYNERgy's
+per-example Fisher on resnet18; measured at P = 2 on the CPU and scaled to P = 256 (16 for resnet18).
+
+    python launch/benchmark.py --member-memory --data-root ../shared/data
+
 --stacked-convs runs only the ResNet population section (launch/conv_benchmark.py): DER++ steps of
 a 20-filter ResNet-18 at P = 1, 4, 16 (--convs-populations), stacked against the member loop and
 against P runs one at a time, with peak RSS; then 4 seeds of DER++ on generated seq-cifar10
@@ -297,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="population sizes of --gpu's seq-mnist MLP figures (default 1 16 64 256)")
     parser.add_argument("--gpu-resnet-populations", type=int, nargs="+", default=[1, 4, 16], metavar="P",
                         help="population sizes of --gpu's ResNet figures (default 1 4 16)")
+    parser.add_argument("--member-memory", action="store_true",
+                        help="only the bytes per member of gen_replay, VIB's replay and SYNERgy's Fisher "
+                             "(launch/memory_benchmark.py; needs MNIST)")
     parser.add_argument("--stacked-convs", action="store_true",
                         help="only the stacked ResNet population section (launch/conv_benchmark.py)")
     parser.add_argument("--convs-populations", type=int, nargs="+", default=[1, 4, 16], metavar="P",
@@ -307,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="generated CIFAR-10 images a task of --stacked-convs' target row (default 1000; "
                              "0 skips the row)")
     args = parser.parse_args(argv)
+    if args.member_memory:
+        import memory_benchmark
+
+        return memory_benchmark.main(args.data_root)
     if args.stacked_convs:
         import conv_benchmark
 
