@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from raycl.cli import add_hyperparameter_flags
-from raycl.device import resolve_device
+from raycl.device import cuda_problem, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,6 +71,11 @@ def test_train_writes_json_with_seeds_and_settings(tmp_path):
     out = tmp_path / "run.json"
     proc = run_cli("train.py", "--method", "derpp", "--dataset", "seq-digits", "--lr", "0.1", "--buffer-size", "100",
                    "--seeds", "2", "--json", str(out), "--threads", "1")
+    named = os.environ["RAYCL_DEVICE"]
+    if named.startswith("cuda") and cuda_problem() is not None:  # the suite run with RAYCL_DEVICE=cuda on a CPU
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [
+            f"error: device {named!r} asked for, but {cuda_problem()}; or use cpu"]
+        return
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     assert doc["method"] == "derpp" and doc["dataset"] == "seq-digits" and doc["seeds"] == [0, 1]
