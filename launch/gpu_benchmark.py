@@ -204,8 +204,8 @@ def stacked_resnet_rows(bench, backbone: str, sizes: Sizes, device, memory: Memo
                 continue  # the same run as the stacked one
             seconds = times[size, mode] = _conv_seconds(bench, size, mode, sizes, device, memory)
             base = times.get((sizes.resnet_populations[0], "stacked"), seconds)
-            print(f"P={size:4} {mode:>14} {seconds:8.2f} s  {seconds / base:6.2f}x  share {memory.share_gib():6.2f} GiB",
-                  flush=True)
+            print(f"P={size:4} {mode:>14} {seconds:8.2f} s  {seconds / base:6.2f}x  share "
+                  f"{memory.share_gib():6.2f} GiB", flush=True)
     first, last = sizes.resnet_populations[0], sizes.resnet_populations[-1]
     if first != last and (first, "stacked") in times and (last, "stacked") in times:
         print(f"stacked P={last} / P={first}: {times[last, 'stacked'] / times[first, 'stacked']:.2f}x "
@@ -293,7 +293,8 @@ def main(data_root: str | None, mlp_sizes=None, resnet_sizes=None, device_name: 
             mnist, mnist_kind = digits, "seq-digits in place of seq-mnist"
             cifar = load_benchmark("seq-cifar10", write_cifar10(scratch / "cifar", images_per_batch=QUICK_IMAGES // 2),
                                    backbone="reduced-resnet18")
-            cifar_kind, backbone = f"{QUICK_IMAGES // 2} random images a batch file, reduced-resnet18", "reduced-resnet18"
+            backbone = "reduced-resnet18"
+            cifar_kind = f"{QUICK_IMAGES // 2} random images a batch file, {backbone}"
             conv_bench = cifar
         else:
             mnist, mnist_kind = _benchmark("seq-mnist", data_root, scratch)
@@ -328,7 +329,8 @@ def main(data_root: str | None, mlp_sizes=None, resnet_sizes=None, device_name: 
         full = steady_row(mnist, "derpp", sizes.full, device, memory, DERPP, max(2, sizes.timed_tasks))
         shrinking = steady_row(mnist, "derpp", sizes.full, device, memory, DERPP, max(2, sizes.timed_tasks),
                                shrink_to=sizes.shrunk)
-        print(f"kept full at {sizes.full:4}:        {full.member_tasks_per_s:8.3f} member-tasks/s  ({full.seconds:.1f} s)")
+        print(f"kept full at {sizes.full:4}:        {full.member_tasks_per_s:8.3f} member-tasks/s  "
+              f"({full.seconds:.1f} s)")
         print(f"{sizes.full} -> {sizes.shrunk} at the rung: {shrinking.member_tasks_per_s:8.3f} member-tasks/s  "
               f"({shrinking.seconds:.1f} s; {shrinking.member_tasks_per_s / full.member_tasks_per_s:.2f}x of full)",
               flush=True)

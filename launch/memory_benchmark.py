@@ -93,7 +93,8 @@ def _synergy(members: int, data_root: str | None) -> dict:
     weight = torch.rand(members, 32)
     start = _reset_peak()
     method._per_example_fisher(x, y, weight)
-    return {"peak_bytes": (_peak_kib() - start) * 1024, "chunk": chunk, "member_parameter_bytes": gradient_bytes // members,
+    return {"peak_bytes": (_peak_kib() - start) * 1024, "chunk": chunk,
+            "member_parameter_bytes": gradient_bytes // members,
             "chunk_at_16": (synergy.fisher_chunk(16 * gradient_bytes // members)
                             if hasattr(synergy, "fisher_chunk") else synergy.FISHER_CHUNK)}
 
@@ -121,16 +122,17 @@ def main(data_root: str | None, members: int = 2) -> int:
           f"-> P=256: {256 * kept / 2**30:6.2f} GiB", flush=True)
     r = _in_child("synergy", members, data_root)
     gradient = r["member_parameter_bytes"]
-    print(f"synergy resnet18 per-example Fisher, chunk {r['chunk']} at P={members}: peak {r['peak_bytes'] / members / MIB:8.1f} "
-          f"MiB per member (the gradients {r['chunk'] * gradient / MIB:.1f} of it)", flush=True)
+    print(f"synergy resnet18 per-example Fisher, chunk {r['chunk']} at P={members}: peak "
+          f"{r['peak_bytes'] / members / MIB:8.1f} MiB per member (the gradients {r['chunk'] * gradient / MIB:.1f} of it)",
+          flush=True)
     if r["chunk_at_16"] == 1:
         one = _in_child("synergy-one", members, data_root)["peak_bytes"] / members
         print(f"synergy resnet18 per-example Fisher, chunk 1 (as at P=16): peak {one / MIB:8.1f} MiB per member -> "
               f"P=16: {16 * one / 2**30:6.2f} GiB", flush=True)
     else:
         per_example = r["peak_bytes"] / members / r["chunk"]
-        print(f"synergy resnet18 at P=16 takes chunk {r['chunk_at_16']}: about {r['chunk_at_16'] * per_example / MIB:.1f} "
-              f"MiB per member (peak per example held, scaled) -> P=16: "
+        print(f"synergy resnet18 at P=16 takes chunk {r['chunk_at_16']}: about "
+              f"{r['chunk_at_16'] * per_example / MIB:.1f} MiB per member (peak per example held, scaled) -> P=16: "
               f"{16 * r['chunk_at_16'] * per_example / 2**30:6.2f} GiB", flush=True)
     return 0
 

@@ -188,7 +188,8 @@ def test_a_gpu_share_leaves_its_context_out_of_the_allocator_cap(monkeypatch):
                                          r"the 1.0 GiB a process's CUDA context takes; use a larger --gpus-per-trial"):
         devices.capped_fraction(0.05, 16 * gib)
     caps = []
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(total_memory=80 * gib))
+    properties = types.SimpleNamespace(total_memory=80 * gib)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: properties)
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device: caps.append((f, device)))
     devices.cap_memory(torch.device("cuda", 1), 0.25)
     devices.cap_memory(torch.device("cuda", 1), 1.0)  # a whole GPU: no cap
@@ -268,7 +269,8 @@ def fake_cuda(monkeypatch, *, driver, error=None, built_for="13.0"):
     ("418.1", "The NVIDIA driver on your system is too old (found version 10010)", "13.0",
      "fix: upgrade the NVIDIA driver to >= 525 (CUDA 12 wheels) or >= 580 (CUDA 13)"),
     ("580.65.06", "No CUDA GPUs are available", "13.0",
-     "fix: the driver fits this torch: check that the GPU is visible to this process (nvidia-smi, CUDA_VISIBLE_DEVICES)"),
+     "fix: the driver fits this torch: check that the GPU is visible to this process (nvidia-smi, "
+     "CUDA_VISIBLE_DEVICES)"),
     ("550.54.15", None, None, "CUDA unusable: torch 2.14.1+cu130 is built without CUDA (torch.version.cuda None); "
                               "NVIDIA driver 550.54.15; fix: pip install torch==2.14.1 --index-url "
                               "https://download.pytorch.org/whl/cu126"),
@@ -280,7 +282,8 @@ def test_unusable_cuda_is_one_line_naming_the_driver_torchs_cuda_and_the_fix(mon
     fake_cuda(monkeypatch, driver=driver, error=error, built_for=built_for)
     problem = devices.cuda_problem()
     assert "\n" not in problem and expected in problem
-    assert f"NVIDIA driver {driver or 'not found'}" in problem and f"torch.version.cuda{'' if built_for else ' None'}" in problem
+    assert f"NVIDIA driver {driver or 'not found'}" in problem
+    assert f"torch.version.cuda{'' if built_for else ' None'}" in problem
     monkeypatch.delenv(devices.REQUIRE_CUDA, raising=False)
     device, why = devices.auto_device()
     assert device == torch.device("cpu") and why == f"device auto: cpu ({problem})"
