@@ -22,3 +22,17 @@ def test_every_method_trains_two_tasks_in_bf16(few_digits, method):
     assert {t.dtype for t in state_tensors(run.method.state_dict()) if t.is_floating_point()} == {torch.float32}
     # Every member learned the first task (two classes: chance is 50; they reach 95 to 100).
     assert run.val["task_il"][:, 0, 0].min() > 75.0
+
+
+# The methods with a path of their own through a stacked ResNet (batch norm, per-example gradients,
+# moving averages of its statistics), on the reduced ResNet.
+RESNET = ["clser", "derpp", "ewc", "mer", "synergy"]
+RESNET_FEW = {"n_epochs": 1, "batch_size": 2, "minibatch_size": 2, "buffer_size": 4, "batches_per_example": 1}
+
+
+@pytest.mark.parametrize("method", RESNET)
+def test_methods_train_a_stacked_resnet_in_bf16(tiny_cifar, method):
+    values = {k: v for k, v in RESNET_FEW.items() if k in param_specs(get_method(method).Config)}
+    run = train_tasks(population(tiny_cifar, method, "cpu", precision="bf16", values=values), 2)
+    assert run.next_task == 2 and not run.diverged
+    assert {t.dtype for t in state_tensors(run.method.state_dict()) if t.is_floating_point()} == {torch.float32}

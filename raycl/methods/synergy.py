@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from raycl.device import to_device
+from raycl.device import full_precision, to_device
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
@@ -166,7 +166,8 @@ class Synergy(ReplayPopulationMethod):
         refresh = (coins[:, 1] < self.host_member_values("fisher_update_freq").double()) & (self.host_member_values("penalty_weight") > 0)
         if replay is not None and bool(refresh.any()):
             stored = self.buffer.all()
-            new = self._estimate_fisher(self.augment(stored.x), stored.y)
+            with full_precision(self.device):  # squared gradients, like a backward pass; vmap's batch norm needs it
+                new = self._estimate_fisher(self.augment(stored.x), stored.y)
             warm = 1.0 - 1.0 / (self.global_step + 1)
             alpha = self.host_member_values("fisher_alpha")
             # The first estimate is taken as it is, later ones smoothed; members not refreshed keep theirs.
