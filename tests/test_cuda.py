@@ -69,6 +69,17 @@ def test_every_method_trains_in_bf16_with_float32_weights(digits, method):
 
 
 @needs_cuda
+@pytest.mark.parametrize("method", ["clser", "derpp", "ewc", "mer", "synergy"])
+def test_methods_train_a_stacked_resnet_in_bf16_on_cuda(tiny_cifar, method):
+    values = {"n_epochs": 1, "batch_size": 2, "minibatch_size": 2, "buffer_size": 4}
+    if method == "mer":
+        values["batches_per_example"] = 1
+    run = train_tasks(population(tiny_cifar, method, CUDA, precision="bf16", values=values), 2)
+    assert run.next_task == 2 and not run.diverged
+    assert {t.dtype for t in state_tensors(run.method.state_dict()) if t.is_floating_point()} == {torch.float32}
+
+
+@needs_cuda
 @pytest.mark.parametrize("method", ["derpp", "vib"])
 def test_float64_on_cuda_matches_the_cpu(digits, method):
     cpu = train_tasks(population(digits, method, "cpu", dtype=torch.float64), digits.n_tasks)
