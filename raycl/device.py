@@ -203,7 +203,7 @@ def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A host tensor (drawn or decided on the host) on ``device`` without the host waiting for the
     copy: on CUDA through page-locked memory and a ``non_blocking`` copy (from pageable memory the
     copy blocks); elsewhere the plain copy (on the CPU the tensor itself)."""
-    if device.type == "cuda":
+    if device.type == "cuda" and host.device.type == "cpu":
         return host.pin_memory().to(device, non_blocking=True)
     return host.to(device, non_blocking=device.type != "cpu")
 
