@@ -45,12 +45,23 @@ whether the decisions agree.
 
     python launch/benchmark.py --runs --chf 0.2 0.03
 
---gpu runs the GPU path's checks and figures on one CUDA device (launch/gpu_benchmark.py): every
-method on CUDA, float64 CUDA against CPU, resumes across devices, member-steps per second and peak
-memory by population size for the MLP and the ResNet, fp32 against bf16. Without CUDA it says so
-and exits 2.
+--gpu runs the GPU path's checks and figures on one CUDA device (launch/gpu_benchmark.py), with
+torch alone (no Ray, no Optuna): every method on CUDA, float64 CUDA against CPU, resumes across
+devices, then in steady state (a warm-up task, then timed tasks) member-steps per second and the
+memory a GPU share needs by population size for the MLP and the ResNet, the stacked ResNet's
+layouts and fp32 against TF32, fp32 against bf16, and a population kept full against one shrinking
+from 256 to 64 at a rung. Where CUDA does not work it ends at once with one line naming the NVIDIA
+driver, torch's CUDA version and the fix, exit 2. --device cpu --quick runs the same code at toy
+sizes on the CPU (a smoke test).
 
     python launch/benchmark.py --gpu
+    python launch/benchmark.py --gpu --device cpu --quick
+
+--member-memory prints the bytes a member costs where they grew with the data (launch/memory_benchmark.py):
+gen_replay's generator training on a perm-mnist task, VIB's simple replay after 20 tasks, SYNERgy's
+per-example Fisher on resnet18; measured at P = 2 on the CPU and scaled to P = 256 (16 for resnet18).
+
+    python launch/benchmark.py --member-memory --data-root ../shared/data
 
 --stacked-convs runs only the ResNet population section (launch/conv_benchmark.py): DER++ steps of
 a 20-filter ResNet-18 at P = 1, 4, 16 (--convs-populations), stacked against the member loop and
@@ -329,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population-runs", nargs="+", default=["seq-mnist-derpp-500"], choices=sorted(RUNS),
                         metavar="RUN", help="the runs of --population (default seq-mnist-derpp-500; "
                                             f"allowed: {', '.join(sorted(RUNS))})")
-    parser.add_argument("--device", default=None, help="torch device of the --population runs (default cpu)")
+    parser.add_argument("--device", default=None,
+                        help="torch device of the --population runs (default cpu) and of --gpu (default cuda)")
     parser.add_argument("--full-populations", type=int, default=0, metavar="N",
                         help="time an N-sample seq-mnist DER++ 500 search with --population 1 and auto: wall, "
                              "task-trainings, slot use, tail (default: skip)")
@@ -339,10 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chf-method", default="derpp", help="method of --chf (default derpp)")
     parser.add_argument("--gpu", action="store_true",
                         help="only the GPU path's checks and figures on one CUDA device (exit 2 without one)")
-    parser.add_argument("--gpu-mlp-populations", type=int, nargs="+", default=[1, 16, 64, 256], metavar="P",
+    parser.add_argument("--gpu-mlp-populations", type=int, nargs="+", default=None, metavar="P",
                         help="population sizes of --gpu's seq-mnist MLP figures (default 1 16 64 256)")
-    parser.add_argument("--gpu-resnet-populations", type=int, nargs="+", default=[1, 4, 16], metavar="P",
+    parser.add_argument("--gpu-resnet-populations", type=int, nargs="+", default=None, metavar="P",
                         help="population sizes of --gpu's ResNet figures (default 1 4 16)")
+    parser.add_argument("--quick", action="store_true",
+                        help="--gpu at toy sizes (with --device cpu: a smoke test of the command on a CPU)")
+    parser.add_argument("--member-memory", action="store_true",
+                        help="only the bytes per member of gen_replay, VIB's replay and SYNERgy's Fisher "
+                             "(launch/memory_benchmark.py; needs MNIST)")
     parser.add_argument("--stacked-convs", action="store_true",
                         help="only the stacked ResNet population section (launch/conv_benchmark.py)")
     parser.add_argument("--convs-populations", type=int, nargs="+", default=[1, 4, 16], metavar="P",
@@ -353,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="generated CIFAR-10 images a task of --stacked-convs' target row (default 1000; "
                              "0 skips the row)")
     args = parser.parse_args(argv)
+    if args.member_memory:
+        import memory_benchmark
+
+        return memory_benchmark.main(args.data_root)
     if args.stacked_convs:
         import conv_benchmark
 
@@ -361,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu:
         import gpu_benchmark
 
-        return gpu_benchmark.main(args.data_root, args.gpu_mlp_populations, args.gpu_resnet_populations)
+        return gpu_benchmark.main(args.data_root, args.gpu_mlp_populations, args.gpu_resnet_populations,
+                                  args.device or "cuda", quick=args.quick)
     if args.runs:
         measure_runs(args)
     if args.population:

@@ -64,9 +64,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def derpp_step_seconds(bench, size: int, mode: str, steps: int, device: torch.device | str) -> float:
-    """Seconds of ``steps`` DER++ steps of ``size`` members as ``mode`` (one of MODES), after one
-    untimed step per population (which also puts examples in its buffer)."""
+def derpp_step_seconds(bench, size: int, mode: str, steps: int, device: torch.device | str, warmup: int = 1) -> float:
+    """Seconds of ``steps`` DER++ steps of ``size`` members as ``mode`` (one of MODES), after ``warmup``
+    untimed steps per population (which also put examples in its buffer)."""
     device = torch.device(device)
     groups = [list(range(size))] if mode != "one at a time" else [[seed] for seed in range(size)]
     loop = member_loop_only() if mode == "member loop" else contextlib.nullcontext()
@@ -79,8 +79,8 @@ def derpp_step_seconds(bench, size: int, mode: str, steps: int, device: torch.de
         data = MemberInputs([bench], [0] * len(seeds), 0, "train", device, torch.float32)
         batch = method.config.batch_size
         starts = range(0, data.n - batch + 1, batch)
-        for k in range(steps + 1):
-            if k == 1:
+        for k in range(warmup + steps):
+            if k == warmup:
                 _synchronize(device)
                 began = time.perf_counter()
             first = starts[k % len(starts)]

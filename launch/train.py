@@ -26,7 +26,7 @@ import torch
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters, method_help, requested_method
 from raycl.cli import add_benchmark_flags, given_benchmark_options
 from raycl.data import benchmark_names, load_benchmark
-from raycl.device import PRECISIONS, apply_precision, resolve_device
+from raycl.device import PRECISIONS, apply_precision, auto_device, resolve_device
 from raycl.errors import RayclError
 from raycl.files import atomic_write_text, load_best_args, read_yaml
 from raycl.files import load_best_args_provenance
@@ -69,7 +69,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="OUT", default=None,
                         help="write config, per-seed and mean ± std accuracies (percent) to OUT")
     parser.add_argument("--device", default=os.environ.get("RAYCL_DEVICE", "auto"),
-                        help="where to train: auto (cuda if this machine has a GPU, else cpu), cpu, cuda or "
+                        help="where to train: auto (cuda where CUDA works, else cpu, saying why), cpu, cuda or "
                              "cuda:N (default $RAYCL_DEVICE, else auto)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32 (exact), tf32 (TF32 matrix products and convolutions on a GPU, fp32 on CPUs) "
@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.seeds < 1:
         raise RayclError(f"--seeds must be at least 1, got {args.seeds}")
-    device = resolve_device(args.device)
+    if args.device == "auto":
+        device, why = auto_device()
+        log.info("%s", why)
+    else:
+        device = resolve_device(args.device)
     dataset = args.dataset or (_dataset_from_best_args(args.load_best_args) if args.load_best_args else "seq-digits")
     values = {}
     given = given_hyperparameters(args, args.method)

@@ -6,11 +6,14 @@ devices it compares, so the same code runs CPU against CPU in the ordinary suite
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import traceback
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from raycl.data import Benchmark
 from raycl.methods import make_config
@@ -85,3 +88,49 @@ def resumed_gap(benchmark: Benchmark, method: str, source: torch.device | str, t
     second, devices = moved(first, target)
     train_tasks(second, tasks - 1)
     return largest_gap(whole, second), devices
+
+
+@dataclasses.dataclass(frozen=True)
+class HostCopy:
+    """One copy of a host tensor to another device: whether the host went on without waiting for
+    it (``non_blocking``), whether its source was page-locked, and the raycl line that made it."""
+
+    non_blocking: bool
+    pinned: bool
+    shape: tuple[int, ...]
+    where: str
+
+
+def _raycl_caller() -> str:
+    """The innermost raycl line on the stack outside this module (where a copy was asked for)."""
+    for frame in reversed(traceback.extract_stack()):
+        if "/raycl/" in frame.filename and not frame.filename.endswith("device_checks.py"):
+            return f"{frame.filename.rsplit('/raycl/', 1)[1]}:{frame.lineno} {frame.line}"
+    return "outside raycl"
+
+
+class HostCopies(TorchDispatchMode):
+    """While active, records every copy of a host (CPU) tensor to another device (``.to``,
+    ``copy_``) as a :class:`HostCopy`: on a GPU a copy that is not ``non_blocking`` from pinned
+    memory makes the host wait for the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies: list[HostCopy] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and kwargs.get("device") is not None:
+            source, target, non_blocking = args[0], torch.device(kwargs["device"]), kwargs.get("non_blocking", False)
+        elif func is torch.ops.aten.copy_.default:
+            source, target = args[1], args[0].device
+            non_blocking = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
+        else:
+            return func(*args, **kwargs)
+        if source.device.type == "cpu" and target.type != "cpu":
+            self.copies.append(HostCopy(bool(non_blocking), source.is_pinned(), tuple(source.shape), _raycl_caller()))
+        return func(*args, **kwargs)
+
+    def waiting(self, pinned: bool) -> list[HostCopy]:
+        """The copies the host waits for: not ``non_blocking`` or, with ``pinned``, from pageable memory."""
+        return [c for c in self.copies if not c.non_blocking or (pinned and not c.pinned)]

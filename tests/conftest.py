@@ -137,3 +137,17 @@ def assert_resumes_identically():
             assert np.array_equal(whole.test[setting], second.result(0).test[setting], equal_nan=True), setting
 
     return check
+
+
+@pytest.fixture(scope="session")
+def few_digits(digits):
+    """The first two tasks of seq-digits with 80 training and 20 validation and test images each:
+    enough for every method to learn the first and replay on the second, in well under a second."""
+    import dataclasses
+
+    def cut(task):
+        return dataclasses.replace(task, train_x=task.train_x[:80], train_y=task.train_y[:80],
+                                   val_x=task.val_x[:20], val_y=task.val_y[:20],
+                                   test_x=task.test_x[:20], test_y=task.test_y[:20])
+
+    return dataclasses.replace(digits, tasks=[cut(t) for t in digits.tasks[:2]])

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from raycl.cli import add_hyperparameter_flags
+from raycl.device import cuda_problem, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,12 +71,17 @@ def test_train_writes_json_with_seeds_and_settings(tmp_path):
     out = tmp_path / "run.json"
     proc = run_cli("train.py", "--method", "derpp", "--dataset", "seq-digits", "--lr", "0.1", "--buffer-size", "100",
                    "--seeds", "2", "--json", str(out), "--threads", "1")
+    named = os.environ["RAYCL_DEVICE"]
+    if named.startswith("cuda") and cuda_problem() is not None:  # the suite run with RAYCL_DEVICE=cuda on a CPU
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [
+            f"error: device {named!r} asked for, but {cuda_problem()}; or use cpu"]
+        return
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     assert doc["method"] == "derpp" and doc["dataset"] == "seq-digits" and doc["seeds"] == [0, 1]
     assert doc["config"]["lr"] == 0.1 and doc["config"]["buffer_size"] == 100
-    # --device auto: the GPU where this machine has one, else the CPU; fp32 unless told.
-    assert doc["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and doc["precision"] == "fp32"
+    # The suite's $RAYCL_DEVICE (conftest: cpu unless the environment names another); fp32 unless told.
+    assert doc["device"] == str(resolve_device(os.environ["RAYCL_DEVICE"])) and doc["precision"] == "fp32"
     for split in ("test", "val"):
         for setting in ("class_il", "task_il"):
             entry = doc[split][setting]
@@ -109,9 +115,15 @@ def test_load_best_args_and_flags_override(tmp_path):
                    {"objective": 90.0})
     out = tmp_path / "run.json"
     proc = run_cli("train.py", "--method", "derpp", "--load-best-args", str(best), "--beta", "0.7",
-                   "--json", str(out), "--threads", "1")
+                   "--json", str(out), "--threads", "1", "--device", "auto")
     assert proc.returncode == 0, proc.stderr
-    config = json.loads(out.read_text())["config"]
+    # --device auto says in one line what it chose and why (CUDA, or what stops it).
+    doc = json.loads(out.read_text())
+    chosen = [line for line in proc.stderr.splitlines() if line.startswith("device auto: ")]
+    assert len(chosen) == 1 and chosen[0].startswith(f"device auto: {doc['device']} (")
+    if doc["device"] == "cpu":
+        assert "CUDA unusable: " in chosen[0] and str(torch.version.cuda) in chosen[0] and "fix: " in chosen[0]
+    config = doc["config"]
     assert config["lr"] == 0.05 and config["alpha"] == 0.3 and config["beta"] == 0.7
     assert config["buffer_size"] == 100
 

@@ -175,3 +175,144 @@ def test_cohorts_branches_and_schedules_train_where_and_as_told(digits):
     branches = Branches(digits, "sgd", make_config("sgd", {"n_epochs": 1}, digits.defaults), 0, device="cpu",
                         precision="tf32")
     assert fork(branches.chosen, 3).precision == "tf32"
+
+
+# ----- a GPU share holds its members and its CUDA context ------------------------------------------
+def test_a_gpu_share_leaves_its_context_out_of_the_allocator_cap(monkeypatch):
+    from raycl import device as devices
+
+    gib = 2**30
+    assert devices.capped_fraction(0.25, 80 * gib) == pytest.approx((20 - 1) / 80)  # 1 GiB for the context
+    assert devices.capped_fraction(0.5, 16 * gib, margin_bytes=2 * gib) == pytest.approx(6 / 16)
+    with pytest.raises(RayclError, match=r"^a share of 0.05 of a GPU of 16.0 GiB leaves nothing for PyTorch after "
+                                         r"the 1.0 GiB a process's CUDA context takes; use a larger --gpus-per-trial"):
+        devices.capped_fraction(0.05, 16 * gib)
+    caps = []
+    properties = types.SimpleNamespace(total_memory=80 * gib)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: properties)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device: caps.append((f, device)))
+    devices.cap_memory(torch.device("cuda", 1), 0.25)
+    devices.cap_memory(torch.device("cuda", 1), 1.0)  # a whole GPU: no cap
+    devices.cap_memory(torch.device("cpu"), 0.25)
+    assert caps == [(pytest.approx(19 / 80), torch.device("cuda", 1))]
+
+
+def test_population_widths_scale_with_the_share_of_a_gpu():
+    from raycl.tune.options import SearchOptions
+    from raycl.tune.placement import share_scaled_limit
+    from raycl.tune.search import cohort_size
+
+    assert [share_scaled_limit(256, g) for g in (0, 1, 0.5, 0.25, 0.3, 0.001)] == [256, 256, 128, 64, 76, 1]
+    assert [share_scaled_limit(16, g) for g in (0.25, 1 / 3, 0.1)] == [4, 5, 1]
+
+    def auto(gpus, convolutional=False, seeds=1):
+        options = SearchOptions(method="derpp", samples=4000, gpus_per_trial=gpus, trial_seeds=seeds)
+        return cohort_size(options, slots=1, convolutional=convolutional)[0]
+
+    assert [auto(1), auto(0.5), auto(0.25), auto(0.25, seeds=2)] == [256, 128, 64, 32]
+    assert [auto(1, True), auto(0.25, True), auto(0.1, True)] == [16, 4, 1]
+
+
+# ----- GPU checks that fail loudly, --device auto that says why ------------------------------------
+def test_host_values_reach_a_cuda_device_pinned_and_without_blocking(monkeypatch):
+    """raycl.device.to_device's CUDA path, followed through its calls: page-locking needs a CUDA
+    driver, so on this CPU the pinned tensor is a stand-in that records the copy asked of it."""
+    from raycl.device import to_device
+
+    calls = []
+
+    class Pinned:
+        def to(self, device, non_blocking=False):
+            calls.append(("copy", device, non_blocking))
+            return "on the device"
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append(("pin", tuple(self.shape))) or Pinned())
+    assert to_device(torch.ones(3), torch.device("cuda", 0)) == "on the device"
+    assert calls == [("pin", (3,)), ("copy", torch.device("cuda", 0), True)]
+    calls.clear()
+    host = torch.rand(2, 5, dtype=torch.float64)
+    assert to_device(host, torch.device("cpu")) is host and calls == []  # the CPU keeps its tensor: same numbers
+
+
+def fake_cuda(monkeypatch, *, driver, error=None, built_for="13.0"):
+    """This process as one on a host with NVIDIA ``driver`` (None: none) and torch built for CUDA
+    ``built_for`` whose CUDA fails to start with ``error`` (None: CUDA works)."""
+    from raycl import device as devices
+
+    def init():
+        if error:
+            raise RuntimeError(error)
+
+    monkeypatch.setattr(devices, "driver_version", lambda: driver)
+    monkeypatch.setattr(torch.version, "cuda", built_for)
+    monkeypatch.setattr(torch, "__version__", "2.14.1+cu130")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: error is None and built_for is not None)
+    monkeypatch.setattr(torch.cuda, "init", init)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    if error is None:  # the probe tensor cannot be made on this CPU: the one seam
+        monkeypatch.setattr(devices, "_probe_cuda", lambda: None)
+
+
+@pytest.mark.parametrize("driver, error, built_for, expected", [
+    ("550.54.15", "The NVIDIA driver on your system is too old (found version 12040). Please update your GPU driver",
+     "13.0", "CUDA unusable: The NVIDIA driver on your system is too old (found version 12040); NVIDIA driver "
+             "550.54.15, torch 2.14.1+cu130 built for CUDA 13.0 (torch.version.cuda; needs driver >= 580); fix: "
+             "pip install torch==2.14.1 --index-url https://download.pytorch.org/whl/cu126 (CUDA 12 wheels run on "
+             "driver >= 525; where that index lacks 2.14.1, its newest torch), or upgrade the driver to >= 580"),
+    (None, "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and installed a driver",
+     "13.0", "CUDA unusable: Found no NVIDIA driver on your system; NVIDIA driver not found, torch 2.14.1+cu130 built "
+             "for CUDA 13.0 (torch.version.cuda; needs driver >= 580); fix: install the NVIDIA driver (>= 580 for "
+             "CUDA 13 wheels; >= 525 for CUDA 12 ones: pip install torch==2.14.1 --index-url "
+             "https://download.pytorch.org/whl/cu126)"),
+    ("470.82.01", "The NVIDIA driver on your system is too old (found version 11040)", "13.0",
+     "fix: pip install torch==2.14.1 --index-url https://download.pytorch.org/whl/cu118"),
+    ("418.1", "The NVIDIA driver on your system is too old (found version 10010)", "13.0",
+     "fix: upgrade the NVIDIA driver to >= 525 (CUDA 12 wheels) or >= 580 (CUDA 13)"),
+    ("580.65.06", "No CUDA GPUs are available", "13.0",
+     "fix: the driver fits this torch: check that the GPU is visible to this process (nvidia-smi, "
+     "CUDA_VISIBLE_DEVICES)"),
+    ("550.54.15", None, None, "CUDA unusable: torch 2.14.1+cu130 is built without CUDA (torch.version.cuda None); "
+                              "NVIDIA driver 550.54.15; fix: pip install torch==2.14.1 --index-url "
+                              "https://download.pytorch.org/whl/cu126"),
+])
+def test_unusable_cuda_is_one_line_naming_the_driver_torchs_cuda_and_the_fix(monkeypatch, driver, error, built_for,
+                                                                              expected):
+    from raycl import device as devices
+
+    fake_cuda(monkeypatch, driver=driver, error=error, built_for=built_for)
+    problem = devices.cuda_problem()
+    assert "\n" not in problem and expected in problem
+    assert f"NVIDIA driver {driver or 'not found'}" in problem
+    assert f"torch.version.cuda{'' if built_for else ' None'}" in problem
+    monkeypatch.delenv(devices.REQUIRE_CUDA, raising=False)
+    device, why = devices.auto_device()
+    assert device == torch.device("cpu") and why == f"device auto: cpu ({problem})"
+    monkeypatch.setenv(devices.REQUIRE_CUDA, "1")
+    with pytest.raises(RayclError) as caught:
+        devices.auto_device()
+    assert str(caught.value) == problem
+    with pytest.raises(RayclError, match=re.escape(f"device 'cuda' asked for, but {problem}; or use cpu")):
+        devices.resolve_device("cuda")
+
+
+def test_device_auto_takes_a_working_cuda_and_says_so(monkeypatch):
+    from raycl import device as devices
+
+    fake_cuda(monkeypatch, driver="580.65.06")
+    monkeypatch.setenv(devices.REQUIRE_CUDA, "1")
+    assert devices.cuda_problem() is None
+    devices.require_cuda()
+    assert devices.auto_device() == (torch.device("cuda"), "device auto: cuda (NVIDIA H100 80GB HBM3, torch "
+                                                           "2.14.1+cu130 CUDA 13.0)")
+    assert devices.resolve_device("auto") == torch.device("cuda")
+
+
+def test_this_machine_names_its_missing_cuda(monkeypatch):
+    """No monkeypatching: on a machine without a usable CUDA the line names what is missing."""
+    from raycl import device as devices
+
+    problem = devices.cuda_problem()
+    if problem is None:
+        pytest.skip("CUDA works here")
+    assert problem.startswith("CUDA unusable: ") and "NVIDIA driver " in problem and "fix: " in problem
+    assert str(torch.version.cuda) in problem and "\n" not in problem

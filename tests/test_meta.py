@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from raycl.data import Benchmark
+from raycl.device_checks import HostCopies
 from raycl.methods import METHODS, get_population_method, make_config
 from raycl.methods.base import MemberwiseMethod, PopulationMethod
 from raycl.population.inputs import MemberInputs
@@ -128,6 +129,26 @@ def test_steps_of_a_network_with_batch_norm_run_on_the_meta_device(case, tiny_ci
     method = build(case, tiny_cifar, META)
     train(method, tiny_cifar, 0, META)
     train(method, tiny_cifar, 1, META)
+
+
+@pytest.mark.parametrize("case", cases(False))
+def test_host_drawn_values_reach_the_device_without_the_host_waiting(case, tiny_mlp):
+    """Every host tensor a step copies to the device (coins, decisions, a random stream's new block)
+    is copied ``non_blocking``; on CUDA it also comes from pinned memory (``raycl.device.to_device``,
+    tests/test_devices.py; tests/test_cuda.py checks both on a GPU)."""
+    method = build(case, tiny_mlp, META)
+    copies, observe = HostCopies(), method.observe
+
+    def recorded(*args):
+        with copies:
+            return observe(*args)
+
+    method.observe = recorded
+    train(method, tiny_mlp, 0, META)  # the streams' first blocks are drawn inside the first step
+    train(method, tiny_mlp, 1, META)
+    assert copies.waiting(pinned=False) == []
+    if method_name(case) in ("clser", "synergy"):  # their update coins, every step
+        assert len(copies.copies) >= 2 * STEPS
 
 
 def check_loads_onto_meta(case, bench):

@@ -101,3 +101,37 @@ def test_the_fisher_of_a_network_with_batch_norm_comes_from_per_example_gradient
     assert all(torch.isfinite(f).all() and (f >= 0).all() for f in m.fisher)
     assert all(float(f[p].sum()) > 0 for p in (0, 1) for f in m.fisher[:1])
     assert (m.fisher_updates > 0).all()
+
+
+def test_the_per_example_fisher_holds_as_many_gradients_as_its_memory_budget_allows(tiny_cifar, monkeypatch):
+    """Chunks of buffer examples sized by the bytes of one example's gradients (every member's): the
+    old 16 where they fit, fewer for a wide population of a large network; the same Fisher either way
+    up to the order of the sums."""
+    from raycl.methods import synergy
+
+    mib = 2**20
+    assert synergy.fisher_chunk(8 * mib) == 16  # a small network: the fixed chunk of before, the same numbers
+    assert synergy.fisher_chunk(int(16 * 44.7 * mib)) == 1  # resnet18's 11.2M parameters x 16 members, float32
+    assert synergy.fisher_chunk(100 * mib, budget=350 * mib) == 3
+    values = {"buffer_size": 8, "batch_size": 4, "minibatch_size": 4, "n_epochs": 1, "fisher_update_freq": 1.0}
+    stream = PopulationRun(tiny_cifar, "synergy", [make_config("synergy", values, tiny_cifar.defaults)] * 2, [0, 1])
+    stream.run_task()
+    m = stream.method
+    stored = m.buffer.all()
+    x, y = m.augment(stored.x), stored.y
+    chunks = []
+    per_example = synergy.vmap
+
+    def counting(function, in_dims):
+        batched = per_example(function, in_dims=in_dims)
+        return lambda params, xs, ys: (chunks.append(xs.shape[1]), batched(params, xs, ys))[1]
+
+    monkeypatch.setattr(synergy, "vmap", counting)
+    whole = m._estimate_fisher(x, y)
+    assert chunks == [8]  # the reduced ResNet of two members fits 16 examples: the whole buffer at once
+    chunks.clear()
+    one_example = sum(p.numel() * p.element_size() for p in m.ema.model.parameters())
+    monkeypatch.setattr(synergy, "FISHER_CHUNK_BYTES", 3 * one_example)
+    apart = m._estimate_fisher(x, y)
+    assert chunks == [3, 3, 2]
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-12) for a, b in zip(whole, apart))

@@ -60,3 +60,26 @@ def test_simple_replay_stores_n_replay_per_task_with_soft_targets(digits):
 def test_resuming_from_a_task_boundary_gives_the_same_numbers(digits, assert_resumes_identically):
     cfg = make_config("vib", {"replay_mode": "generative", "beta_1": -0.1}, digits.defaults)
     assert_resumes_identically(digits, "vib", cfg, seed=3)
+
+
+def test_simple_replay_keeps_uint8_bytes_and_replays_the_floats_it_was_given(digits):
+    """Kept as the benchmark's bytes (a quarter of float32's memory, an eighth of float64's) and
+    scaled on the way out: exactly the floats the end of the task drew; a checkpoint written when
+    replay was kept as floats loads into the bytes."""
+    cfg = make_config("vib", {"n_replay": 30}, digits.defaults)
+    stream = PopulationRun(digits, "vib", [cfg, cfg], [0, 1], dtype=torch.float64)
+    method = stream.method
+    given = []
+    soft_targets = method._soft_targets
+    method._soft_targets = lambda x: (given.append(x), soft_targets(x))[1]
+    stream.run_task()
+    stream.run_task()
+    assert method.replay_x.dtype == torch.uint8 and method.replay_x.shape == (2, 60, 64)
+    assert torch.equal(method._scaler(method.replay_x), torch.cat(given, 1))
+    replayed = method._replay_batch(10)[0]
+    assert replayed.dtype == torch.float64 and torch.isin(replayed.flatten(), torch.cat(given, 1).flatten()).all()
+    state = method.state_dict()
+    state["replay_x"] = method._scaler(state["replay_x"])  # as kept before
+    restored = PopulationRun(digits, "vib", [cfg, cfg], [0, 1], dtype=torch.float64).method
+    restored.load_state_dict(state)
+    assert restored.replay_x.dtype == torch.uint8 and torch.equal(restored.replay_x, method.replay_x)

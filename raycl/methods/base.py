@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from raycl.augment import crop_flip, random_crop_flip
 from raycl.buffer import PopulationReservoir
 from raycl.data import Benchmark
-from raycl.device import full_precision
+from raycl.device import full_precision, to_device
 from raycl.errors import DivergedError, RayclError
 from raycl.hparams import SCHEDULE, check_changes, check_population, hp, param_specs, structural_names
 from raycl.models import build_model
@@ -260,7 +260,7 @@ class PopulationMethod:
             if spec is None or not spec.per_member or spec.type not in (float, int):
                 raise RayclError(f"{name!r} is not a numeric per-member hyperparameter of method {self.name!r}")
             host = torch.tensor([float(getattr(c, name)) for c in self.configs], dtype=self.dtype)
-            cached = self._member_value_cache[(name, where)] = host if where == "host" else host.to(self.device)
+            cached = self._member_value_cache[(name, where)] = host if where == "host" else to_device(host, self.device)
         return cached
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from raycl.device import to_device
 from raycl.models import frozen_copy
 from raycl.population.members import joined_rows, member_rows
 from raycl.population.nets import joined_network_state, network_member_states, per_member_view, select_members
@@ -29,7 +30,7 @@ class PopulationEma:
         the members' coins) towards the network, each at its decay ``alphas`` [P] (on the device);
         the others stay as they are."""
         warm = 1.0 - 1.0 / (step + 1)
-        flagged = members.to(alphas.device)  # copied to the device, never read back
+        flagged = to_device(members, alphas.device)  # copied to the device, never read back
         weight = torch.where(flagged, 1.0 - alphas.clamp(max=warm), torch.zeros_like(alphas))
         with torch.no_grad():
             for mine, theirs in zip(self.model.parameters(), net.parameters()):

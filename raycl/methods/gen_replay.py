@@ -139,16 +139,17 @@ class GenReplay(PopulationMethod):
         self.step(losses)
         return losses.detach()
 
-    def _train_generator(self, vae: nn.Module, data: torch.Tensor, previous: list[nn.Module], task: int) -> None:
-        """``data`` [P, N, in]: each member's task data; the VAE trains on it (and replay) in lockstep."""
+    def _train_generator(self, vae: nn.Module, data, previous: list[nn.Module], task: int) -> None:
+        """``data`` (:class:`~raycl.population.inputs.MemberInputs`): each member's task; the VAE trains
+        on it (and replay) in lockstep. Each batch is gathered from the task's uint8 inputs and scaled
+        as it is needed (the same floats as a float copy of the whole task, [P, N, in], would hold)."""
         vae.train()
         batch = self.config.gen_batch_size
-        count = data.shape[1]
+        count = data.n
         for _ in range(self.config.gen_epochs):
             order = self.gen_shuffle.permutation(count).to(self.device)
             for start in range(0, count, batch):
-                rows = order[:, start:start + batch]
-                x = data.gather(1, rows[..., None].expand(-1, -1, data.shape[2]))
+                x = data.gather(order[:, start:start + batch])[0].flatten(2)
                 if previous:
                     x = torch.cat([x, self.generate(self._replay_count(x.shape[1], task), previous).flatten(2)], 1)
                 noise = self.noise.normal(x.shape[1], self.config.latent_size, dtype=self.dtype)
@@ -160,16 +161,14 @@ class GenReplay(PopulationMethod):
         self.old_solver = frozen_copy(self.net)
         if task == self.benchmark.n_tasks - 1:
             return  # a generator trained now would never be used
-        x, _ = data.gather(torch.arange(data.n, device=self.device).expand(self.size, -1))
-        x = x.flatten(2)
         if self.config.vae_per_task:
             if self.trained_vaes == len(self.vaes):
                 self.vaes.append(self._new_vae())
                 self.gen_opt = self._vae_optimizer()
-            self._train_generator(self.vaes[-1], x, [], task)
+            self._train_generator(self.vaes[-1], data, [], task)
         else:
             previous = [frozen_copy(self.vaes[0])] if self.trained_vaes else []
-            self._train_generator(self.vaes[0], x, previous, task)
+            self._train_generator(self.vaes[0], data, previous, task)
         self.trained_vaes = len(self.vaes) if self.config.vae_per_task else 1
 
     def set_configs(self, configs: list) -> None:

@@ -24,6 +24,7 @@ import dataclasses
 
 import torch
 
+from raycl.device import full_precision
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
 from raycl.population.nets import StackedLinear, per_member_view
@@ -101,7 +102,10 @@ class Mer(ReplayPopulationMethod):
             self.opt.step(self.opt.backward(cross_entropy(logits, by).sum()))
             return cross_entropy(logits[:, :1].detach(), by[:, :1])
         if self.manual_mlp_step:
-            return self._sequential_mlp_steps(bx, by)
+            # In full precision under any autocast: the in-place rank-one updates add products to the
+            # float32 weights, and each step starts from the weights the previous one wrote.
+            with full_precision(self.device):
+                return self._sequential_mlp_steps(bx, by)
         first = None
         for j in range(bx.shape[1]):
             loss = cross_entropy(self.net(self.augment(bx[:, j:j + 1])), by[:, j:j + 1])

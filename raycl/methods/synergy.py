@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from raycl.device import full_precision, to_device
 from raycl.hparams import hp
 from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
@@ -26,9 +27,18 @@ from raycl.methods.state import HostTensor
 from raycl.population.nets import StackedLinear, member_sum, only_stacked_linear, per_member_view
 from raycl.population.random import MemberRandom, Stream
 
-# Buffer examples whose per-example gradients are held at once (each a copy of every member's
-# parameters) while the Fisher is estimated on a network without a closed form (the ResNet).
+# While the Fisher is estimated on a network without a closed form (the ResNet), the per-example
+# gradients of a chunk of buffer examples are held at once, each a copy of every member's
+# parameters: as many examples as fit in FISHER_CHUNK_BYTES, at most FISHER_CHUNK, at least one.
 FISHER_CHUNK = 16
+FISHER_CHUNK_BYTES = 1 << 29
+
+
+def fisher_chunk(gradient_bytes: int, budget: int | None = None) -> int:
+    """Buffer examples per chunk when one example's gradients (every member's) take ``gradient_bytes``,
+    within ``budget`` bytes (default FISHER_CHUNK_BYTES)."""
+    budget = FISHER_CHUNK_BYTES if budget is None else budget
+    return max(1, min(FISHER_CHUNK, budget // max(1, gradient_bytes)))
 
 
 @dataclasses.dataclass
@@ -75,7 +85,7 @@ class Synergy(ReplayPopulationMethod):
 
     def _per_example_fisher(self, x, y, weight) -> list[torch.Tensor]:
         """Per-example gradients of every member at once (torch.func over the population network,
-        one example per member per call), FISHER_CHUNK examples at a time."""
+        one example per member per call), :func:`fisher_chunk` examples at a time."""
         model = self.ema.model
         params = {n: t.detach() for n, t in model.named_parameters()}
         buffers = dict(model.named_buffers())
@@ -86,9 +96,10 @@ class Synergy(ReplayPopulationMethod):
 
         per_example = vmap(grad(loss), in_dims=(None, 1, 1))
         sums = {n: torch.zeros_like(t) for n, t in params.items()}
-        for start in range(0, x.shape[1], FISHER_CHUNK):
-            grads = per_example(params, x[:, start:start + FISHER_CHUNK], y[:, start:start + FISHER_CHUNK])
-            w = weight[:, start:start + FISHER_CHUNK].t()  # [chunk, P]
+        chunk = fisher_chunk(sum(t.numel() * t.element_size() for t in params.values()))
+        for start in range(0, x.shape[1], chunk):
+            grads = per_example(params, x[:, start:start + chunk], y[:, start:start + chunk])
+            w = weight[:, start:start + chunk].t()  # [chunk, P]
             for name, g in grads.items():  # g [chunk, P, ...]
                 sums[name] += (g.pow(2) * w.view(*w.shape, *[1] * (g.dim() - 2))).sum(0)
         return [sums[n] / x.shape[1] for n in params]
@@ -155,12 +166,14 @@ class Synergy(ReplayPopulationMethod):
         refresh = (coins[:, 1] < self.host_member_values("fisher_update_freq").double()) & (self.host_member_values("penalty_weight") > 0)
         if replay is not None and bool(refresh.any()):
             stored = self.buffer.all()
-            new = self._estimate_fisher(self.augment(stored.x), stored.y)
+            with full_precision(self.device):  # squared gradients, like a backward pass; vmap's batch norm needs it
+                new = self._estimate_fisher(self.augment(stored.x), stored.y)
             warm = 1.0 - 1.0 / (self.global_step + 1)
             alpha = self.host_member_values("fisher_alpha")
             # The first estimate is taken as it is, later ones smoothed; members not refreshed keep theirs.
-            a = torch.where(self.fisher_updates == 0, torch.zeros_like(alpha), alpha.clamp(max=warm)).to(self.device)
-            flagged = refresh.to(self.device)
+            a = to_device(torch.where(self.fisher_updates == 0, torch.zeros_like(alpha), alpha.clamp(max=warm)),
+                          self.device)
+            flagged = to_device(refresh, self.device)
             self.fisher = [torch.where(per_member_view(flagged, f), per_member_view(a.to(f), f) * f
                                        + per_member_view((1.0 - a).to(f), f) * g, f)
                            for f, g in zip(self.fisher, new)]

@@ -89,8 +89,11 @@ class Vib(PopulationMethod):
     def __init__(self, configs, seeds, benchmark, device, dtype=torch.float32, member_benchmarks=None):
         super().__init__(configs, seeds, benchmark, device, dtype)
         self.in_features = math.prod(benchmark.input_shape)
-        # Simple replay's examples and their soft targets, [P, examples kept so far, ...].
-        self.register("replay_x", torch.zeros((self.size, 0, self.in_features), device=device, dtype=dtype))
+        # Simple replay's examples (the benchmark's uint8 bytes, scaled as they are replayed: the same
+        # floats in a quarter of float32's memory) and their soft targets, [P, examples kept so far, ...].
+        self._scaler = benchmark.scaler(device, dtype)
+        self.register("replay_x", torch.zeros((self.size, 0, *benchmark.input_shape), device=device,
+                                              dtype=torch.uint8))
         self.register("replay_targets", torch.zeros((self.size, 0, benchmark.n_classes), device=device, dtype=dtype))
         # Generative replay's frozen copy of the model at the end of the last task.
         self.register("previous", None, Network(new=lambda method: frozen_copy(method.net)))
@@ -139,7 +142,9 @@ class Vib(PopulationMethod):
             if self.replay_x.shape[1] == 0:
                 return None
             idx = self.random.below(self.replay_x.shape[1], n).to(self.device)
-            return (self.replay_x.gather(1, idx[:, :, None].expand(-1, -1, self.replay_x.shape[2])),
+            shape = self.replay_x.shape[2:]
+            rows = idx.view(*idx.shape, *[1] * len(shape)).expand(-1, -1, *shape)
+            return (self._scaler(self.replay_x.gather(1, rows)),
                     self.replay_targets.gather(1, idx[:, :, None].expand(-1, -1, self.replay_targets.shape[2])))
         with torch.no_grad():
             z = self.random.normal(n, self.config.n_bottleneck, dtype=self.dtype)
@@ -166,12 +171,18 @@ class Vib(PopulationMethod):
         self.net.train(was_training)
         return targets
 
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self.replay_x.is_floating_point():  # a checkpoint written when replay was kept as float
+            self.replay_x = self._scaler.to_uint8(
+                self.replay_x.view(*self.replay_x.shape[:2], *self.benchmark.input_shape))
+
     def end_task(self, task: int, data) -> None:
         self.tasks_done += 1
         if self.config.replay_mode == "simple" and self.config.n_replay > 0:
             keep = self.random.sample_without_replacement(data.n, self.config.n_replay).to(self.device)
-            x = self.net.flat(data.gather(keep)[0])
-            self.replay_x = torch.cat([self.replay_x, x], 1)
+            x = data.gather(keep)[0]
+            self.replay_x = torch.cat([self.replay_x, self._scaler.to_uint8(x)], 1)
             self.replay_targets = torch.cat([self.replay_targets, self._soft_targets(x)], 1)
         elif self.config.replay_mode == "generative":
             self.previous = frozen_copy(self.net)

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from raycl.device import to_device
 from raycl.errors import RayclError
 
 # Numbers pre-drawn per member: amortises one generator call per member over many small draws.
@@ -86,7 +87,7 @@ class MemberRandom:
         fresh = torch.stack([torch.rand(max(n, _BLOCK), generator=g, dtype=torch.float64)
                              for g in self.generators]) if self.generators else torch.zeros((0, max(n, _BLOCK)),
                                                                                              dtype=torch.float64)
-        self._block = torch.cat([rest, fresh.to(self.device)], dim=1)
+        self._block = torch.cat([rest, to_device(fresh, self.device)], dim=1)
         self._offset = 0
 
     def _take(self, n: int) -> torch.Tensor:

@@ -77,6 +77,16 @@ def check_cluster_has_gpus(gpus_per_trial: float, nodes: list[dict] | None = Non
             f"{len(alive)} node(s)); use {flag} 0, or --wait-for-resources if the cluster is still scaling up")
 
 
+def share_scaled_limit(limit: int, gpus_per_trial: float) -> int:
+    """A per-trial member limit set for a whole GPU, for a trial given ``gpus_per_trial`` of one: a
+    share g in (0, 1) has about g of the GPU's memory (less its CUDA context, see
+    ``raycl.device.CONTEXT_MARGIN_BYTES``), so it holds floor(limit x g) members, at least one; a
+    whole GPU and a CPU trial (0) keep ``limit``."""
+    if 0 < gpus_per_trial < 1:
+        return max(1, int(math.floor(limit * gpus_per_trial + EPSILON)))
+    return limit
+
+
 def trial_device(gpus_per_trial: float, precision: str, benchmark):
     """The device of the trial (or Ray task) this runs in, made ready: the GPU Ray assigned it, else
     the CPU (never "whatever CUDA shows": Ray no longer hides GPUs from a task given none); its

@@ -13,7 +13,7 @@ from raycl.data import Benchmark, load_benchmark
 from raycl.errors import RayclError
 from raycl.methods import get_method, get_population_method
 from raycl.tune.options import AUTO, SearchOptions
-from raycl.tune.placement import check_cluster_has_gpus, cluster_slots
+from raycl.tune.placement import check_cluster_has_gpus, cluster_slots, share_scaled_limit
 from raycl.tune.rungs import search_rungs
 from raycl.tune.space import DefineByRun, SearchSpace, load_space
 from raycl.vocabulary import COHORT, OBJECTIVE, RUNGS_FILE, TASK
@@ -85,7 +85,7 @@ def cohort_size(options: SearchOptions, slots: int, convolutional: bool = False)
         return 1, (f"--population auto: a stacked convolutional network is no faster per member than runs of "
                    f"its own on a {device}, so one configuration per trial")
     limits = CONVOLUTIONAL_MEMBER_LIMIT if convolutional else MEMBER_LIMIT
-    limit = max(1, limits[device] // options.trial_seeds)
+    limit = max(1, share_scaled_limit(limits[device], options.gpus_per_trial) // options.trial_seeds)
     wanted = max(1, options.samples // (2 * slots))
     size = min(wanted, limit)
     why = f"--population auto: {options.samples} samples / (2 x {slots} trial slots) = {wanted}"
