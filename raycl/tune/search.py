@@ -84,8 +84,7 @@ def cohort_size(options: SearchOptions, slots: int, convolutional: bool = False)
     if convolutional and CONVOLUTIONAL_MEMBER_LIMIT[device] == 1:
         return 1, (f"--population auto: a stacked convolutional network is no faster per member than runs of "
                    f"its own on a {device}, so one configuration per trial")
-    limits = CONVOLUTIONAL_MEMBER_LIMIT if convolutional else MEMBER_LIMIT
-    limit = max(1, share_scaled_limit(limits[device], options.gpus_per_trial) // options.trial_seeds)
+    limit = member_limit(options, convolutional)
     wanted = max(1, options.samples // (2 * slots))
     size = min(wanted, limit)
     why = f"--population auto: {options.samples} samples / (2 x {slots} trial slots) = {wanted}"
@@ -418,10 +417,12 @@ class StructureOf:
         return structure_key({name: getattr(config, name) for name in self.names})
 
 
-def _member_limit(options: SearchOptions, convolutional: bool) -> int:
+def member_limit(options: SearchOptions, convolutional: bool) -> int:
+    """The most configurations one population of a trial holds: the member limit of the device it
+    trains on and of its network, scaled by its share of a GPU, divided among its seeds."""
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
     limits = CONVOLUTIONAL_MEMBER_LIMIT if convolutional else MEMBER_LIMIT
-    return max(1, limits[device] // options.trial_seeds)
+    return max(1, share_scaled_limit(limits[device], options.gpus_per_trial) // options.trial_seeds)
 
 
 def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark],
@@ -468,7 +469,7 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
                                  "e.g. sqlite:///optuna.db (its folder must exist)") from None
         searched = set(space.searched)
         start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
-        widths = Widths(options.population, _member_limit(options, benchmark.model != "mlp"), even=even)
+        widths = Widths(options.population, member_limit(options, benchmark.model != "mlp"), even=even)
         settings = {"form": "promotion", "rungs": list(rungs), "reduction_factor": options.reduction_factor,
                     "final_task": final_task, "samples": options.samples, "planned_width": widths.planned,
                     "width_limit": widths.limit, "even": even, "slots": slots, "trial_seeds": options.trial_seeds}
