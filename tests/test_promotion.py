@@ -9,7 +9,8 @@ import random
 import pytest
 
 from raycl.tune.journal import Journal, read_journal, repair_journal
-from raycl.tune.promotion import FINISHED, WAITING, Configuration, CostModel, Outcome, PromotionScheduler, Widths
+from raycl.tune.costs import CostModel, Widths
+from raycl.tune.promotion import FINISHED, WAITING, Configuration, Outcome, PromotionScheduler
 from raycl.vocabulary import Status
 
 STRUCTURES = {"mb10": 1.0, "mb32": 1.5, "mb64": 2.5, "mb128": 4.0}
