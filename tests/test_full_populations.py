@@ -32,7 +32,8 @@ def assert_promotion_decisions_hold(experiment_dir, rows):
     the top 1/eta of the scores recorded there when its job started (or audited); every configuration
     in the final top 1/eta of a rung went on; and the scores the rungs compared are the objectives
     the table holds."""
-    from raycl.tune.promotion import WAITING, PromotionScheduler, Widths
+    from raycl.tune.costs import Widths
+    from raycl.tune.promotion import WAITING, PromotionScheduler
 
     events = journal(experiment_dir)
     settings = events[0]

@@ -61,7 +61,7 @@ class Simulation:
                 return job
             if job.start > 0:
                 records = self.scheduler.records["", job.start]
-                top = set(records.top(self.scheduler.quota(len(records))))
+                top = set(records.top_list(self.scheduler.quota(len(records))))
                 self.promotion_checks.append((job, top, before.get(("", job.start), set())))
             self.log.append((self.clock, "start", job.id))
             heapq.heappush(self.running, (self.clock + self.seconds(job), job.id))
@@ -118,7 +118,7 @@ def test_promotions_follow_ashas_rule(seed):
         for config in job.configs:
             assert config in top and config not in promoted_before
     for (_, rung), records in sim.scheduler.records.items():
-        final_top = records.top(sim.scheduler.quota(len(records)))
+        final_top = records.top_list(sim.scheduler.quota(len(records)))
         assert set(final_top) <= records.promoted
 
 
@@ -133,7 +133,7 @@ def test_only_hopeless_configurations_are_pruned_before_the_end(seed):
     early = [e["id"] for e in events[:end] if e["event"] == "pruned"]
     assert len(early) > 10  # most pruning happens as the search goes, not at its end
     records = sim.scheduler.records["", 2]
-    final_top = set(records.top(len(records) // 4))
+    final_top = set(records.top_list(len(records) // 4))
     assert not set(early) & final_top
 
 
@@ -245,3 +245,45 @@ def test_the_cost_model_fits_a_fixed_cost_per_step():
     assert costs.seconds("a", 16) == pytest.approx(20.0)
     assert costs.seconds("b", 2) == pytest.approx(24.0 * 6 / 12)
     assert costs.seconds("never", 8) == pytest.approx((12.0 + 24.0) / 2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rung_records_keep_their_top_and_hopeless_boundary_as_a_full_sort_would(seed):
+    """After every arrival the incremental top equals the first quota(n) of a full sort, and past()
+    hands out exactly the entries at the boundary or later, each once."""
+    from raycl.tune.rung_records import RungRecords
+
+    rng = random.Random(seed)
+    records = RungRecords(lambda n: max(1, n // 4) if n else 0)
+    scores, handed = {}, []
+    remaining, i = 300, 0  # configurations that may still arrive
+    while remaining > 0:
+        name, i = f"c{i}", i + 1
+        scores[name] = round(rng.gauss(50, 10), 1)  # ties happen
+        _, _, landed_past = records.add(name, scores[name])
+        remaining -= 1
+        if landed_past:
+            handed.append(name)
+        ranked = sorted(scores, key=lambda c: (-scores[c], int(c[1:])))
+        assert records.ranked() == ranked
+        assert records.top == set(ranked[: max(1, len(ranked) // 4)])
+        if rng.random() < 0.3:
+            remaining = max(0, remaining - rng.randrange(5))  # some ended below the rung
+        boundary = max(1, (len(ranked) + remaining) // 4)
+        handed += records.past(boundary)
+        assert sorted(handed) == sorted(ranked[boundary:])  # each once, all of them
+
+
+@pytest.mark.parametrize("cut", [3, 6, 9])
+def test_a_scheduler_replayed_from_its_events_is_in_the_state_of_the_original(cut):
+    sim = Simulation(samples=40, rungs=(1, 3), final=8, seed=cut, events=[], audit_fraction=0.2)
+    assert not sim.run(stop_after=cut)
+    again = PromotionScheduler((1, 3), 8, 4, 40, Widths(8, 16))
+    again.replay(sim.events)
+    original = sim.scheduler
+    assert {k: v for k, v in again._live.items()} == {k: v for k, v in original._live.items()}
+    assert again.ready == original.ready
+    assert {k: r.ranked() for k, r in again.records.items()} == {k: r.ranked() for k, r in original.records.items()}
+    assert {c: (x.status, x.tasks, x.jobs) for c, x in again.configs.items()} == \
+        {c: (x.status, x.tasks, x.jobs) for c, x in original.configs.items()}
+    assert [j.id for j in again.running_jobs()] == [j.id for j in original.running_jobs()]

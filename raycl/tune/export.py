@@ -144,7 +144,8 @@ def collect_promotion(options, final_task: int) -> tuple[list[TrialRecord], dict
     search's slot use (:func:`search_usage`)."""
     from raycl.tune.job import read_job
     from raycl.tune.journal import read_journal
-    from raycl.tune.promotion import WAITING, PromotionScheduler, Widths
+    from raycl.tune.costs import Widths
+    from raycl.tune.promotion import WAITING, PromotionScheduler
 
     events = read_journal(storage.join(options.experiment_dir, RUNGS_FILE))
     settings = next((e for e in events if e.get("event") == "search"), {})

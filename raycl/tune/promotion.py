@@ -30,12 +30,13 @@ it the outcomes, and :mod:`raycl.tune.job` trains a job under Tune.
 
 from __future__ import annotations
 
-import bisect
+import collections
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
 
 from raycl.tune.costs import CostModel, Widths
+from raycl.tune.rung_records import RungRecords
 from raycl.vocabulary import Status
 
 WAITING = "waiting"  # trained to a rung, not (yet) promoted: still running as Optuna and the table see it
@@ -90,30 +91,6 @@ class Outcome:
     score: float | None = None
 
 
-class RungRecords:
-    """The configurations of one group recorded at one rung, best first, and those promoted from it."""
-
-    def __init__(self):
-        self._order: list[tuple[float, int, str]] = []  # (-score, arrival, id), sorted
-        self.promoted: set[str] = set()
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def add(self, config: str, score: float) -> None:
-        bisect.insort(self._order, (-score, len(self._order), config))
-
-    def top(self, count: int) -> list[str]:
-        return [c for *_, c in self._order[:count]]
-
-    def rank(self, config: str) -> int:
-        """0 for the best."""
-        return next(i for i, (*_, c) in enumerate(self._order) if c == config)
-
-    def ranked(self) -> list[str]:
-        return [c for *_, c in self._order]
-
-
 class PromotionScheduler:
     """The decisions of a search in the promotion form (see the module's docstring).
 
@@ -136,6 +113,10 @@ class PromotionScheduler:
         self.configs: dict[str, Configuration] = {}
         self.jobs: dict[str, Job] = {}
         self.records: dict[tuple[str, int], RungRecords] = {}
+        self.ready: dict[tuple[str, int], set[str]] = {}  # (group, rung) -> promotable now
+        # group -> tasks trained -> configurations not ended there: who may still arrive at a rung.
+        self._live = collections.defaultdict(collections.Counter)
+        self._running: dict[str, Job] = {}
         self._job_count = 0
 
     # ----- what the search asks ---------------------------------------------------------------------
@@ -148,7 +129,7 @@ class PromotionScheduler:
         return self.samples - self.proposed
 
     def running_jobs(self) -> list[Job]:
-        return [j for j in self.jobs.values() if not j.done]
+        return list(self._running.values())
 
     def segment_after(self, start: int) -> tuple[int, int]:
         """The segment that starts after ``start`` tasks: to the next rung, or to the last task."""
@@ -204,6 +185,7 @@ class PromotionScheduler:
     def add(self, config: Configuration) -> None:
         """A configuration the searcher proposed."""
         self.configs[config.id] = config
+        self._live[config.group][config.tasks] += 1
         self.record({"event": "config", "id": config.id, "params": config.params, "structure": config.structure,
                      "group": config.group, "audit": config.audit})
 
@@ -252,26 +234,27 @@ class PromotionScheduler:
     def _promotable(self, rung: int) -> list[str]:
         """The configurations waiting at ``rung`` that ASHA promotes now: in the top 1/eta of their
         group's records there, or audited; best first."""
-        out = []
-        for (group, at), records in self.records.items():
-            if at != rung:
-                continue
-            top = set(records.top(self.quota(len(records))))
-            for config in records.ranked():
-                c = self.configs[config]
-                if c.status == WAITING and config not in records.promoted and (config in top or c.audit):
-                    out.append(config)
-        return out
+        ready = [c for (group, at), configs in self.ready.items() if at == rung for c in configs]
+        return sorted(ready, key=lambda c: (-self.configs[c].scores[rung], c))
+
+    def _records(self, group: str, rung: int) -> RungRecords:
+        key = (group, rung)
+        if key not in self.records:
+            self.records[key] = RungRecords(self.quota)
+            self.ready[key] = set()
+        return self.records[key]
 
     def _start(self, job: Job) -> Job:
         if not job.id:
             self._job_count += 1
             job.id = f"job{self._job_count:05d}"
         self.jobs[job.id] = job
+        self._running[job.id] = job
         for config in job.configs:
             c = self.configs[config]
             if job.start > 0:
                 self.records[c.group, job.start].promoted.add(config)
+                self.ready[c.group, job.start].discard(config)
             c.status, c.job = Status.RUNNING, job.id
             c.jobs.append(job.id)
         self.record({"event": "job", "id": job.id, "start": job.start, "end": job.end, "configs": job.configs,
@@ -288,12 +271,14 @@ class PromotionScheduler:
         if job.done:
             return []
         job.done = True
-        ended = []
+        del self._running[job_id]
+        ended, past = [], []
         self.record({"event": "result", "job": job_id, "trial": trial, "seconds": list(seconds_per_task),
                      "outcomes": {c: dataclasses.asdict(o) for c, o in outcomes.items()}})
         for config in job.configs:
             c = self.configs[config]
             outcome = outcomes.get(config, Outcome(Status.ERRORED, c.tasks))
+            self._live[c.group][c.tasks] -= 1
             c.job, c.tasks = None, max(c.tasks, outcome.tasks)
             if outcome.status in (Status.DIVERGED, Status.ERRORED):
                 c.status = outcome.status
@@ -301,8 +286,8 @@ class PromotionScheduler:
                 c.status = Status.COMPLETED
             else:
                 c.status = WAITING
-                c.scores[c.tasks] = outcome.score
-                self.records.setdefault((c.group, c.tasks), RungRecords()).add(config, outcome.score)
+                self._live[c.group][c.tasks] += 1
+                past += self._record_at_rung(c, outcome.score)
             if c.ended:
                 ended.append((config, c.status))
         width = sum(1 for _ in job.configs) * self.seeds
@@ -311,7 +296,7 @@ class PromotionScheduler:
         steady = list(seconds_per_task[1:]) or list(seconds_per_task)
         if steady:
             self.costs.observe(job.structure, width, sum(steady) / len(steady))
-        ended.extend(self._prune_hopeless())
+        ended.extend(self._prune_hopeless(past))
         return ended
 
     def job_failed(self, job_id: str, trial: str | None = None) -> list[tuple[str, str]]:
@@ -320,29 +305,50 @@ class PromotionScheduler:
         return self.job_finished(job_id, {c: Outcome(Status.ERRORED, self.configs[c].tasks) for c in job.configs},
                                  trial=trial)
 
+    def _record_at_rung(self, c: Configuration, score: float) -> list[str]:
+        """``c`` waits at the rung of its tasks with ``score``: the rung's top and its promotable set
+        follow; returns ``c`` when it landed past the rung's hopeless boundary."""
+        rung = c.tasks
+        c.scores[rung] = score
+        records = self._records(c.group, rung)
+        entered, left, landed_past = records.add(c.id, score)
+        ready = self.ready[c.group, rung]
+        for config in entered:
+            if self.configs[config].status == WAITING and config not in records.promoted:
+                ready.add(config)
+        for config in left:
+            if not self.configs[config].audit:
+                ready.discard(config)
+        if c.audit:
+            ready.add(c.id)
+        return [c.id] if landed_past else []
+
     def _arrivals(self, group: str, rung: int) -> int:
         """At most how many more configurations of ``group`` can still be recorded at ``rung``: those
         not ended below it, and every configuration not proposed yet."""
-        below = sum(1 for c in self.configs.values() if c.group == group and not c.ended and c.tasks < rung)
-        return below + self.left_to_propose
+        live = self._live[group]
+        return sum(count for tasks, count in live.items() if tasks < rung) + self.left_to_propose
 
-    def _prune_hopeless(self) -> list[tuple[str, str]]:
+    def _prune_hopeless(self, landed: list[str] = ()) -> list[tuple[str, str]]:
         """Prune the waiting configurations that no future arrival can bring into the top 1/eta of
-        their rung (those ranked r, 0-based, with r >= quota(recorded + arrivals))."""
-        pruned = []
+        their rung (those ranked r, 0-based, with r >= quota(recorded + arrivals)): each is looked at
+        once, when it crosses that boundary (:meth:`RungRecords.past`)."""
+        candidates = list(landed)
         for (group, rung), records in self.records.items():
-            reachable = self.quota(len(records) + self._arrivals(group, rung))
-            for config in records.ranked()[reachable:]:
-                c = self.configs[config]
-                if c.status == WAITING and c.tasks == rung and not c.audit and config not in records.promoted:
-                    pruned.append(config)
-        for config in pruned:
-            self._prune(config, "it can no longer reach the top of its rung")
+            candidates += records.past(self.quota(len(records) + self._arrivals(group, rung)))
+        pruned = []
+        for config in candidates:
+            c = self.configs[config]
+            if c.status == WAITING and not c.audit and config not in self.records[c.group, c.tasks].promoted:
+                pruned.append(config)
+                self._prune(config, "it can no longer reach the top of its rung")
         return [(c, Status.PRUNED) for c in pruned]
 
     def _prune(self, config: str, why: str) -> None:
         c = self.configs[config]
         c.status = Status.PRUNED
+        self._live[c.group][c.tasks] -= 1
+        self.ready.get((c.group, c.tasks), set()).discard(config)
         self.record({"event": "pruned", "id": config, "rung": c.tasks, "why": why})
 
     def _prune_waiting(self, why: str) -> list[str]:
@@ -370,9 +376,8 @@ class PromotionScheduler:
             for event in events:
                 kind = event.get("event")
                 if kind == "config":
-                    self.configs[event["id"]] = Configuration(event["id"], dict(event["params"]),
-                                                              event["structure"], event.get("group", ""),
-                                                              bool(event.get("audit")))
+                    self.add(Configuration(event["id"], dict(event["params"]), event["structure"],
+                                           event.get("group", ""), bool(event.get("audit"))))
                 elif kind == "job":
                     self._job_count = max(self._job_count, int(event["id"].removeprefix("job")))
                     self._start(Job(event["id"], event["start"], event["end"], list(event["configs"]),
@@ -381,9 +386,8 @@ class PromotionScheduler:
                     self.job_finished(event["job"], {c: Outcome(**o) for c, o in event["outcomes"].items()},
                                       event.get("seconds") or [], event.get("trial"))
                 elif kind == "pruned":
-                    c = self.configs[event["id"]]
-                    if c.status == WAITING:
-                        c.status = Status.PRUNED
+                    if self.configs[event["id"]].status == WAITING:
+                        self._prune(event["id"], event.get("why", ""))
         finally:
             self.record = record
         return self.running_jobs()

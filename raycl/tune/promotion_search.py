@@ -27,7 +27,8 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from raycl.tune.journal import Journal, read_journal, repair_journal
-from raycl.tune.promotion import FINISHED, Configuration, Job, Outcome, PromotionScheduler, Widths
+from raycl.tune.costs import Widths
+from raycl.tune.promotion import FINISHED, Configuration, Job, Outcome, PromotionScheduler
 from raycl.vocabulary import AUDIT, JOB, OBJECTIVE, RUNG_SCORE, TASK, Status
 
 log = logging.getLogger(__name__)

@@ -434,7 +434,7 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
     from ray import tune
 
     from raycl.tune.job import job_trainable
-    from raycl.tune.promotion import Widths
+    from raycl.tune.costs import Widths
     from raycl.tune.promotion_search import PromotionSearch
     from raycl.tune.trainable import named_trainable
 
