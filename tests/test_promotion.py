@@ -21,14 +21,15 @@ class Simulation:
     is a fixed function of its hidden quality, and a job takes (overhead + width) x cost x tasks."""
 
     def __init__(self, samples=32, slots=2, rungs=(2,), final=5, eta=4, widths=Widths(8, 16), seed=0,
-                 structures=STRUCTURES, audit_fraction=0.0, diverge=0.0, events=None):
+                 structures=STRUCTURES, audit_fraction=0.0, diverge=0.0, events=None, groups=("",), mixable=False):
         self.random = random.Random(seed)
         self.structures = structures
         self.slots = slots
         self.audit_fraction = audit_fraction
         self.diverge = diverge
         self.events = [] if events is None else events
-        self.scheduler = PromotionScheduler(rungs, final, eta, samples, widths, record=self.events.append)
+        self.scheduler = PromotionScheduler(rungs, final, eta, samples, widths, record=self.events.append,
+                                            groups=groups, mixable=mixable)
         self.quality = {}
         self.clock = 0.0
         self.running = []  # (end time, sequence, job id)
@@ -36,12 +37,12 @@ class Simulation:
         self.promotion_checks = []
         self._count = 0
 
-    def propose(self, structure=None):
+    def propose(self, group="", structure=None):
         self._count += 1
         name = f"c{self._count}"
         structure = structure or self.random.choice(sorted(self.structures))
         self.quality[name] = self.random.gauss(50, 10)
-        config = Configuration(name, {"structure": structure}, structure,
+        config = Configuration(name, {"structure": structure}, structure, group=group,
                                audit=self.random.random() < self.audit_fraction)
         self.scheduler.add(config)
         return config
@@ -56,13 +57,15 @@ class Simulation:
         while len(self.running) < self.slots:
             free = self.slots - len(self.running)
             before = {key: set(records.promoted) for key, records in self.scheduler.records.items()}
-            job = self.scheduler.next_job(free, self.propose, lambda first: self.propose(first.structure))
+            job = self.scheduler.next_job(free, self.propose, lambda first, group: self.propose(group, first.structure))
             if job is None or job == FINISHED:
                 return job
             if job.start > 0:
-                records = self.scheduler.records["", job.start]
-                top = set(records.top_list(self.scheduler.quota(len(records))))
-                self.promotion_checks.append((job, top, before.get(("", job.start), set())))
+                for config in job.configs:
+                    group = self.scheduler.configs[config].group
+                    records = self.scheduler.records[group, job.start]
+                    top = set(records.top_list(self.scheduler.quota(len(records))))
+                    self.promotion_checks.append((config, top, before.get((group, job.start), set())))
             self.log.append((self.clock, "start", job.id))
             heapq.heappush(self.running, (self.clock + self.seconds(job), job.id))
         return None
@@ -114,9 +117,8 @@ def test_promotions_follow_ashas_rule(seed):
     sim = Simulation(samples=48, rungs=(1, 3), final=8, seed=seed)
     assert sim.run()
     assert sim.promotion_checks
-    for job, top, promoted_before in sim.promotion_checks:
-        for config in job.configs:
-            assert config in top and config not in promoted_before
+    for config, top, promoted_before in sim.promotion_checks:
+        assert config in top and config not in promoted_before
     for (_, rung), records in sim.scheduler.records.items():
         final_top = records.top_list(sim.scheduler.quota(len(records)))
         assert set(final_top) <= records.promoted
@@ -287,3 +289,24 @@ def test_a_scheduler_replayed_from_its_events_is_in_the_state_of_the_original(cu
     assert {c: (x.status, x.tasks, x.jobs) for c, x in again.configs.items()} == \
         {c: (x.status, x.tasks, x.jobs) for c, x in original.configs.items()}
     assert [j.id for j in again.running_jobs()] == [j.id for j in original.running_jobs()]
+
+
+@pytest.mark.parametrize("mixable", [False, True])
+def test_groups_are_searched_each_as_if_alone(mixable):
+    """Three groups (a table's buffer sizes): each gets its samples and its winner, is compared at a
+    rung only with itself; groups share jobs only where they may."""
+    groups = ("200", "500", "5120")
+    sim = Simulation(samples=16, slots=2, rungs=(2,), final=5, widths=Widths(8, 16), seed=5,
+                     structures={"only": 1.0}, groups=groups, mixable=mixable)
+    assert sim.run()
+    scheduler = sim.scheduler
+    assert sorted(c.group for c in scheduler.configs.values()) == sorted(g for g in groups for _ in range(16))
+    assert {g for g, _ in scheduler.records} == set(groups)
+    for (group, rung), records in scheduler.records.items():
+        assert {scheduler.configs[c].group for c in records.ranked()} == {group}
+    for config, top, _ in sim.promotion_checks:
+        assert config in top  # the top of its own group's records
+    for group in groups:
+        assert any(c.status == Status.COMPLETED for c in scheduler.configs.values() if c.group == group)
+    mixed = [j for j in scheduler.jobs.values() if len({scheduler.configs[c].group for c in j.configs}) > 1]
+    assert bool(mixed) == mixable

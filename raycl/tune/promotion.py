@@ -96,15 +96,23 @@ class PromotionScheduler:
 
     ``rungs`` are the tasks after which configurations are compared (none: every job trains the
     whole stream), ``final_task`` the stream's length, ``samples`` how many configurations to
-    propose, ``seeds`` the members each configuration brings (``--trial-seeds``)."""
+    propose, ``seeds`` the members each configuration brings (``--trial-seeds``).
+
+    ``groups`` searches several groups at once, each as if alone (a paper's table: one group per
+    buffer size): ``samples`` configurations each, proposed each from its own history, compared at a
+    rung only within their group. With ``mixable`` the groups' configurations of one structure share
+    populations (jobs are filled from every group); otherwise a job holds one group."""
 
     def __init__(self, rungs: Iterable[int], final_task: int, reduction_factor: int, samples: int,
                  widths: Widths, record: Callable[[dict], None] | None = None, seeds: int = 1,
-                 audit_fraction: float = 0.0):
+                 audit_fraction: float = 0.0, groups: Iterable[str] = ("",), mixable: bool = False):
         self.rungs = tuple(sorted(rungs))
         self.final_task = final_task
         self.eta = reduction_factor
-        self.samples = samples
+        self.groups = tuple(groups)
+        self.mixable = mixable
+        self.samples = samples * len(self.groups)
+        self._proposed = collections.Counter()
         self.widths = widths
         self.seeds = seeds
         self.audit_fraction = audit_fraction
@@ -128,6 +136,10 @@ class PromotionScheduler:
     def left_to_propose(self) -> int:
         return self.samples - self.proposed
 
+    def left_in(self, group: str) -> int:
+        """Configurations of ``group`` still to propose."""
+        return self.samples // len(self.groups) - self._proposed[group]
+
     def running_jobs(self) -> list[Job]:
         return list(self._running.values())
 
@@ -137,7 +149,10 @@ class PromotionScheduler:
         return start, end
 
     def width(self, structure: str, segment: tuple[int, int]) -> int:
-        """The planned width of a job of ``structure`` over ``segment``."""
+        """The planned width of a job of ``structure`` (over ``segment``): with even widths, the most
+        members whose task costs what a task of ``planned`` members of a typical structure (the median
+        measured) costs, so that a task of every job takes about as long; a structure not measured
+        yet gets ``planned``. A job's length in tasks is its segment's: the dearest starts first."""
         widths = self.widths
         if not widths.even:
             return widths.planned
@@ -145,12 +160,9 @@ class PromotionScheduler:
         typical = self._typical_seconds(widths.planned * members)
         if typical is None or not self.costs.measured(structure):
             return widths.planned
-        bottom = self.segment_after(0)
-        budget = typical * (bottom[1] - bottom[0])
-        tasks = segment[1] - segment[0]
         best = 1
         for p in range(1, widths.limit + 1):
-            if tasks * self.costs.seconds(structure, p * members) <= budget * 1.1:
+            if self.costs.seconds(structure, p * members) <= typical * 1.1:
                 best = p
         return best
 
@@ -163,11 +175,12 @@ class PromotionScheduler:
         return (seconds or 0.0) * job.tasks
 
     # ----- handing out jobs ----------------------------------------------------------------------------
-    def next_job(self, free_slots: int, propose_first: Callable[[], Configuration],
-                 propose_like: Callable[[Configuration], Configuration]) -> Job | str | None:
+    def next_job(self, free_slots: int, propose_first: Callable[[str], Configuration],
+                 propose_like: Callable[[Configuration, str], Configuration]) -> Job | str | None:
         """The job for a free slot (``free_slots`` counts this one), None to wait for running jobs,
-        or FINISHED. ``propose_first()`` asks the searcher for a new configuration, ``propose_like(c)``
-        for one of ``c``'s structure; both come back registered (:meth:`add`)."""
+        or FINISHED. ``propose_first(group)`` asks the searcher for a new configuration of ``group``,
+        ``propose_like(c, group)`` for one of ``group`` with ``c``'s structure; both come back
+        registered (:meth:`add`)."""
         full = self._promotions(full_only=True)
         if full:
             return self._start(full[0])
@@ -185,21 +198,27 @@ class PromotionScheduler:
     def add(self, config: Configuration) -> None:
         """A configuration the searcher proposed."""
         self.configs[config.id] = config
+        self._proposed[config.group] += 1
         self._live[config.group][config.tasks] += 1
         self.record({"event": "config", "id": config.id, "params": config.params, "structure": config.structure,
                      "group": config.group, "audit": config.audit})
 
     def _new_job(self, propose_first, propose_like) -> Job:
-        first = propose_first()
+        group = max(self.groups, key=self.left_in)  # the group with the most left, the first of them on a tie
+        first = propose_first(group)
         segment = self.segment_after(0)
         planned = self.width(first.structure, segment)
-        left = self.left_to_propose + 1  # with the first
+        left = (self.left_to_propose if self.mixable else self.left_in(group)) + 1  # with the first
         size = min(planned, left)
         if planned < left < 2 * planned:
             # The last new configurations are split evenly over the two jobs they need, so that the
             # last of them is not a sliver.
             size = math.ceil(left / 2)
-        members = [first] + [propose_like(first) for _ in range(size - 1)]
+        members = [first]
+        for _ in range(size - 1):
+            if self.mixable:  # filled from every group, the one with the most left first
+                group = max(self.groups, key=self.left_in)
+            members.append(propose_like(first, group))
         return Job("", *segment, [c.id for c in members], first.structure, planned)
 
     def _promotions(self, full_only: bool, free_slots: int = 1) -> list[Job]:
@@ -207,12 +226,13 @@ class PromotionScheduler:
         With ``full_only`` only jobs as wide as planned; else every promotable configuration, spread
         over as many jobs as there are ``free_slots`` where one structure's would fill them."""
         for rung in sorted(self.rungs, reverse=True):
-            by_structure: dict[str, list[str]] = {}
+            together: dict[tuple[str, str], list[str]] = {}  # (structure, group unless mixable) -> ready
             for config in self._promotable(rung):
-                by_structure.setdefault(self.configs[config].structure, []).append(config)
+                c = self.configs[config]
+                together.setdefault((c.structure, "" if self.mixable else c.group), []).append(config)
             segment = self.segment_after(rung)
             jobs = []
-            for structure, ready in by_structure.items():
+            for (structure, _), ready in together.items():
                 planned = self.width(structure, segment)
                 if full_only:
                     jobs += [Job("", *segment, ready[i:i + planned], structure, planned)
@@ -327,7 +347,7 @@ class PromotionScheduler:
         """At most how many more configurations of ``group`` can still be recorded at ``rung``: those
         not ended below it, and every configuration not proposed yet."""
         live = self._live[group]
-        return sum(count for tasks, count in live.items() if tasks < rung) + self.left_to_propose
+        return sum(count for tasks, count in live.items() if tasks < rung) + self.left_in(group)
 
     def _prune_hopeless(self, landed: list[str] = ()) -> list[tuple[str, str]]:
         """Prune the waiting configurations that no future arrival can bring into the top 1/eta of

@@ -102,10 +102,10 @@ class PromotionSearch(OptunaSearch):
         self.scheduler.add(config)
         return config
 
-    def _propose_first(self) -> Configuration:
+    def _propose_first(self, group: str) -> Configuration:
         return self._propose({})
 
-    def _propose_like(self, first: Configuration) -> Configuration:
+    def _propose_like(self, first: Configuration, group: str) -> Configuration:
         return self._propose({k: first.params[k] for k in self.shared if k in first.params})
 
     # ----- Tune's calls ---------------------------------------------------------------------------------
