@@ -22,7 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters, method_help, requested_method
+from raycl.cli import (add_hyperparameter_flags, entry_point, given_buffer_sizes, given_hyperparameters, method_help,
+                       requested_method)
 from raycl.cli import add_benchmark_flags, given_benchmark_options
 from raycl.data import benchmark_names
 from raycl.device import PRECISIONS
@@ -204,8 +205,8 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(requested_method(argv)).parse_args(argv)
+    buffer_size = given_buffer_sizes(args, args.method)  # one size, or a table's several: 200,500,5120
     fixed = given_hyperparameters(args, args.method)
-    buffer_size = fixed.pop("buffer_size", None)
     options = SearchOptions(
         method=args.method, dataset=args.dataset, samples=args.samples,
         buffer_size=buffer_size, fixed=fixed, space_path=args.space,

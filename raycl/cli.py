@@ -99,6 +99,21 @@ def given_hyperparameters(args: argparse.Namespace, method: str) -> dict:
             for name, value in given.items()}
 
 
+def given_buffer_sizes(args: argparse.Namespace, method: str) -> int | list[int] | None:
+    """``--buffer-size``: one size, or a comma-separated list of them (a search of a paper's table),
+    each checked against ``method``'s declaration; taken off ``args`` so that
+    :func:`given_hyperparameters` does not read it again."""
+    raw = getattr(args, "hp_buffer_size", None)
+    if raw is None:
+        return None
+    args.hp_buffer_size = None
+    declared = param_specs(get_method(method).Config)
+    if "buffer_size" not in declared:
+        raise RayclError(f"--buffer-size does not apply to method {method!r} (it has no buffer)")
+    sizes = [coerce_value(declared["buffer_size"], part.strip(), "--buffer-size") for part in str(raw).split(",")]
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
 def add_benchmark_flags(parser) -> None:
     """``--benchmark-option KEY=VALUE`` (repeatable) and ``--backbone NAME`` on ``parser`` (or a group)."""
     from raycl.data import describe_benchmark_options

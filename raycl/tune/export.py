@@ -17,8 +17,8 @@ from raycl.tune.outputs import plain_config, provenance, write_outputs
 from raycl.tune.rungs import describe_rungs, search_rungs
 from raycl.tune.space import edge_warnings
 from raycl.tune.tables import config_table, final_eval_line, short_value
-from raycl.vocabulary import (COHORT, COHORT_FILE, ENDED_STATUSES, OBJECTIVE, RUNGS_FILE, ConfigRecord, Status,
-                              config_id, ended_status)
+from raycl.vocabulary import (COHORT, COHORT_FILE, ENDED_STATUSES, OBJECTIVE, RUNGS_FILE, SIGNAL_FILE, ConfigRecord,
+                              Status, config_id, ended_status)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,8 @@ def collect_promotion(options, final_task: int) -> tuple[list[TrialRecord], dict
     settings = next((e for e in events if e.get("event") == "search"), {})
     scheduler = PromotionScheduler(settings.get("rungs", ()), final_task, settings.get("reduction_factor", 4),
                                    settings.get("samples", options.samples), Widths(1, 1),
-                                   seeds=settings.get("trial_seeds", 1))
+                                   seeds=settings.get("trial_seeds", 1), groups=settings.get("groups", [""]),
+                                   mixable=settings.get("mixable", False))
     scheduler.replay(e for e in events if e.get("event") != "search")
     jobs = {job: read_job(options.experiment_dir, job) for job in scheduler.jobs}
     trials = {e["job"]: e.get("trial") for e in events if e.get("event") == "result"}
@@ -223,8 +224,10 @@ def results_usage(results, planned: int) -> dict:
     return search_usage(jobs)
 
 
-def export_records(records: list[TrialRecord], options, space, benchmark: Benchmark) -> SearchReport:
-    """Write the outputs of a stream search whose configurations are ``records``."""
+def export_records(records: list[TrialRecord], options, space, benchmark: Benchmark,
+                   write_table: bool = True) -> SearchReport:
+    """Write the outputs of a stream search whose configurations are ``records`` (one buffer size of a
+    table search without its table: ``write_table`` False, its rung signal in a file of its own)."""
     final_task = benchmark.n_tasks
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     completed = sorted((r for r in records if r.status == Status.COMPLETED), key=lambda r: -r.objective)
@@ -247,8 +250,9 @@ def export_records(records: list[TrialRecord], options, space, benchmark: Benchm
     trained = None
     if kept is not None and options.export_format == "mammoth":  # mammoth needs every argument spelt out
         trained = dataclasses.asdict(make_config(options.method, kept[0], benchmark.defaults_for(options.method)))
-    written = write_outputs(options, space, trial_rows(records, context), kept, (final_task, rungs, signal),
-                            trained_config=trained)
+    signal_name = SIGNAL_FILE if write_table else SIGNAL_FILE.replace(".json", f"-b{options.buffer_size}.json")
+    written = write_outputs(options, space, trial_rows(records, context) if write_table else None, kept,
+                            (final_task, rungs, signal), trained_config=trained, signal_name=signal_name)
     return SearchReport(trials=records, best=best, counts=counts, task_fraction=task_fraction,
                         best_args_path=written.best_args_path, parquet_path=written.table_path,
                         mammoth_config_path=written.mammoth_config_path, rungs=rungs,

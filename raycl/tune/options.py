@@ -30,7 +30,8 @@ class SearchOptions:
     method: str
     dataset: str = "seq-digits"
     samples: int = 16
-    buffer_size: int | None = None
+    # One size, or several (a paper's table: each searched as if alone, in one search).
+    buffer_size: int | list[int] | None = None
     fixed: dict = dataclasses.field(default_factory=dict)
     # Configurations tried first (e.g. a paper's published arguments); only searched keys are used.
     start_points: list[dict] = dataclasses.field(default_factory=list)
@@ -100,6 +101,16 @@ class SearchOptions:
     def per_task(self) -> bool:
         return self.protocol not in STREAM_PROTOCOLS
 
+    @property
+    def buffer_sizes(self) -> list[int | None]:
+        """The buffer sizes searched: one (or None, the method's default), or a table's several."""
+        return list(self.buffer_size) if isinstance(self.buffer_size, (list, tuple)) else [self.buffer_size]
+
+    @property
+    def table(self) -> bool:
+        """Whether several buffer sizes are searched at once."""
+        return len(self.buffer_sizes) > 1
+
     def validate(self) -> None:
         get_method(self.method)  # unknown, or a plugin that does not load: one clear error
         # The dataset's name, options and backbone; the options typed, defaults filled in: what the
@@ -145,6 +156,25 @@ class SearchOptions:
             raise unknown("precision", self.precision, PRECISIONS)
         if self.resume and not self.name:
             raise RayclError("--resume needs --name of the experiment to continue")
+        if isinstance(self.buffer_size, (list, tuple)):
+            self._validate_table()
+
+    def _validate_table(self) -> None:
+        sizes = self.buffer_sizes
+        if len(set(sizes)) != len(sizes) or any(s is None or s < 1 for s in sizes):
+            raise RayclError(f"--buffer-size: a list of different sizes of at least 1, got {','.join(map(str, sizes))}")
+        if len(sizes) == 1:
+            self.buffer_size = sizes[0]
+            return
+        if self.per_task:
+            raise RayclError(f"--buffer-size {','.join(map(str, sizes))}: a list of sizes is searched by the stream "
+                             f"protocols ({', '.join(STREAM_PROTOCOLS)}), not by --protocol {self.protocol}: search "
+                             "one size at a time")
+        if self.population == 1:
+            raise RayclError(f"--buffer-size {','.join(map(str, sizes))}: a list of sizes is searched in full "
+                             "populations: --population auto (the default) or a number above 1, not 1")
+        if self.start_from:
+            raise RayclError("--start-from takes one buffer size's values: give --buffer-size one size with it")
 
     @property
     def chf_settings(self) -> ChfSettings:
@@ -157,6 +187,8 @@ class SearchOptions:
         buffer = self.buffer_size
         if buffer is None:
             buffer = getattr(get_method(self.method).Config(), "buffer_size", None)
+        if isinstance(buffer, (list, tuple)):
+            buffer = "-".join(map(str, buffer))
         # A plugin named package.module:Class: no colon in a folder name (storage URIs read it as a scheme).
         method = self.method.replace(":", ".")
         return f"{method}-{self.dataset}" + ("" if buffer is None else f"-b{buffer}")

@@ -71,8 +71,9 @@ def write_space(options, space) -> None:
         {"method": options.method, "params": space.to_dict()}, sort_keys=False).encode())
 
 
-def write_signal(options, final_task: int, rungs: tuple[int, ...], signal: list[rung_signal.RungSignal]) -> None:
-    storage.write_bytes(storage.join(options.experiment_dir, SIGNAL_FILE), json.dumps(
+def write_signal(options, final_task: int, rungs: tuple[int, ...], signal: list[rung_signal.RungSignal],
+                 name: str = SIGNAL_FILE) -> None:
+    storage.write_bytes(storage.join(options.experiment_dir, name), json.dumps(
         {"rungs": list(rungs), "rungs_described": describe_rungs(options, final_task),
          "reduction_factor": options.reduction_factor, "audit_fraction": options.audit_fraction,
          "signal": [s.to_dict() for s in signal]}, indent=1).encode())
@@ -98,18 +99,20 @@ def write_mammoth_config(options, config: dict) -> Path:
     return path
 
 
-def write_outputs(options, space, rows: list[dict], best: tuple[dict, dict] | None = None,
+def write_outputs(options, space, rows: list[dict] | None, best: tuple[dict, dict] | None = None,
                   signal: tuple[int, tuple[int, ...], list] | None = None,
-                  trained_config: dict | None = None) -> Written:
+                  trained_config: dict | None = None, signal_name: str = SIGNAL_FILE) -> Written:
     """Every output of a finished search: the table of ``rows``, the space, the best-args entry when
     there is a ``best`` (config, provenance), and the rung ``signal`` (final task, rungs, signal)
     when the protocol has one; with ``--export-format mammoth`` also mammoth's configuration of the
-    winner's every hyperparameter as it trained (``trained_config``, else the best config)."""
+    winner's every hyperparameter as it trained (``trained_config``, else the best config). ``rows``
+    None: the table is written by the caller (a table search writes one for every buffer size)."""
     table_path = options.parquet or storage.join(options.experiment_dir, TRIALS_FILE)
-    write_table(table_path, rows)
-    write_space(options, space)
+    if rows is not None:
+        write_table(table_path, rows)
+        write_space(options, space)
     if signal is not None:
-        write_signal(options, *signal)
+        write_signal(options, *signal, name=signal_name)
     best_args = write_best_args(options, *best) if best is not None else None
     mammoth_config = None
     if best is not None and options.export_format == "mammoth":

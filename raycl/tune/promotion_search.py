@@ -59,8 +59,20 @@ class PromotionSearch(OptunaSearch):
     def __init__(self, *args, final_task: int, samples: int, rungs: tuple[int, ...], reduction_factor: int,
                  widths: Widths, slots: int, seeds: int, structure_of, journal: str, settings: dict,
                  points_to_evaluate: list[dict] | None = None, audit_fraction: float = 0.0, audit_seed: int = 0,
-                 **kwargs):
+                 groups: dict[str, tuple] | None = None, mixable: bool = False, **kwargs):
+        """``groups`` (several searches at once, a table's buffer sizes): group name -> (its space, its
+        sampler); each group gets an Optuna study of its own, named ``<study name>-<group>``."""
         super().__init__(*args, **kwargs)
+        self._group_spaces = {"": self._space}
+        self._studies = {"": self._ot_study}
+        if groups:
+            import optuna
+
+            self._group_spaces = {g: space for g, (space, _) in groups.items()}
+            self._studies = {g: optuna.create_study(
+                storage=self._storage, sampler=sampler, pruner=optuna.pruners.NopPruner(),
+                study_name=f"{self._study_name}-{g}", load_if_exists=True, direction="maximize")
+                for g, (_, sampler) in groups.items()}
         self.slots = max(1, slots)
         self.structure_of = structure_of
         self.shared = tuple(getattr(structure_of, "names", ()))
@@ -69,7 +81,8 @@ class PromotionSearch(OptunaSearch):
         self._start_points = list(points_to_evaluate or [])
         self.journal = Journal(journal)
         self._scheduler_args = (rungs, final_task, reduction_factor, samples, widths)
-        self._scheduler_kwargs = {"seeds": seeds, "audit_fraction": audit_fraction}
+        self._scheduler_kwargs = {"seeds": seeds, "audit_fraction": audit_fraction, "groups": tuple(self._studies),
+                                  "mixable": mixable}
         self.scheduler = PromotionScheduler(*self._scheduler_args, record=self.journal.append, **self._scheduler_kwargs)
         self.journal.append({"event": "search", **settings})
         self._optuna: dict[str, object] = {}  # configuration id -> its Optuna trial
@@ -81,32 +94,33 @@ class PromotionSearch(OptunaSearch):
         self._asked = 0
 
     # ----- proposing ------------------------------------------------------------------------------------
-    def _ask(self, fixed: dict):
+    def _ask(self, fixed: dict, group: str):
+        study = self._studies[group]
         point = next((p for p in self._start_points if all(p.get(k, v) == v for k, v in fixed.items())), None)
         if point is not None:
             self._start_points.remove(point)
         if point is not None or fixed:
-            self._ot_study.enqueue_trial({**(point or {}), **fixed})
-        trial = self._ot_study.ask()
-        return trial, self._suggest_from_define_by_run_func(self._space, trial)
+            study.enqueue_trial({**(point or {}), **fixed})
+        trial = study.ask()
+        return trial, self._suggest_from_define_by_run_func(self._group_spaces[group], trial)
 
-    def _propose(self, fixed: dict) -> Configuration:
-        trial, params = self._ask(fixed)
+    def _propose(self, fixed: dict, group: str) -> Configuration:
+        trial, params = self._ask(fixed, group)
         config_id = f"{self._asking_for}-{self._asked}"
         self._asked += 1
         audit = bool(self._audit_random.random() < self.audit_fraction)
         trial.set_user_attr(AUDIT, audit)
         trial.set_user_attr(CONFIG_ATTR, config_id)
         self._optuna[config_id] = trial
-        config = Configuration(config_id, params, self.structure_of(params), audit=audit)
+        config = Configuration(config_id, params, self.structure_of(params), group=group, audit=audit)
         self.scheduler.add(config)
         return config
 
     def _propose_first(self, group: str) -> Configuration:
-        return self._propose({})
+        return self._propose({}, group)
 
     def _propose_like(self, first: Configuration, group: str) -> Configuration:
-        return self._propose({k: first.params[k] for k in self.shared if k in first.params})
+        return self._propose({k: first.params[k] for k in self.shared if k in first.params}, group)
 
     # ----- Tune's calls ---------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
@@ -161,7 +175,8 @@ class PromotionSearch(OptunaSearch):
         if config in self._told or config not in self._optuna:
             return
         self._told.add(config)
-        self._ot_study.tell(self._optuna[config], value if state == TrialState.COMPLETE else None, state=state)
+        study = self._studies[self.scheduler.configs[config].group]
+        study.tell(self._optuna[config], value if state == TrialState.COMPLETE else None, state=state)
 
     def _tell_status(self, config: str, status: str) -> None:
         if status == Status.COMPLETED:
@@ -190,11 +205,12 @@ class PromotionSearch(OptunaSearch):
         events = read_journal(self.journal.location)
         self.scheduler = PromotionScheduler(*self._scheduler_args, record=self.journal.append, **self._scheduler_kwargs)
         unfinished = self.scheduler.replay(e for e in events if e.get("event") != "search")
-        known = {t.user_attrs.get(CONFIG_ATTR): t for t in self._ot_study.get_trials(deepcopy=False)
-                 if t.user_attrs.get(CONFIG_ATTR)}
+        known = {t.user_attrs.get(CONFIG_ATTR): t for study in self._studies.values()
+                 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(CONFIG_ATTR)}
         for config_id, config in self.scheduler.configs.items():
             if config_id in self._optuna:
                 continue
+            study = self._studies[config.group]
             stored = known.get(config_id)
             if stored is not None and stored.state != TrialState.RUNNING:
                 self._told.add(config_id)
@@ -202,11 +218,11 @@ class PromotionSearch(OptunaSearch):
             if stored is not None:
                 from optuna.trial import Trial
 
-                self._optuna[config_id] = Trial(self._ot_study, stored._trial_id)
+                self._optuna[config_id] = Trial(study, stored._trial_id)
                 continue
-            self._ot_study.enqueue_trial(dict(config.params))
-            trial = self._ot_study.ask()
-            self._suggest_from_define_by_run_func(self._space, trial)
+            study.enqueue_trial(dict(config.params))
+            trial = study.ask()
+            self._suggest_from_define_by_run_func(self._group_spaces[config.group], trial)
             trial.set_user_attr(AUDIT, config.audit)
             trial.set_user_attr(CONFIG_ATTR, config_id)
             self._optuna[config_id] = trial

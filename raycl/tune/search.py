@@ -38,9 +38,16 @@ CONVOLUTIONAL_MEMBER_LIMIT = {"cpu": 1, "cuda": 16}
 
 
 def prepare_space(options: SearchOptions) -> SearchSpace:
+    """The space searched: the method's (or ``--space``), its values fixed by the flags; for a table of
+    buffer sizes, the space of each size is ``prepare_space`` of that size alone."""
     space = load_space(options.method, options.dataset, options.space_path)
     fixed = dict(options.fixed)
-    if options.buffer_size is not None:
+    if options.table:
+        from raycl.hparams import param_specs
+
+        if "buffer_size" not in param_specs(get_method(options.method).Config):
+            raise RayclError(f"--buffer-size does not apply to method {options.method!r} (it has no buffer)")
+    elif options.buffer_size is not None:
         from raycl.hparams import param_specs
 
         if "buffer_size" not in param_specs(get_method(options.method).Config):
@@ -307,10 +314,19 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
     population_reason = None
     even = options.population == AUTO
     if options.population == AUTO:
-        size, population_reason = cohort_size(options, trial_slots(options), convolutional=benchmark.model != "mlp")
+        every_size = dataclasses.replace(options, samples=options.samples * len(options.buffer_sizes))
+        size, population_reason = cohort_size(every_size, trial_slots(options), convolutional=benchmark.model != "mlp")
         options = dataclasses.replace(options, population=size)
     from raycl.tune.export import export_search, print_summary
 
+    if options.table:
+        from raycl.tune.export_table import export_table_search, print_table_summary
+
+        spaces = {size: prepare_space(dataclasses.replace(options, buffer_size=size)) for size in options.buffer_sizes}
+        _fit_promotion_search(options, space, benchmarks, even, spaces)
+        table = export_table_search(options, space, spaces, benchmark)
+        print_table_summary(table, options, benchmark)
+        return table
     if options.population > 1:
         _fit_promotion_search(options, space, benchmarks, even)
         from raycl.tune.export import export_promotion_search
@@ -426,7 +442,7 @@ def member_limit(options: SearchOptions, convolutional: bool) -> int:
 
 
 def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark],
-                          even: bool) -> None:
+                          even: bool, spaces: dict[int, SearchSpace] | None = None) -> None:
     """Run (or resume) a stream protocol's search in the promotion form (:mod:`raycl.tune.promotion`):
     every Tune trial a job of one structure over one segment; raises SearchInterrupted when the
     search stopped before it ended."""
@@ -453,9 +469,10 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
     from raycl.tune.progress import SearchMetrics, SearchProgress
 
-    callbacks = [SearchMetrics(options.samples, final_task, options.experiment_name, journal=journal)]
+    samples = options.samples * len(options.buffer_sizes)
+    callbacks = [SearchMetrics(samples, final_task, options.experiment_name, journal=journal)]
     if options.verbose == 1:
-        callbacks.append(SearchProgress(options.samples, final_task, space.searched, journal=journal))
+        callbacks.append(SearchProgress(samples, final_task, space.searched, journal=journal))
     if options.resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
@@ -470,23 +487,30 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
         searched = set(space.searched)
         start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
         widths = Widths(options.population, member_limit(options, benchmark.model != "mlp"), even=even)
+        structure_of = StructureOf(options.method, benchmark.defaults_for(options.method))
+        groups, mixable = None, False
+        if spaces:  # a table: a group, a space and an Optuna study of its own per buffer size
+            groups = {str(size): (DefineByRun(spaces[size]), optuna.samplers.TPESampler(seed=options.search_seed + i))
+                      for i, size in enumerate(options.buffer_sizes)}
+            mixable = "buffer_size" not in structure_of.names
         settings = {"form": "promotion", "rungs": list(rungs), "reduction_factor": options.reduction_factor,
                     "final_task": final_task, "samples": options.samples, "planned_width": widths.planned,
-                    "width_limit": widths.limit, "even": even, "slots": slots, "trial_seeds": options.trial_seeds}
+                    "width_limit": widths.limit, "even": even, "slots": slots, "trial_seeds": options.trial_seeds,
+                    "groups": list(groups or [""]), "mixable": mixable}
         searcher = PromotionSearch(
             space=DefineByRun(space), metric=OBJECTIVE, mode="max",
             sampler=optuna.samplers.TPESampler(seed=options.search_seed), storage=storage_db,
             study_name=options.experiment_name, final_task=final_task, samples=options.samples, rungs=rungs,
             reduction_factor=options.reduction_factor, widths=widths, slots=slots, seeds=options.trial_seeds,
-            structure_of=StructureOf(options.method, benchmark.defaults_for(options.method)), journal=journal,
-            settings=settings, points_to_evaluate=[p for p in start if p] or None,
-            audit_fraction=options.audit_fraction, audit_seed=options.search_seed)
+            structure_of=structure_of, journal=journal, settings=settings,
+            points_to_evaluate=[p for p in start if p] or None, audit_fraction=options.audit_fraction,
+            audit_seed=options.search_seed, groups=groups, mixable=mixable)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 # Jobs, not configurations: at most one per configuration and segment.
-                num_samples=options.samples * (len(rungs) + 1) + 1,
+                num_samples=samples * (len(rungs) + 1) + 1,
                 # One job per free slot: a job is decided when a slot can start it, never ahead.
                 max_concurrent_trials=slots, reuse_actors=True,
             ),
@@ -504,7 +528,7 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
     if not any(e.get("event") == "end" for e in events) or results.num_terminated + results.num_errors < len(results):
         proposed = sum(1 for e in events if e.get("event") == "config")
         raise SearchInterrupted(
-            f"search {options.experiment_name} interrupted with {proposed} of {options.samples} configurations "
+            f"search {options.experiment_name} interrupted with {proposed} of {samples} configurations "
             f"proposed; nothing exported. Continue it with the same flags and --name {options.experiment_name} "
             f"--resume --population {options.population} (the cohort size it ran with)")
 
