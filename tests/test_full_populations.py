@@ -39,7 +39,8 @@ def assert_promotion_decisions_hold(experiment_dir, rows):
     settings = events[0]
     assert settings["event"] == "search" and events[-1]["event"] == "end"
     eta, final = settings["reduction_factor"], settings["final_task"]
-    replayed = PromotionScheduler(settings["rungs"], final, eta, settings["samples"], Widths(1, 1))
+    replayed = PromotionScheduler(settings["rungs"], final, eta, settings["samples"], Widths(1, 1),
+                                  groups=settings["groups"], mixable=settings["mixable"])
     replayed.replay(events[1:])
     by_id = {r["trial_id"]: r for r in rows}
     assert set(by_id) == set(replayed.configs)
@@ -47,7 +48,7 @@ def assert_promotion_decisions_hold(experiment_dir, rows):
         status = "pruned" if config.status == WAITING else str(config.status)
         assert by_id[config.id]["status"] == status, config
         assert by_id[config.id]["jobs"] == config.jobs
-    scores: dict[int, dict[str, float]] = {}
+    scores: dict[tuple[str, int], dict[str, float]] = {}  # (group, rung) -> configuration -> score
     segments = {}
     for event in events:
         if event["event"] == "job":
@@ -57,17 +58,17 @@ def assert_promotion_decisions_hold(experiment_dir, rows):
                 assert segments.get(config, 0) == event["start"]  # continues where it stopped
                 segments[config] = event["end"]
                 if event["start"] > 0:
-                    recorded = scores[event["start"]]
+                    recorded = scores[replayed.configs[config].group, event["start"]]
                     ranked = sorted(recorded, key=lambda c: -recorded[c])
                     top = ranked[: max(1, len(ranked) // eta)]
                     assert config in top or by_id[config]["audit"], (config, event)
         elif event["event"] == "result":
             for config, outcome in event["outcomes"].items():
                 if outcome["score"] is not None and outcome["tasks"] < final:
-                    scores.setdefault(outcome["tasks"], {})[config] = outcome["score"]
+                    scores.setdefault((replayed.configs[config].group, outcome["tasks"]), {})[config] = outcome["score"]
                     objective = by_id[config]["objective_by_task"][outcome["tasks"] - 1]
                     assert 0 <= objective - outcome["score"] <= 0.0101
-    for rung, recorded in scores.items():
+    for (_, rung), recorded in scores.items():
         ranked = sorted(recorded, key=lambda c: -recorded[c])
         for config in ranked[: max(1, len(ranked) // eta)]:
             assert by_id[config]["tasks_trained"] > rung or by_id[config]["status"] == "diverged"
@@ -152,15 +153,18 @@ def test_starved_configurations_are_never_promoted_past_good_ones(tmp_path, ray_
     assert any(r["status"] == "completed" for r in rows)
 
 
-def test_a_search_killed_hard_in_the_middle_of_a_promotion_resumes_keeping_every_decision(tmp_path):
+@pytest.mark.parametrize("table", [(), ("10", "20", "40")], ids=["one search", "a table of three sizes"])
+def test_a_search_killed_hard_in_the_middle_of_a_promotion_resumes_keeping_every_decision(tmp_path, table):
     """kill -9 of the driver (and of its local Ray cluster) while a promoted job trains; --resume: every
-    configuration once in the table, every decision recorded before the kill kept, none taken twice."""
+    configuration once in the table, every decision recorded before the kill kept, none taken twice;
+    for a table of buffer sizes, each size's rows too."""
     import shutil
     import tempfile
 
     ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # its processes are found by this folder
-    storage, samples = tmp_path / "exp", 12
-    cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", str(samples),
+    storage, samples = tmp_path / "exp", 12 if not table else 6
+    method = ["--method", "sgd"] if not table else ["--method", "er", "--buffer-size", ",".join(table)]
+    cmd = [sys.executable, str(REPO / "launch" / "tune.py"), *method, "--samples", str(samples),
            "--population", "2", "--max-concurrent", "1", "--grace-period", "1", "--reduction-factor", "2",
            "--storage-path", str(storage), "--name", "hard", "--best-args", str(tmp_path / "best.yaml"),
            "--n-epochs", "30", "--verbose", "0"]  # tasks of about a second: the kill lands inside one
@@ -198,7 +202,10 @@ def test_a_search_killed_hard_in_the_middle_of_a_promotion_resumes_keeping_every
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     rows = pq.read_table(storage / "hard" / "trials.parquet").to_pylist()
-    assert len(rows) == samples and len({r["trial_id"] for r in rows}) == samples
+    total = samples * max(1, len(table))
+    assert len(rows) == total and len({r["trial_id"] for r in rows}) == total
+    for size in table:
+        assert sum(r["buffer_size"] == int(size) and r["config.buffer_size"] == int(size) for r in rows) == samples
     events = assert_promotion_decisions_hold(storage / "hard", rows)
     assert events[:len(killed)] == killed  # what was decided before the kill stands, first
     jobs = [e for e in events if e["event"] == "job"]
@@ -207,3 +214,30 @@ def test_a_search_killed_hard_in_the_middle_of_a_promotion_resumes_keeping_every
     assert len(trained) == len(set(trained))  # no configuration trained a segment twice
     results = [e["job"] for e in events if e["event"] == "result"]
     assert sorted(results) == sorted(e["id"] for e in jobs)
+
+
+def test_a_table_of_buffer_sizes_is_searched_each_as_if_alone(tmp_path, ray_cluster):
+    """--buffer-size 10,40: each size its own configurations, rung records and winner, a best-args and a
+    mammoth entry per size, one table with the size in a column, the summary a row per size."""
+    from raycl.files import load_best_args
+    from raycl.tune.mammoth import read_model_config
+
+    report = search(tmp_path, method="er", samples=4, population=2, buffer_size=[10, 40], fixed={"n_epochs": 1},
+                    name="table", export_format="mammoth", optuna_storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    rows = pq.read_table(report.parquet_path).to_pylist()
+    assert sorted(r["buffer_size"] for r in rows) == [10] * 4 + [40] * 4
+    assert all(r["config.buffer_size"] == r["buffer_size"] for r in rows)
+    assert_promotion_decisions_hold(tmp_path / "exp" / "table", rows)  # compared within their size only
+    assert set(report.reports) == {10, 40}
+    for size, alone in report.reports.items():
+        assert alone.best is not None and alone.best.config["buffer_size"] == size
+        assert load_best_args(tmp_path / "best.yaml", "seq-digits", "er", size)["lr"] == alone.best.config["lr"]
+        assert read_model_config(tmp_path / "models" / "config" / "er.yaml", "seq-digits", "er", size)["lr"] == \
+            alone.best.config["lr"]
+        assert alone.best.objective == max(r["objective"] for r in rows if r["buffer_size"] == size
+                                           and r["status"] == "completed")
+    import optuna
+
+    for size in (10, 40):  # a study of its own per size
+        study = optuna.load_study(study_name=f"table-{size}", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+        assert len(study.trials) == 4 and all(t.params.get("buffer_size", size) == size for t in study.trials)

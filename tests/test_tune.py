@@ -619,6 +619,13 @@ def test_population_auto_gives_every_trial_slot_two_cohorts_within_the_member_li
     ({"grace_period": 0}, "--grace-period must be at least 1"),
     ({"population": "many"}, "--population must be a whole number or auto"),
     ({"audit_fraction": 1.5}, "--audit-fraction must be between 0 and 1, got 1.5"),
+    ({"buffer_size": [200, 200]}, "--buffer-size: a list of different sizes of at least 1, got 200,200"),
+    ({"buffer_size": [200, 500], "protocol": "chf"}, "a list of sizes is searched by the stream protocols.*not by "
+                                                       "--protocol chf"),
+    ({"buffer_size": [200, 500], "protocol": "pbt"}, "not by --protocol pbt"),
+    ({"buffer_size": [200, 500], "population": 1}, "a list of sizes is searched in full populations: --population "
+                                                     "auto .* not 1"),
+    ({"buffer_size": [200, 500], "population": "auto", "start_from": "best.yaml"}, "--start-from takes one buffer size"),
 ])
 def test_bad_early_stopping_options_are_one_clear_error(options, message):
     from raycl.tune.options import SearchOptions
