@@ -197,8 +197,12 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
 
     with tempfile.TemporaryDirectory() as folder:
         best = Path(folder) / "best.yaml"
+        from raycl.hparams import param_specs
+        from raycl.methods import get_method
+
+        buffer = ["--buffer-size", "500"] if "buffer_size" in param_specs(get_method(method).Config) else []
         cmd = [sys.executable, str(TRAIN.parent / "tune.py"), "--method", method, "--dataset", dataset,
-               "--buffer-size", "500", "--samples", str(samples), "--storage-path", folder, "--name", "bench",
+               *buffer, "--samples", str(samples), "--storage-path", folder, "--name", "bench",
                "--best-args", str(best), "--verbose", "0", "--trial-seeds", str(trial_seeds),
                "--population", str(population), "--grace-period", str(grace), "--audit-fraction", str(audit),
                *extra]
@@ -218,7 +222,8 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
         rows = pq.read_table(Path(folder) / "bench" / "trials.parquet").to_pylist()
         signal = json.loads((Path(folder) / "bench" / "rung_signal.json").read_text())
         summary = [line for line in output.splitlines() if line.startswith("    after task")
-                   or "edge of the space" in line or "weak evidence" in line or "cohorts of" in line]
+                   or "edge of the space" in line or "weak evidence" in line or "cohorts of" in line
+                   or "slot use" in line]
         stopped = sum(r["status"] == "pruned" for r in rows)
         n_tasks = max(r["tasks_trained"] for r in rows)
         fraction = sum(r["tasks_trained"] for r in rows) / (len(rows) * n_tasks)
@@ -234,13 +239,21 @@ def measure_search(samples: int, data_root: str | None, trial_seeds: int = 1, po
         doc = json.loads(out.read_text())
         setting = next(iter(doc["test"]))
         test, config = doc["test"][setting], doc["config"]
-    print(f"\nsearch {dataset} {method} 500, {samples} samples, {' '.join(extra)} --trial-seeds {trial_seeds} --population "
+    print(f"\nsearch {dataset} {method}{' 500' if buffer else ''}, {samples} samples, {' '.join(extra)} --trial-seeds {trial_seeds} --population "
           f"{population} --grace-period {grace} --audit-fraction {audit}: wall {wall:.1f} s, peak PSS of the process "
           f"tree {peak:.2f} GB, {stopped}/{len(rows)} configurations stopped at the rungs, task-trainings run "
           f"{fraction:.3f} of samples x tasks ({sum(r['tasks_trained'] for r in rows)})")
     print(f"{signal['rungs_described']}")
     for line in summary:
         print(line.strip())
+    audited = [r for r in rows if r.get("audit") and r["status"] == "completed"]
+    if audited:
+        # The audited configurations ran every task whatever the rungs said: an unselected sample the
+        # winner can be held against.
+        best_audited = max(audited, key=lambda r: r["objective"])
+        beaten = sum(r["objective"] > best_row["objective"] for r in audited)
+        print(f"audited sample: {len(audited)} completed, best audited objective {best_audited['objective']:.2f}; "
+              f"{beaten} audited configuration(s) above the winner")
     print(f"best config {config}")
     print(f"winner's validation objective {best_row['objective']:.2f}"
           + (f" ± {best_row['objective_std']:.2f} over its {trial_seeds} seeds" if trial_seeds > 1 else ""))
