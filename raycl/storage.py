@@ -73,6 +73,25 @@ def read_bytes(location: str) -> bytes | None:
         return stream.read()
 
 
+def siblings(location: str, prefix: str) -> list[str]:
+    """The locations of the files beside ``location``'s folder entry whose names start with ``prefix``
+    (in ``location``'s folder), sorted by name."""
+    folder = location.rstrip("/").rsplit("/", 1)[0] if is_uri(location) else str(Path(location).parent)
+    if not is_uri(location):
+        path = Path(folder)
+        return sorted(str(p) for p in path.glob(f"{prefix}*") if p.is_file()) if path.is_dir() else []
+    import pyarrow.fs
+
+    fs, root = _filesystem(folder)
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=False))
+    except FileNotFoundError:
+        return []
+    base = folder.rstrip("/")
+    return sorted(f"{base}/{info.base_name}" for info in infos
+                  if info.type == pyarrow.fs.FileType.File and info.base_name.startswith(prefix))
+
+
 def download(location: str, keep=lambda relative: True) -> Path:
     """The files under the URI ``location`` that ``keep`` accepts (by path relative to it), copied
     into a new local temporary folder, which is returned."""

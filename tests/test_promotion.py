@@ -310,3 +310,23 @@ def test_groups_are_searched_each_as_if_alone(mixable):
         assert any(c.status == Status.COMPLETED for c in scheduler.configs.values() if c.group == group)
     mixed = [j for j in scheduler.jobs.values() if len({scheduler.configs[c].group for c in j.configs}) > 1]
     assert bool(mixed) == mixable
+
+
+def test_a_journal_in_an_object_store_is_written_in_bounded_segments(tmp_path, monkeypatch):
+    """An object store cannot append: each event rewrites only the last segment, and a journal picked
+    up again (a resumed search) continues it."""
+    import pickle
+
+    import raycl.tune.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "SEGMENT_EVENTS", 3)
+    location = f"file://{tmp_path}/rungs.jsonl"  # pyarrow's local filesystem behind a URI
+    journal = Journal(location)
+    for i in range(7):
+        journal.append({"event": "config", "id": f"c{i}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"rungs.jsonl.part-0000{i}" for i in range(3)]
+    again = pickle.loads(pickle.dumps(journal))
+    again.append({"event": "end"})
+    events = read_journal(location)
+    assert [e["id"] for e in events[:-1]] == [f"c{i}" for i in range(7)] and events[-1] == {"event": "end"}
+    assert len((tmp_path / "rungs.jsonl.part-00002").read_text().splitlines()) == 2

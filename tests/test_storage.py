@@ -107,8 +107,8 @@ def test_search_stores_in_s3_resumes_from_it_and_reports_from_it(s3_env, tmp_pat
 
 
 def test_a_search_in_full_populations_keeps_its_journal_members_and_jobs_in_s3(s3_env, tmp_path):
-    """The promotion form on object storage: the journal written whole at every event (an object store
-    cannot append), each promoted configuration's member states and each job's file in the bucket."""
+    """The promotion form on object storage: the journal in segments (an object store cannot append),
+    each promoted configuration's member states and each job's file in the bucket."""
     import json
 
     env, client = s3_env
@@ -120,7 +120,8 @@ def test_a_search_in_full_populations_keeps_its_journal_members_and_jobs_in_s3(s
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     prefix = "searches/promoted/"
     names = {k[len(prefix):] for k in keys(client, prefix)}
-    journal = client.get_object(Bucket=BUCKET, Key=prefix + "rungs.jsonl")["Body"].read().decode()
+    parts = sorted(k for k in keys(client, prefix) if k.startswith(prefix + "rungs.jsonl.part-"))
+    journal = "".join(client.get_object(Bucket=BUCKET, Key=k)["Body"].read().decode() for k in parts)
     events = [json.loads(line) for line in journal.splitlines()]
     jobs = [e["id"] for e in events if e["event"] == "job"]
     promoted = {c for e in events if e["event"] == "job" and e["start"] > 0 for c in e["configs"]}

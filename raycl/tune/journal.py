@@ -3,7 +3,9 @@
 The first line says what the search was asked (its settings); every later line is one event the
 scheduler recorded before acting on it (:mod:`raycl.tune.promotion`). A process killed in the middle
 of a write leaves a torn last line: reading skips it (that event had not taken effect) and says
-so. An object store cannot append: there the whole record is written again with every event.
+so. An object store cannot append: there the record is kept in segments of at most
+``SEGMENT_EVENTS`` events (``<name>.part-00000``, ...), the last one written again with every event,
+so an event costs a bounded write however long the search.
 """
 
 from __future__ import annotations
@@ -16,13 +18,20 @@ from raycl import storage
 
 log = logging.getLogger(__name__)
 
+SEGMENT_EVENTS = 1000
+
+
+def segments(location: str) -> list[str]:
+    """The segments of a journal kept in an object store, in order."""
+    return storage.siblings(location, f"{storage.name(location)}.part-")
+
 
 class Journal:
     """Appends events to ``location`` (a local path or a URI)."""
 
     def __init__(self, location: str):
         self.location = location
-        self._remote_text: str | None = None
+        self._segment: tuple[int, list[str]] | None = None  # an object store's last segment: index, lines
 
     def append(self, event: dict) -> None:
         line = json.dumps(event, separators=(",", ":")) + "\n"
@@ -32,19 +41,27 @@ class Journal:
             with path.open("a") as stream:
                 stream.write(line)
             return
-        if self._remote_text is None:
-            existing = storage.read_bytes(self.location)
-            self._remote_text = existing.decode() if existing else ""
-        self._remote_text += line
-        storage.write_bytes(self.location, self._remote_text.encode())
+        if self._segment is None:
+            existing = segments(self.location)
+            data = storage.read_bytes(existing[-1]) if existing else None
+            self._segment = (len(existing) - 1 if existing else 0, data.decode().splitlines(True) if data else [])
+        index, lines = self._segment
+        if len(lines) >= SEGMENT_EVENTS:
+            index, lines = index + 1, []
+        lines.append(line)
+        self._segment = (index, lines)
+        storage.write_bytes(f"{self.location}.part-{index:05d}", "".join(lines).encode())
 
     def __getstate__(self) -> dict:
-        return {"location": self.location, "_remote_text": None}
+        return {"location": self.location, "_segment": None}
 
 
 def read_journal(location: str) -> list[dict]:
     """Every event recorded at ``location`` ([] when there is none); a torn last line is skipped."""
-    data = storage.read_bytes(location)
+    if storage.is_uri(location):
+        data = b"".join(storage.read_bytes(part) or b"" for part in segments(location))
+    else:
+        data = storage.read_bytes(location)
     if not data:
         return []
     lines = data.decode(errors="replace").splitlines()
