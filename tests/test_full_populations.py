@@ -236,6 +236,10 @@ def test_a_table_of_buffer_sizes_is_searched_each_as_if_alone(tmp_path, ray_clus
             alone.best.config["lr"]
         assert alone.best.objective == max(r["objective"] for r in rows if r["buffer_size"] == size
                                            and r["status"] == "completed")
+    from raycl.tune.report import write_report
+
+    page = write_report(tmp_path / "exp" / "table", tmp_path / "report").page.read_text()
+    assert "<h2>Buffer sizes</h2>" in page and all(f"<td>{size}</td>" in page for size in (10, 40))
     import optuna
 
     for size in (10, 40):  # a study of its own per size

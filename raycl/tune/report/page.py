@@ -50,6 +50,24 @@ def top_table(experiment: Experiment, limit: int = TOP) -> tuple[list[str], list
     return header, rows
 
 
+def sizes_table(experiment: Experiment) -> tuple[list[str], list[list[str]]] | None:
+    """For a search of a paper's table (several buffer sizes): each size's configurations, winner and
+    its objective and test accuracy; None for a search of one size."""
+    sizes = sorted({t.row["buffer_size"] for t in experiment.trials if t.row.get("buffer_size") is not None})
+    if len(sizes) < 2:
+        return None
+    setting = experiment.settings[0]
+    header = ["buffer size", "configurations", "completed", "best trial", "objective", f"test {setting}"]
+    rows = []
+    for size in sizes:
+        mine = [t for t in experiment.trials if t.row.get("buffer_size") == size]
+        done = sorted((t for t in mine if t.status == "completed" and t.objective is not None), key=lambda t: -t.objective)
+        best = done[0] if done else None
+        rows.append([str(size), str(len(mine)), str(len(done)), best.trial_id if best else "–",
+                     f"{best.objective:.2f}" if best else "–", fmt(best.row.get(f"test_{setting}")) if best else "–"])
+    return header, rows
+
+
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -78,6 +96,11 @@ def page(experiment: Experiment, sections: list[tuple[str, str, Path | None]], n
                      f"{html.escape(config)}</p>")
     for note in notes:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    by_size = sizes_table(experiment)
+    if by_size is not None:
+        parts.append("<h2>Buffer sizes</h2><p>Each size was searched as if alone (its own configurations, rungs "
+                     "and winner); the figures below pool every size.</p>")
+        parts.append(html_table(*by_size))
     for title, text, figure in sections:
         parts.append(f"<h2>{html.escape(title)}</h2><p>{text}</p>")
         if figure is not None:
