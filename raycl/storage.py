@@ -59,6 +59,18 @@ def write_bytes(location: str, data: bytes) -> None:
         stream.write(data)
 
 
+def delete(location: str) -> None:
+    """Remove the file or object at ``location`` if there is one."""
+    if not is_uri(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    fs, path = _filesystem(location)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def read_bytes(location: str) -> bytes | None:
     """The content of the file or object at ``location``, None if there is none."""
     if not is_uri(location):

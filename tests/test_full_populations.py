@@ -95,6 +95,8 @@ def test_full_populations_tell_optuna_every_configuration_and_export_one_row_eac
     assert max(len(j["configs"]) for j in jobs) == 4 and any(j["start"] > 0 for j in jobs)
     promoted = [r for r in rows if len(r["jobs"]) > 1]
     assert promoted and all(len(r["trials"]) == len(r["jobs"]) for r in rows)
+    # Member states are kept while a configuration waits and deleted once nothing reads them.
+    assert not list((tmp_path / "exp" / "full" / "members").rglob("*.pt"))
     by_status = {s: [r for r in rows if r["status"] == s] for s in ("completed", "pruned", "diverged")}
     assert sum(map(len, by_status.values())) == 10
     assert by_status["diverged"] and {r["config.lr"] for r in by_status["diverged"]} == {1.0e30}

@@ -134,6 +134,7 @@ class PromotionSearch(OptunaSearch):
             job = self.scheduler.next_job(self.slots - len(self._trial_jobs), self._propose_first, self._propose_like)
             if job == FINISHED:
                 self._tell_ended()
+                self._forget_waiting()
                 return Searcher.FINISHED
             if job is None:
                 return None
@@ -169,6 +170,31 @@ class PromotionSearch(OptunaSearch):
             ended = self.scheduler.job_finished(job, outcomes, list(seconds or []), trial=trial_id)
         for config, status in ended:
             self._tell_status(config, status)
+        self._forget_states(job, ended)
+
+    def _forget_waiting(self) -> None:
+        """At the end, the states of the configurations pruned as the search ended."""
+        from raycl import storage
+        from raycl.tune.job import member_file
+
+        experiment = self.journal.location.rsplit("/", 1)[0]
+        for config in self.scheduler.configs.values():
+            if config.status == Status.PRUNED and 0 < config.tasks < self.scheduler.final_task:
+                storage.delete(member_file(experiment, config.id, config.tasks))
+
+    def _forget_states(self, job: str, ended: list[tuple[str, str]]) -> None:
+        """Delete the member states nothing will read again: those a finished promoted job started from,
+        and those of configurations pruned while they waited (a waiting configuration's state stays
+        until its promoted job has finished, so a job run again after an interruption finds it)."""
+        from raycl import storage
+        from raycl.tune.job import member_file
+
+        experiment = self.journal.location.rsplit("/", 1)[0]
+        start = self.scheduler.jobs[job].start
+        stale = [(c, start) for c in self.scheduler.jobs[job].configs if start > 0]
+        stale += [(c, self.scheduler.configs[c].tasks) for c, status in ended if status == Status.PRUNED]
+        for config, task in stale:
+            storage.delete(member_file(experiment, config, task))
 
     # ----- telling Optuna -------------------------------------------------------------------------------
     def _tell(self, config: str, state: TrialState, value: float | None = None) -> None:
