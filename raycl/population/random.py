@@ -1,10 +1,12 @@
 """Per-member random streams that a whole population draws from in one call.
 
 Each member owns a torch generator seeded from its seed and a stream id. Numbers are produced
-in blocks (one generator call per member per block) and handed out in slices [P, n]. Every member
-draws the same amount at every call (the population is in lockstep), so a member's numbers depend
-only on its own seed, never on who else is in the population. Blocks are drawn on the CPU and
-then moved, so a run gives the same numbers on any device.
+in blocks (one generator call per member per block) and handed out in slices [P, n]. A call draws
+the same amount for every member (the population is in lockstep), or draws for some members only
+(:meth:`MemberRandom.members`: members whose reservoirs hold different numbers of examples draw
+different amounts), each member from its own position in the block; either way a member's numbers
+depend only on its own seed and its own draws, never on who else is in the population. Blocks are
+drawn on the CPU and then moved, so a run gives the same numbers on any device.
 """
 
 from __future__ import annotations
@@ -75,7 +77,12 @@ class MemberRandom:
         self.generators = [torch.Generator().manual_seed(stream_seed(s, stream)) for s in seeds]
         self._block = torch.zeros((len(seeds), 0), dtype=torch.float64, device=self.device)
         self._offset = 0
+        # Per member, the numbers handed out past ``_offset`` by draws for some members only; None
+        # while every member stands at ``_offset`` (lockstep).
+        self._ahead: np.ndarray | None = None
         self._helpers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._subsets: dict[tuple[int, ...], MemberSubset] = {}
+        self._rows: dict[tuple[int, ...], torch.Tensor] = {}
 
     @property
     def size(self) -> int:
@@ -90,11 +97,79 @@ class MemberRandom:
         self._offset = 0
 
     def _take(self, n: int) -> torch.Tensor:
+        if self._ahead is not None:
+            return self._take_of(list(range(self.size)), n)
         if self._offset + n > self._block.shape[1]:
             self._refill(n)
         out = self._block[:, self._offset:self._offset + n]
         self._offset += n
         return out
+
+    def members(self, positions: list[int]) -> MemberRandom:
+        """The streams of the members at ``positions`` (ascending) as a MemberRandom of their own:
+        what it draws, only those members draw, each from where its stream stands; the others keep
+        their places. All the members: this stream itself."""
+        positions = tuple(positions)
+        if positions == tuple(range(self.size)):
+            return self
+        subset = self._subsets.get(positions)
+        if subset is None:
+            subset = self._subsets[positions] = MemberSubset(self, positions)
+        return subset
+
+    def _take_of(self, positions: list[int], n: int) -> torch.Tensor:
+        """The next ``n`` numbers [len(positions), n] of the members at ``positions``, each from its
+        own place in the block."""
+        ahead = np.zeros(self.size, dtype=np.int64) if self._ahead is None else self._ahead
+        starts = self._offset + ahead[positions]
+        if int(starts.max(initial=0)) + n > self._block.shape[1]:
+            self._even_out()
+            self._refill(n)
+            ahead = np.zeros(self.size, dtype=np.int64)
+            starts = self._offset + ahead[positions]
+        rows = self._subset_rows(positions)
+        if (starts == starts[0]).all():
+            out = self._block[:, int(starts[0]):int(starts[0]) + n] if rows is None else \
+                self._block[rows, int(starts[0]):int(starts[0]) + n]
+        else:
+            columns = torch.from_numpy(starts[:, None] + np.arange(n)).to(self.device)
+            out = self._block[torch.arange(self.size, device=self.device)[:, None] if rows is None else rows[:, None],
+                              columns]
+        ahead = ahead.copy()
+        ahead[positions] += n
+        if (ahead == ahead[0]).all():
+            self._offset += int(ahead[0])
+            self._ahead = None
+        else:
+            self._ahead = ahead
+        return out
+
+    def _subset_rows(self, positions: list[int]) -> torch.Tensor | None:
+        """``positions`` as an index on the device (None: every member, in order)."""
+        if len(positions) == self.size:
+            return None
+        key = tuple(positions)
+        cached = self._rows.get(key)
+        if cached is None:
+            cached = self._rows[key] = torch.tensor(positions, dtype=torch.long, device=self.device)
+        return cached
+
+    def _even_out(self) -> None:
+        """Back into lockstep: members that handed out more numbers than others draw as many more
+        from their generators (a generator's numbers come out the same whether drawn in one call
+        or in several), so that every member's rest of the block is as long; offset 0."""
+        if self._ahead is None:
+            return
+        rests = [self._block[p, self._offset + int(a):] for p, a in enumerate(self._ahead)]
+        longest = max(len(r) for r in rests)
+        rows = []
+        for generator, rest in zip(self.generators, rests):
+            missing = longest - len(rest)
+            drawn = torch.rand(missing, generator=generator, dtype=torch.float64).to(self.device)
+            rows.append(torch.cat([rest, drawn]))
+        self._block = torch.stack(rows)
+        self._offset = 0
+        self._ahead = None
 
     def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """[P, *shape] numbers in [0, 1)."""
@@ -157,11 +232,16 @@ class MemberRandom:
             generators.append(generator)
         self.generators = generators
         self._block = self._block[keep.to(self.device)]
+        if self._ahead is not None:
+            self._ahead = self._ahead[keep.numpy()]
+        self._subsets.clear()
 
     def state_dict(self) -> dict:
         """The generators' states (host state) and the numbers drawn but not handed out yet: a
         tensor on the device where the stream lives there (copied, never read back), host state
-        where it lives on the CPU (a host stream: coins, seeds)."""
+        where it lives on the CPU (a host stream: coins, seeds). Members out of step are brought
+        back into it first (the same numbers to come, more of them drawn ahead)."""
+        self._even_out()
         rest = self._block[:, self._offset:]
         return {"generators": [host_state(g.get_state()) for g in self.generators],
                 "block": host_state(rest) if self.device.type == "cpu" else rest.clone()}
@@ -169,8 +249,8 @@ class MemberRandom:
     def member_states(self, positions: list[int]) -> list[dict]:
         """Each member's stream at ``positions`` as the state of a stream of that member alone: its
         generator's state and its numbers drawn but not handed out yet (``[1, n]``)."""
-        rest = self._block[:, self._offset:]
-        rows = [rest[p:p + 1] for p in positions]
+        ahead = np.zeros(self.size, dtype=np.int64) if self._ahead is None else self._ahead
+        rows = [self._block[p:p + 1, self._offset + int(ahead[p]):] for p in positions]
         return [{"generators": [host_state(self.generators[p].get_state())],
                  "block": host_state(row) if self.device.type == "cpu" else row.clone()}
                 for p, row in zip(positions, rows)]
@@ -210,3 +290,32 @@ class MemberRandom:
         block = block if isinstance(block, torch.Tensor) else from_host_state(block)
         self._block = block.to(self.device, torch.float64)
         self._offset = 0
+        self._ahead = None
+        self._subsets.clear()
+
+
+class MemberSubset(MemberRandom):
+    """Some members of a :class:`MemberRandom`, drawing as a MemberRandom of their own (each from its
+    own place in the whole stream's block); the rest of the population keeps its places. A view:
+    its state is the whole stream's."""
+
+    def __init__(self, whole: MemberRandom, positions: tuple[int, ...]):  # no block of its own
+        self.whole = whole
+        self.positions = list(positions)
+        self.device = whole.device
+        self._helpers = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.positions)
+
+    def _take(self, n: int) -> torch.Tensor:
+        return self.whole._take_of(self.positions, n)
+
+    def members(self, positions: list[int]) -> MemberRandom:
+        return self.whole.members([self.positions[p] for p in positions])
+
+    def _state_error(self, *args, **kwargs):
+        raise RayclError("a subset of a random stream keeps no state of its own: select, save and restore the whole")
+
+    select = state_dict = member_states = joined_state = load_state_dict = _state_error
