@@ -68,7 +68,8 @@ def main(data_root: str, sizes: list[int], steps: int, threads: int) -> int:
                                                {"buffer_size": 500, "minibatch_size": 128}], 60),
         "optimiser sgd/adam": ([{"optimizer": "sgd"}, {"optimizer": "adam", "lr": 1e-3}], 60),
     }
-    print(f"\n== DER++ on seq-mnist, float32, CPU, {threads} thread(s), {steps} timed steps: member-steps per second ==")
+    print(f"\n== DER++ on seq-mnist, float32, CPU, {threads} thread(s), {steps} timed steps: "
+          "member-steps per second ==")
     header = f"{'mix':>36} {'P':>4} {'one population':>15} {'apart':>8} {'uniform':>8} {'one / apart':>12}"
     print(header)
     print("-" * len(header))

@@ -458,7 +458,8 @@ class PopulationReservoir:
         one = len(self._groups) == 1
         return {"examples": self._examples, "labels": self._labels, "logits": self._logits, "tasks": self._tasks,
                 "capacities": list(self.capacities),
-                "seen": self._groups[0].seen if one else [self._group_of[p][0].seen for p in range(len(self.capacities))],
+                "seen": self._groups[0].seen if one else [self._group_of[p][0].seen
+                                                          for p in range(len(self.capacities))],
                 "slot_plan": self._groups[0].slot_plan.state() if one else [g.slot_plan.state() for g in self._groups],
                 "sample_plan": self._groups[0].sample_plan.state() if one else [g.sample_plan.state()
                                                                                   for g in self._groups],
@@ -511,7 +512,8 @@ class PopulationReservoir:
         return {**{name: flat(name) for name in ("examples", "labels", "logits", "tasks")},
                 "capacities": list(self.capacities),
                 "seen": seen[0] if one else [s["seen"] for s in states],
-                "slot_plan": slot_plans[0] if one else slot_plans, "sample_plan": sample_plans[0] if one else sample_plans,
+                "slot_plan": slot_plans[0] if one else slot_plans,
+                "sample_plan": sample_plans[0] if one else sample_plans,
                 "random": self.random.joined_state([s["random"] for s in states])}
 
     def load_state_dict(self, state: dict) -> None:

@@ -83,7 +83,8 @@ def numbers(benchmark, case: str, row: dict) -> dict:
             "val": {s: run.val[s][0].tolist() for s in benchmark.settings},
             "val_loss": np.asarray(run.val_loss[0]).tolist(),
             "networks": digest(networks),
-            "buffer": digest({k: buffer[k] for k in ("examples", "labels", "logits", "tasks") if buffer[k] is not None}),
+            "buffer": digest({k: buffer[k] for k in ("examples", "labels", "logits", "tasks")
+                              if buffer[k] is not None}),
             "seen": buffer["seen"]}
 
 

@@ -122,7 +122,8 @@ class Mer(ReplayPopulationMethod):
         return cross_entropy(logits, by), cross_entropy(logits[:, :1].detach(), by[:, :1])
 
     @torch.no_grad()
-    def _sequential_mlp_steps(self, bx: torch.Tensor, by: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
+    def _sequential_mlp_steps(self, bx: torch.Tensor, by: torch.Tensor,
+                              counts: torch.Tensor | None = None) -> torch.Tensor:
         """One SGD step per column of ``bx`` on the stacked MLP, in order, for every member, without
         autograd; where ``counts`` (memories per member) is given, a member steps only on its own
         columns (on another, its learning rate is zero: it adds exact zeros).
