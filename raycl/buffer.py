@@ -150,7 +150,7 @@ class _Members:
         self.capacity = capacity
         self.positions = positions
         self.index = torch.tensor(positions, dtype=torch.long, device=device)
-        self.random = random.members(positions)  # the whole stream where these are every member
+        self.random = random  # these members' streams
         self.seen = 0
         self.slot_plan = _DrawPlan(key=0)  # [G, PLAN_STEPS, n] slots of future insertions; key: ``seen`` at the first
         self.sample_plan = _DrawPlan()  # [G, PLAN_STEPS, draws, k] future samples; key: (len, size, draws)
@@ -173,7 +173,10 @@ class PopulationReservoir:
 
     Storage is flat, member after member, each member ``capacity + 1`` rows: a population of mixed
     capacities takes the memory of its members' reservoirs apart, and reads and writes stay single
-    index_select / index_copy_ calls.
+    index_select / index_copy_ calls. ``random`` is the members' stream as given; with several
+    capacities the members of each draw from a stream split from it (a reservoir of 5120 samples
+    from 25 times the keys one of 200 does), which ``state_dict`` and ``member_states`` give back
+    per member.
 
     With ``images`` (the benchmark the examples come from) x is kept as the benchmark's uint8
     bytes, a quarter of float32's memory in the buffer and its checkpoints, and scaled again on
@@ -202,8 +205,10 @@ class PopulationReservoir:
         """The members' first rows in the flat storage and their groups of one capacity (ascending)."""
         self._starts = np.cumsum([0] + [c + 1 for c in self.capacities])[:-1]  # on the host, as read there
         self._base = torch.tensor(self._starts, dtype=torch.long, device=self.device)[:, None]
-        self._groups = [_Members(c, [p for p, cp in enumerate(self.capacities) if cp == c], self.random, self.device)
-                        for c in sorted(set(self.capacities))]
+        capacities = sorted(set(self.capacities))
+        members = [[p for p, cp in enumerate(self.capacities) if cp == c] for c in capacities]
+        streams = [self.random] if len(capacities) == 1 else [self.random.split(m) for m in members]
+        self._groups = [_Members(c, m, s, self.device) for c, m, s in zip(capacities, members, streams)]
         self._group_of = {p: (g, g.positions.index(p)) for g in self._groups for p in g.positions}
         # Where member p's row is in the groups' rows concatenated: how per-group results become [P, ...].
         order = [p for g in self._groups for p in g.positions]
@@ -429,8 +434,21 @@ class PopulationReservoir:
             groups.append(MemberGroup(host, self._gather_rows(slots, self._base[host.to(self.device)]) if n else None))
         return RaggedSample(groups)
 
+    def _random_state(self) -> dict:
+        """The members' streams as one state, in member order (from each capacity's own stream)."""
+        if len(self._groups) == 1:
+            return self.random.state_dict()
+        return self.random.joined_state(self._random_pieces(range(len(self.capacities))))
+
+    def _random_pieces(self, positions) -> list[dict]:
+        if len(self._groups) == 1:
+            return self.random.member_states(list(positions))
+        return [g.random.member_states([within])[0] for g, within in (self._group_of[p] for p in positions)]
+
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members at positions ``keep``, with their random streams."""
+        if len(self._groups) > 1:
+            self.random.load_state_dict(self._random_state())
         self.random.select(keep)
         positions = keep.tolist()
         rows = torch.cat([torch.arange(self.capacities[p] + 1) + int(self._starts[p]) for p in positions])
@@ -463,7 +481,7 @@ class PopulationReservoir:
                 "slot_plan": self._groups[0].slot_plan.state() if one else [g.slot_plan.state() for g in self._groups],
                 "sample_plan": self._groups[0].sample_plan.state() if one else [g.sample_plan.state()
                                                                                   for g in self._groups],
-                "random": self.random.state_dict()}
+                "random": self._random_state()}
 
     def member_states(self, positions: list[int]) -> list[dict]:
         """Each member's reservoir at ``positions`` as the state of the reservoir of that member alone:
@@ -472,7 +490,7 @@ class PopulationReservoir:
             start = int(self._starts[p])
             return None if flat is None else flat[start:start + self.capacities[p] + 1].clone()
 
-        randoms = self.random.member_states(positions)
+        randoms = self._random_pieces(positions)
         states = []
         for p, random in zip(positions, randoms):
             g, within = self._group_of[p]
@@ -537,5 +555,6 @@ class PopulationReservoir:
             g.slot_plan.load(slot_plans if one else slot_plans[i], self.device)
             g.sample_plan.load(sample_plans if one else sample_plans[i], self.device)
         self.random.load_state_dict(state["random"])
-        for g in self._groups:  # the whole stream, or its view of the group's members
-            g.random = self.random.members(g.positions)
+        if len(self._groups) > 1:
+            for g in self._groups:
+                g.random = self.random.split(g.positions)

@@ -117,6 +117,15 @@ class MemberRandom:
             subset = self._subsets[positions] = MemberSubset(self, positions)
         return subset
 
+    def split(self, positions: list[int]) -> MemberRandom:
+        """The streams of the members at ``positions`` as a MemberRandom of their own, each going on
+        from where it stands (this one is not to draw for them any more): members that draw at
+        rates of their own keep a block of their own, not a share of one that the fastest refills
+        for all."""
+        part = MemberRandom([0] * len(positions), 0, self.device)
+        part.load_state_dict(part.joined_state(self.member_states(positions)))
+        return part
+
     def _take_of(self, positions: list[int], n: int) -> torch.Tensor:
         """The next ``n`` numbers [len(positions), n] of the members at ``positions``, each from its
         own place in the block."""
