@@ -2,11 +2,14 @@
 
 Each member owns a torch generator seeded from its seed and a stream id. Numbers are produced
 in blocks (one generator call per member per block) and handed out in slices [P, n]. A call draws
-the same amount for every member (the population is in lockstep), or draws for some members only
-(:meth:`MemberRandom.members`: members whose reservoirs hold different numbers of examples draw
-different amounts), each member from its own position in the block; either way a member's numbers
-depend only on its own seed and its own draws, never on who else is in the population. Blocks are
-drawn on the CPU and then moved, so a run gives the same numbers on any device.
+the same amount for every member (the population is in lockstep), or for some members only
+(:meth:`MemberRandom.members`: a step computed per group of members, where the members' replay
+rows differ), each member from its own place in the block; either way a member's numbers depend
+only on its own seed and its own draws, never on who else is in the population. Members that draw
+at lastingly different rates (reservoirs of different capacities) take streams of their own
+(:meth:`MemberRandom.split`): a block refilled for the fastest would keep growing with the numbers
+the slowest has not used. Blocks are drawn on the CPU and then moved, so a run gives the same
+numbers on any device.
 """
 
 from __future__ import annotations
@@ -166,7 +169,9 @@ class MemberRandom:
     def _even_out(self) -> None:
         """Back into lockstep: members that handed out more numbers than others draw as many more
         from their generators (a generator's numbers come out the same whether drawn in one call
-        or in several), so that every member's rest of the block is as long; offset 0."""
+        or in several), so that every member's rest of the block is as long; offset 0. (The block
+        then holds what the member furthest behind has not used: bounded while the members' rates
+        of drawing stay close, as a step's groups' do.)"""
         if self._ahead is None:
             return
         rests = [self._block[p, self._offset + int(a):] for p, a in enumerate(self._ahead)]
