@@ -168,8 +168,10 @@ class Synergy(ReplayPopulationMethod):
         update = coins[:, 0] < self.host_member_values("ema_update_freq").double()
         self.ema.update(self.net, self.global_step, update, self.member_values("ema_alpha"))
         refresh = (coins[:, 1] < self.host_member_values("fisher_update_freq").double()) & (self.host_member_values("penalty_weight") > 0)
-        if isinstance(replay, RaggedSample):  # a member holding nothing yet keeps its Fisher, as alone
-            refresh &= torch.tensor([held > 0 for held in self.buffer.lengths()])
+        if isinstance(replay, RaggedSample):  # a member that replayed nothing keeps its Fisher, as alone
+            for group in replay.groups:
+                if group.sample is None:
+                    refresh[group.positions] = False
         if replay is not None and bool(refresh.any()):
             # Estimated for the refreshed members only: the others draw no augmentation for it, as alone.
             new = self.per_group(self.buffer.all(), self.fisher_estimate, only=refresh)
