@@ -438,7 +438,7 @@ class PopulationReservoir:
         """The members' streams as one state, in member order (from each capacity's own stream)."""
         if len(self._groups) == 1:
             return self.random.state_dict()
-        return self.random.joined_state(self._random_pieces(range(len(self.capacities))))
+        return self.random.gathered_state(self._random_pieces(range(len(self.capacities))))
 
     def _random_pieces(self, positions) -> list[dict]:
         if len(self._groups) == 1:

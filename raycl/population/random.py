@@ -253,12 +253,14 @@ class MemberRandom:
     def state_dict(self) -> dict:
         """The generators' states (host state) and the numbers drawn but not handed out yet: a
         tensor on the device where the stream lives there (copied, never read back), host state
-        where it lives on the CPU (a host stream: coins, seeds). Members out of step are brought
-        back into it first (the same numbers to come, more of them drawn ahead)."""
-        self._even_out()
+        where it lives on the CPU (a host stream: coins, seeds). Members out of step add ``ahead``:
+        how far into the block each member's next number is."""
         rest = self._block[:, self._offset:]
-        return {"generators": [host_state(g.get_state()) for g in self.generators],
-                "block": host_state(rest) if self.device.type == "cpu" else rest.clone()}
+        state = {"generators": [host_state(g.get_state()) for g in self.generators],
+                 "block": host_state(rest) if self.device.type == "cpu" else rest.clone()}
+        if self._ahead is not None:
+            state["ahead"] = self._ahead.copy()
+        return state
 
     def member_states(self, positions: list[int]) -> list[dict]:
         """Each member's stream at ``positions`` as the state of a stream of that member alone: its
@@ -276,26 +278,49 @@ class MemberRandom:
         own generators now: a generator's numbers come out the same whether drawn in one call or in
         several, so each member hands out the very numbers it would have, and the block keeps one
         offset for all."""
-        blocks = [s["block"] if isinstance(s["block"], torch.Tensor) else from_host_state(s["block"]) for s in states]
-        longest = max(block.shape[1] for block in blocks)
+        members = self._rows_of(states)
+        longest = max(len(row) for _, row in members)
         generators, rows = [], []
-        for state, block in zip(states, blocks):
+        for generator_state, row in members:
+            missing = longest - len(row)
+            if missing:
+                generator = torch.Generator()
+                generator.set_state(generator_state)
+                drawn = torch.rand(missing, generator=generator, dtype=torch.float64)
+                generator_state = generator.get_state()
+                row = torch.cat([row, drawn.to(self.device)])
+            generators.append(host_state(generator_state))
+            rows.append(row)
+        block = torch.stack(rows)
+        return {"generators": generators, "block": host_state(block) if self.device.type == "cpu" else block}
+
+    def gathered_state(self, states: list[dict]) -> dict:
+        """The state of one stream of the members of ``states``, in order, each as it stands: nothing
+        is drawn now; a member holding fewer numbers drawn ahead than the most is placed further into
+        the block (``ahead``). Saving streams split from one, a checkpoint then holds what they held."""
+        members = self._rows_of(states)
+        longest = max(len(row) for _, row in members)
+        block = torch.stack([torch.cat([row.new_zeros(longest - len(row)), row]) for _, row in members])
+        ahead = np.array([longest - len(row) for _, row in members], dtype=np.int64)
+        state = {"generators": [host_state(g) for g, _ in members],
+                 "block": host_state(block) if self.device.type == "cpu" else block}
+        if ahead.any():
+            state["ahead"] = ahead
+        return state
+
+    def _rows_of(self, states: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(generator state, numbers drawn ahead on this stream's device) of every member of ``states``."""
+        members = []
+        for state in states:
             held = [from_host_state(s) for s in state["generators"]]
+            block = state["block"] if isinstance(state["block"], torch.Tensor) else from_host_state(state["block"])
             if len(held) != block.shape[0]:
                 raise RayclError(f"a stream's state holds {len(held)} generators for {block.shape[0]} rows of numbers")
-            missing = longest - block.shape[1]
-            if missing:
-                drawn = []
-                for i, generator_state in enumerate(held):
-                    generator = torch.Generator()
-                    generator.set_state(generator_state)
-                    drawn.append(torch.rand(missing, generator=generator, dtype=torch.float64))
-                    held[i] = generator.get_state()
-                block = torch.cat([block.to(self.device), torch.stack(drawn).to(self.device)], dim=1)
-            generators += [host_state(g) for g in held]
-            rows.append(block.to(self.device, torch.float64))
-        block = torch.cat(rows)
-        return {"generators": generators, "block": host_state(block) if self.device.type == "cpu" else block}
+            ahead = state.get("ahead")
+            for p, generator_state in enumerate(held):
+                start = 0 if ahead is None else int(ahead[p])
+                members.append((generator_state, block[p, start:].to(self.device, torch.float64)))
+        return members
 
     def load_state_dict(self, state: dict) -> None:
         for g, s in zip(self.generators, state["generators"], strict=True):
@@ -304,7 +329,10 @@ class MemberRandom:
         block = block if isinstance(block, torch.Tensor) else from_host_state(block)
         self._block = block.to(self.device, torch.float64)
         self._offset = 0
-        self._ahead = None
+        ahead = state.get("ahead")
+        self._ahead = None if ahead is None else np.array(ahead, dtype=np.int64)
+        if self._ahead is not None and (self._ahead == self._ahead[0]).all():
+            self._offset, self._ahead = int(self._ahead[0]), None
         self._subsets.clear()
 
 
@@ -332,4 +360,4 @@ class MemberSubset(MemberRandom):
     def _state_error(self, *args, **kwargs):
         raise RayclError("a subset of a random stream keeps no state of its own: select, save and restore the whole")
 
-    select = state_dict = member_states = joined_state = load_state_dict = _state_error
+    select = state_dict = member_states = joined_state = gathered_state = load_state_dict = _state_error
