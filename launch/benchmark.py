@@ -63,6 +63,13 @@ per-example Fisher on resnet18; measured at P = 2 on the CPU and scaled to P = 2
 
     python launch/benchmark.py --member-memory --data-root ../shared/data
 
+--mixed-structure P ... runs only the section of members that differ in a formerly structural
+hyperparameter (launch/mixed_benchmark.py): DER++ member-steps per second on seq-mnist of one
+population of mixed buffer sizes (200/500/5120), of per-group replay rows (the cost of mixed
+minibatches) and of SGD beside Adam, against one population per value.
+
+    python launch/benchmark.py --mixed-structure 8 16
+
 --stacked-convs runs only the ResNet population section (launch/conv_benchmark.py): DER++ steps of
 a 20-filter ResNet-18 at P = 1, 4, 16 (--convs-populations), stacked against the member loop and
 against P runs one at a time, with peak RSS; then 4 seeds of DER++ on generated seq-cifar10
@@ -382,11 +389,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--convs-images", type=int, default=1000,
                         help="generated CIFAR-10 images a task of --stacked-convs' target row (default 1000; "
                              "0 skips the row)")
+    parser.add_argument("--mixed-structure", type=int, nargs="*", default=None, metavar="P",
+                        help="only members of mixed buffer sizes, minibatches or optimisers in one population "
+                             "against one population per value, at each P (launch/mixed_benchmark.py; default 8 16)")
+    parser.add_argument("--mixed-steps", type=int, default=300, help="timed steps of --mixed-structure (default 300)")
     args = parser.parse_args(argv)
     if args.member_memory:
         import memory_benchmark
 
         return memory_benchmark.main(args.data_root)
+    if args.mixed_structure is not None:
+        import mixed_benchmark
+
+        return mixed_benchmark.main(args.data_root, args.mixed_structure or [8, 16], args.mixed_steps, args.threads)
     if args.stacked_convs:
         import conv_benchmark
 

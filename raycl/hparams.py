@@ -19,18 +19,22 @@ _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False,
 
 
 def hp(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-       choices: tuple | None = None, per_member: bool = False, most_stable: float | None = None) -> Any:
+       choices: tuple | None = None, per_member: bool = False, fixed_in_run: bool = False,
+       most_stable: float | None = None) -> Any:
     """A declared hyperparameter: a dataclass field with a one-line help and optional bounds.
 
     ``low``/``high`` are inclusive bounds for numbers; ``choices`` the allowed values.
     ``per_member``: members of one population may differ in it (learning rates, loss weights,
-    moving-average rates); every other hyperparameter is structural and shared by a population.
+    moving-average rates, buffer sizes); every other hyperparameter is structural and shared by a
+    population. ``fixed_in_run``: a per-member value a member keeps from its first task to its last
+    (a reservoir's capacity): it may not change between tasks, so per-task selection and PBT leave
+    it alone.
     ``most_stable``: a stability hyperparameter (a weight on what protects earlier tasks: replay,
     distillation, a penalty) and its most stable value, where per-task selection starts its
     stability decay; 0 turns the mechanism off.
     """
     meta = {"help": help, "low": low, "high": high, "choices": choices, "per_member": per_member,
-            "most_stable": most_stable}
+            "fixed_in_run": fixed_in_run, "most_stable": most_stable}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -44,7 +48,14 @@ class ParamSpec:
     high: float | None
     choices: tuple | None
     per_member: bool = False
+    fixed_in_run: bool = False
     most_stable: float | None = None
+
+    @property
+    def changes_between_tasks(self) -> bool:
+        """Whether a run may change it between tasks (per-task selection, PBT): per-member values
+        not fixed for the run."""
+        return self.per_member and not self.fixed_in_run
 
     def describe_allowed(self) -> str:
         if self.choices is not None:
@@ -69,7 +80,8 @@ def param_specs(config_cls: type) -> dict[str, ParamSpec]:
         specs[f.name] = ParamSpec(
             name=f.name, type=hints[f.name], default=f.default, help=meta.get("help", ""),
             low=meta.get("low"), high=meta.get("high"), choices=meta.get("choices"),
-            per_member=bool(meta.get("per_member", False)), most_stable=meta.get("most_stable"),
+            per_member=bool(meta.get("per_member", False)), fixed_in_run=bool(meta.get("fixed_in_run", False)),
+            most_stable=meta.get("most_stable"),
         )
     return specs
 
@@ -163,14 +175,14 @@ def check_population(configs: list, owner: str, shared: list[str]) -> None:
 
 def check_changes(current: list, new: list, owner: str) -> None:
     """Raise RayclError unless ``new`` (one config per member) differs from ``current`` only in
-    per-member hyperparameters: what may change between the tasks of one run."""
+    per-member hyperparameters not fixed for the run: what may change between the tasks of one run."""
     if len(current) != len(new):
         raise RayclError(f"{len(new)} configs for {len(current)} members")
     specs = param_specs(type(current[0]))
     for before, after in zip(current, new):
         for name, spec in specs.items():
-            if not spec.per_member and getattr(before, name) != getattr(after, name):
-                free = [n for n, s in specs.items() if s.per_member]
+            if not spec.changes_between_tasks and getattr(before, name) != getattr(after, name):
+                free = [n for n, s in specs.items() if s.changes_between_tasks]
                 raise RayclError(f"{owner}: {name!r} cannot change between tasks (it shapes tensors or the step "
                                  f"schedule), {getattr(before, name)!r} -> {getattr(after, name)!r}; what may: "
                                  f"{', '.join(free) or '(nothing)'}")

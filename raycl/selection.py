@@ -333,9 +333,10 @@ def fix_task(study, task: int) -> None:
 
 
 def per_member_space(space, config_cls: type):
-    """The part of a search space a task's candidates may vary: its per-member hyperparameters."""
+    """The part of a search space a task's candidates may vary: its per-member hyperparameters that
+    may change between tasks."""
     specs = param_specs(config_cls)
-    kept = [d for d in space.dimensions if d.kind != "fixed" and specs[d.name].per_member]
+    kept = [d for d in space.dimensions if d.kind != "fixed" and specs[d.name].changes_between_tasks]
     return dataclasses.replace(space, dimensions=tuple(kept))
 
 

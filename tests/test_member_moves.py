@@ -397,9 +397,9 @@ def test_members_that_cannot_share_a_population_are_refused_in_one_line(digits):
     later = run_tasks(population, 1).export_members()[0]
     assert "at one next task; these are at tasks 2, 3" in one_line_error(
         lambda: PopulationRun.from_members(bench, "derpp", [first, later]))
-    larger = trained(bench, "derpp", [{**rows[0], "buffer_size": 30}], [5], tasks=1).export_members()[0]
-    assert "must share 'buffer_size'" in one_line_error(lambda: PopulationRun.from_members(bench, "derpp",
-                                                                                           [first, larger]))
+    larger = trained(bench, "derpp", [{**rows[0], "batch_size": 7}], [5], tasks=1).export_members()[0]
+    assert "must share 'batch_size'" in one_line_error(lambda: PopulationRun.from_members(bench, "derpp",
+                                                                                          [first, larger]))
     assert "cannot join a population of 'der'" in one_line_error(lambda: PopulationRun.from_members(bench, "der",
                                                                                                     [first]))
     assert "one dtype" in one_line_error(lambda: PopulationRun.from_members(bench, "derpp", [first],

@@ -60,8 +60,15 @@ CASES = {
                             {**GEN, "vae_per_task": True, "soft_targets": True, "increasing_replay_size": True,
                              "gen_lr": 3e-3}],
 }
+# Members of two buffer sizes, the first smaller than the minibatch: replay rows differ per member
+# (the buffer gives a RaggedSample, computed on per group of members) and the reservoirs replace
+# at different times.
+RAGGED = {"buffer_size": 2, "minibatch_size": 3}
+for _case in ("er", "der", "derpp", "agem", "clser", "synergy", "mer", "mer-batched"):
+    _first, _second = CASES[_case]
+    CASES[f"{_case}-mixed"] = [{**_first, **RAGGED}, {**_second, **RAGGED, "buffer_size": 9}]
 # On the ResNet (batch norm, augmentation, the stacked network of grouped convolutions).
-RESNET = {"er", "derpp", "agem", "ewc", "mer", "clser", "synergy"}
+RESNET = {"er", "derpp", "agem", "ewc", "mer", "clser", "synergy", "derpp-mixed", "agem-mixed", "synergy-mixed"}
 # ... with fewer of MER's per-example steps (each a ResNet forward and backward per member).
 RESNET_VALUES = {"mer": {"batch_size": 1, "batches_per_example": 1}}
 
@@ -71,6 +78,19 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*copying from a non-meta parame
 
 def method_name(case: str) -> str:
     return case.split("-")[0]
+
+
+def test_mixed_cases_replay_ragged_rows(tiny_mlp, monkeypatch):
+    """The mixed cases reach what they are there for: a RaggedSample in a step."""
+    import raycl.buffer
+
+    ragged = []
+    sample = raycl.buffer.PopulationReservoir.sample
+    monkeypatch.setattr(raycl.buffer.PopulationReservoir, "sample",
+                        lambda self, *a, **k: ragged.append(sample(self, *a, **k)) or ragged[-1])
+    method = build("er-mixed", tiny_mlp, CPU)
+    train(method, tiny_mlp, 0, CPU)
+    assert any(isinstance(s, raycl.buffer.RaggedSample) for s in ragged)
 
 
 def test_every_vectorised_method_has_a_case():

@@ -270,8 +270,9 @@ def test_members_on_different_data_seeds_share_nothing_but_the_benchmark_name(di
 
 
 def test_structural_hyperparameters_must_be_shared(digits):
-    rows = [make_config("derpp", {"buffer_size": 50}), make_config("derpp", {"buffer_size": 60})]
-    with pytest.raises(RayclError, match="must share 'buffer_size'.*per-member hyperparameters: lr, alpha, beta"):
+    rows = [make_config("derpp", {"minibatch_size": 5}), make_config("derpp", {"minibatch_size": 6})]
+    with pytest.raises(RayclError, match="must share 'minibatch_size'.*per-member hyperparameters: lr, buffer_size, "
+                                         "alpha, beta"):
         PopulationRun(digits, "derpp", rows, [0, 1])
     # Methods run member by member only share the step schedule.
     bench = short(digits)

@@ -1,6 +1,7 @@
 """Averaged GEM (Chaudhry et al., ICLR 2019): one constraint, on the mean memory gradient.
 
-At the end of each task ``buffer_size // n_tasks`` of its examples join the memory. Each step
+At the end of each task ``buffer_size // n_tasks`` of its examples join the memory (each member's
+own buffer size). Each step
 computes the gradient ``g_ref`` on ``minibatch_size`` memories drawn at random; if the current
 gradient ``g`` points against it (g . g_ref < 0), the conflicting component is removed:
 g <- g - (g . g_ref / g_ref . g_ref) g_ref, so the step does not increase the memory loss to
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
+from raycl.buffer import BufferSample
+from raycl.methods.base import Members, ReplayConfig, ReplayPopulationMethod, cross_entropy
 from raycl.methods.state import Transient
 from raycl.population.nets import member_sum, per_member_view
 from raycl.population.random import MemberRandom, Stream
@@ -43,7 +45,9 @@ class Agem(ReplayPopulationMethod):
         refs = None
         if not self.buffer.is_empty():
             replay = self.buffer.sample(self.config.minibatch_size)
-            refs = self.opt.backward(cross_entropy(self.net(self.augment(replay.x)), replay.y).sum())
+            # A member whose memory is still empty (a buffer smaller than the tasks) gets a zero
+            # reference, which removes nothing from its gradient.
+            refs = self.opt.backward(self.per_group(replay, self.reference_losses).sum())
         losses = cross_entropy(self.net(self.augment(x)), y)
         grads = self.opt.backward(losses.sum())
         if refs is not None:
@@ -52,7 +56,13 @@ class Agem(ReplayPopulationMethod):
         self.opt.step(grads)
         return losses.detach()
 
+    def reference_losses(self, on: Members, replay: BufferSample | None) -> torch.Tensor:
+        if replay is None:
+            return torch.zeros(on.size, device=self.device, dtype=self.dtype)
+        return cross_entropy(on(self.net, on.augment(replay.x)), replay.y)
+
     def end_task(self, task: int, data) -> None:
-        n = min(self.config.buffer_size // self.benchmark.n_tasks, data.n)
+        counts = [min(c.buffer_size // self.benchmark.n_tasks, data.n) for c in self.configs]
+        n = max(counts)
         x, y = data.gather(self.samples.permutation(data.n)[:, :n].to(self.device))
-        self.buffer.add(x, y, task=task)
+        self.buffer.add(x, y, task=task, counts=None if len(set(counts)) == 1 else counts)

@@ -16,11 +16,12 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 import torch.nn.functional as F
 
 from raycl.augment import crop_flip, random_crop_flip
-from raycl.buffer import PopulationReservoir
+from raycl.buffer import BufferSample, MemberGroup, PopulationReservoir, RaggedSample
 from raycl.data import Benchmark
 from raycl.device import full_precision, to_device
 from raycl.errors import DivergedError, RayclError
@@ -47,7 +48,7 @@ class TrainConfig:
 class ReplayConfig(TrainConfig):
     """Hyperparameters of methods that replay from a reservoir buffer."""
 
-    buffer_size: int = hp(500, "examples the reservoir buffer holds", low=1)
+    buffer_size: int = hp(500, "examples the reservoir buffer holds", low=1, per_member=True, fixed_in_run=True)
     minibatch_size: int = hp(10, "buffer examples replayed per step", low=1)
 
 
@@ -263,13 +264,44 @@ class PopulationMethod:
             cached = self._member_value_cache[(name, where)] = host if where == "host" else to_device(host, self.device)
         return cached
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """Training-time augmentation of [P, n, C, H, W] inputs (identity where the benchmark has none)."""
+    def augment(self, x: torch.Tensor, random: MemberRandom | None = None) -> torch.Tensor:
+        """Training-time augmentation of [P, n, C, H, W] inputs (identity where the benchmark has none),
+        drawn from ``random`` (the members' streams, or some members' of them: ``Members.augment``)."""
         if not self.benchmark.augment:
             return x
         p, n = x.shape[:2]
-        uniforms = self.random.uniform(n, 3, dtype=torch.float32).reshape(p * n, 3)
+        uniforms = (random or self.random).uniform(n, 3, dtype=torch.float32).reshape(p * n, 3)
         return crop_flip(x.flatten(0, 1), uniforms).view(x.shape)
+
+    @property
+    def everyone(self) -> Members:
+        """Every member, as :meth:`per_group` gives them to a computation where nothing is ragged."""
+        return Members(self, None)
+
+    def per_group(self, replay, compute, only: torch.Tensor | None = None):
+        """``compute(members, replay)`` -> a [G, ...] tensor (or a tuple or list of them) per member.
+
+        Where ``replay`` is one sample for every member (a BufferSample, a list of them, or None),
+        ``compute`` runs once on :attr:`everyone`, exactly as a solo run's step. Where it is a
+        :class:`~raycl.buffer.RaggedSample` (members of different buffer sizes hold different
+        numbers of rows), it runs once per group of members with the same number of rows, on
+        those members alone (their slices of the stacked state: each member computes as in a
+        population of its group, so as alone), with the group's rows (None where the group's
+        buffers are empty); the groups' results are joined in member order, gradients flowing
+        back to every member's own parameters.
+
+        ``only`` (a [P] bool tensor on the host): compute for the flagged members alone, as a
+        member that would not compute alone draws nothing; the others' rows of the result are zeros.
+        """
+        everyone = only is None or bool(only.all())
+        if not isinstance(replay, RaggedSample) and everyone:
+            return compute(self.everyone, replay)
+        groups = replay.groups if isinstance(replay, RaggedSample) else [MemberGroup(torch.arange(self.size), replay)]
+        if not everyone:
+            groups = [_flagged(group, only) for group in groups]
+            groups = [group for group in groups if len(group.positions)]
+        results = [compute(Members(self, group.positions), group.sample) for group in groups]
+        return _member_order(results, torch.cat([group.positions for group in groups]), self.size)
 
     def forward_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """The network's outputs on batches ``parts`` (each [P, n_i, ...]), concatenated along the
@@ -352,8 +384,114 @@ class PopulationMethod:
         self.load_state_dict(self._state.join(self, pieces))
 
 
+def _flagged(group: MemberGroup, only: torch.Tensor) -> MemberGroup:
+    """The members of ``group`` flagged in ``only`` ([P] bool, host), with their rows."""
+    keep = only[group.positions].nonzero()[:, 0]
+    if group.sample is None:
+        return MemberGroup(group.positions[keep], None)
+
+    def rows(sample: BufferSample) -> BufferSample:
+        index = keep.to(sample.y.device)
+        return BufferSample(*(None if t is None else t.index_select(0, index)
+                              for t in (sample.x, sample.y, sample.logits, sample.task)))
+
+    sample = [rows(s) for s in group.sample] if isinstance(group.sample, list) else rows(group.sample)
+    return MemberGroup(group.positions[keep], sample)
+
+
+def _member_order(results: list, positions: torch.Tensor, size: int):
+    """Per-group results (tensors [G, ...], tuples or lists of them, None) of the members at
+    ``positions`` (the groups' in turn) as one [size, ...] in member order, zeros for members not in
+    ``positions``."""
+    first = results[0]
+    if first is None:
+        return None
+    if isinstance(first, (tuple, list)):
+        return type(first)(_member_order([r[i] for r in results], positions, size) for i in range(len(first)))
+    together = torch.cat(results)
+    if len(positions) == size:
+        return together[torch.argsort(positions).to(together.device)]
+    return together.new_zeros((size, *together.shape[1:])).index_copy(0, positions.to(together.device), together)
+
+
+class Members:
+    """The members a step's computation runs on (:meth:`PopulationMethod.per_group`): every member
+    (``positions`` None: plain calls on the stacked state, the very operations of a solo run) or a
+    group of them (their slices of the stacked state, sliced once per network so that every use of
+    a parameter within the computation goes through one tensor, as in a population of the group)."""
+
+    def __init__(self, method: PopulationMethod, positions: torch.Tensor | None):
+        """``positions``: the members' positions, an int64 tensor on the host (None: every member)."""
+        self.method = method
+        self._host = None if positions is None else positions.tolist()
+        self.positions = None if positions is None else positions.to(method.device)
+        self._sliced: dict[int, dict[str, torch.Tensor]] = {}
+
+    @property
+    def size(self) -> int:
+        return self.method.size if self.positions is None else len(self._host)
+
+    def rows(self, value: torch.Tensor | None) -> torch.Tensor | None:
+        """These members' rows of a stacked [P, ...] tensor."""
+        if value is None or self.positions is None:
+            return value
+        return value.index_select(0, self.positions.to(value.device))
+
+    def values(self, name: str) -> torch.Tensor:
+        """These members' per-member hyperparameter ``name`` on the device ([G])."""
+        return self.rows(self.method.member_values(name))
+
+    def tensors(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """These members' slices of ``module``'s parameters and buffers, by name (its own tensors for
+        every member)."""
+        if self.positions is None:
+            return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        sliced = self._sliced.get(id(module))
+        if sliced is None:
+            sliced = self._sliced[id(module)] = {
+                name: t.index_select(0, self.positions.to(t.device)) if t.dim() > 0 else t
+                for name, t in (*module.named_parameters(), *module.named_buffers())}
+        return sliced
+
+    def parameters(self, module: nn.Module) -> list[torch.Tensor]:
+        """These members' slices of ``module.parameters()``, in order."""
+        if self.positions is None:
+            return list(module.parameters())
+        tensors = self.tensors(module)
+        return [tensors[name] for name, _ in module.named_parameters()]
+
+    def __call__(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module`` (a stacked network) on these members' inputs ``x`` [G, ...]. Running statistics a
+        training pass updates in the slices are written back to the members' rows."""
+        if self.positions is None:
+            return module(x)
+        tensors = self.tensors(module)
+        out = functional_call(module, tensors, (x,))
+        if module.training:
+            with torch.no_grad():
+                for name, buffer in module.named_buffers():
+                    if buffer.dim() > 0:
+                        buffer.index_copy_(0, self.positions.to(buffer.device), tensors[name])
+        return out
+
+    def forward_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`PopulationMethod.forward_parts` for these members."""
+        if len(parts) == 1 or not self.method.batch_statistics:
+            return self(self.method.net, torch.cat(parts, 1))
+        return torch.cat([self(self.method.net, part) for part in parts], 1)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`PopulationMethod.augment` of these members' inputs, from their own streams only."""
+        if self.positions is None:
+            return self.method.augment(x)
+        return self.method.augment(x, self.method.random.members(self._host))
+
+
 class ReplayPopulationMethod(PopulationMethod):
-    """A vectorised method with a reservoir buffer of ``config.buffer_size`` examples per member."""
+    """A vectorised method with a reservoir buffer per member, of the member's ``buffer_size``
+    examples (members may differ in it: a buffer size is a per-member hyperparameter, fixed for the
+    run). Where members of different sizes hold different numbers of rows for a draw, the buffer
+    gives a :class:`~raycl.buffer.RaggedSample`: compute on it with :meth:`per_group`."""
 
     Config: ClassVar[type] = ReplayConfig
     stores_logits: ClassVar[bool] = False
@@ -362,9 +500,9 @@ class ReplayPopulationMethod(PopulationMethod):
                  dtype: torch.dtype = torch.float32, member_benchmarks: list[Benchmark] | None = None):
         super().__init__(configs, seeds, benchmark, device, dtype, member_benchmarks)
         random = MemberRandom(seeds, Stream.BUFFER, device)
-        self.register("buffer", PopulationReservoir(self.config.buffer_size, benchmark.input_shape, benchmark.n_classes,
-                                                    random, device, dtype, store_logits=self.stores_logits,
-                                                    images=benchmark))
+        self.register("buffer", PopulationReservoir([c.buffer_size for c in configs], benchmark.input_shape,
+                                                    benchmark.n_classes, random, device, dtype,
+                                                    store_logits=self.stores_logits, images=benchmark))
 
 
 class MemberwiseMethod(PopulationMethod):

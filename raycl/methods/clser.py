@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from raycl.hparams import hp
-from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
+from raycl.buffer import BufferSample
+from raycl.methods.base import Members, ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
 from raycl.population.random import MemberRandom, Stream
 
@@ -53,24 +54,30 @@ class Clser(ReplayPopulationMethod):
         self.register("global_step", 0)
 
     @torch.no_grad()
-    def memory_targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per member and example, the logits of the memory more confident in the true label."""
-        stable, plastic = self.stable(x), self.plastic(x)
+    def memory_targets(self, x: torch.Tensor, y: torch.Tensor, on: Members | None = None) -> torch.Tensor:
+        """Per member (of ``on``: every member) and example, the logits of the memory more confident
+        in the true label."""
+        on = on or self.everyone
+        stable, plastic = on(self.stable.model, x), on(self.plastic.model, x)
         p_stable = F.softmax(stable, -1).gather(2, y[..., None])
         p_plastic = F.softmax(plastic, -1).gather(2, y[..., None])
         return torch.where(p_stable > p_plastic, stable, plastic)
 
-    def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+    def losses(self, on: Members, x: torch.Tensor, y: torch.Tensor, replay: BufferSample | None) -> torch.Tensor:
         n = x.shape[1]
-        parts, labels = [self.augment(x)], y
-        replay = None if self.buffer.is_empty() else self.buffer.sample(self.config.minibatch_size)
+        parts, labels = [on.augment(x)], y
         if replay is not None:
-            parts.append(self.augment(replay.x))
+            parts.append(on.augment(replay.x))
             labels = torch.cat([y, replay.y], 1)
-        outputs = self.forward_parts(parts)
+        outputs = on.forward_parts(parts)
         losses = cross_entropy(outputs, labels)
         if replay is not None:
-            losses = losses + self.member_values("reg_weight") * mse(outputs[:, n:], self.memory_targets(parts[1], replay.y))
+            losses = losses + on.values("reg_weight") * mse(outputs[:, n:], self.memory_targets(parts[1], replay.y, on))
+        return losses
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        replay = None if self.buffer.is_empty() else self.buffer.sample(self.config.minibatch_size)
+        losses = self.per_group(replay, lambda on, rows: self.losses(on, on.rows(x), on.rows(y), rows))
         self.step(losses)
         self.buffer.add(x, y, task=task)
         self.global_step += 1

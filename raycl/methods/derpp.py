@@ -8,7 +8,7 @@ import torch
 
 from raycl.buffer import BufferSample
 from raycl.hparams import hp
-from raycl.methods.base import cross_entropy, mse
+from raycl.methods.base import Members, cross_entropy, mse
 from raycl.methods.der import Der, DerConfig
 
 
@@ -22,11 +22,11 @@ class Derpp(Der):
     name = "derpp"
     Config = DerppConfig
 
-    def replay_draws(self) -> list[BufferSample]:
+    def replay_draws(self):
         return self.buffer.sample(self.config.minibatch_size, draws=2)
 
-    def replay_loss(self, outputs: torch.Tensor, draws: list[BufferSample]) -> torch.Tensor:
+    def replay_loss(self, on: Members, outputs: torch.Tensor, draws: list[BufferSample]) -> torch.Tensor:
         for_logits, for_labels = draws
         m = for_logits.y.shape[1]
-        return (self.member_values("alpha") * mse(outputs[:, :m], for_logits.logits)
-                + self.member_values("beta") * cross_entropy(outputs[:, m:], for_labels.y))
+        return (on.values("alpha") * mse(outputs[:, :m], for_logits.logits)
+                + on.values("beta") * cross_entropy(outputs[:, m:], for_labels.y))

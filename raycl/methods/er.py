@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
+from raycl.buffer import BufferSample
+from raycl.methods.base import Members, ReplayConfig, ReplayPopulationMethod, cross_entropy
 
 
 class Er(ReplayPopulationMethod):
@@ -12,12 +13,16 @@ class Er(ReplayPopulationMethod):
     Config = ReplayConfig
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        parts, labels = [self.augment(x)], y
-        if not self.buffer.is_empty():
-            replay = self.buffer.sample(self.config.minibatch_size)
-            parts.append(self.augment(replay.x))
-            labels = torch.cat([labels, replay.y], 1)
-        losses = cross_entropy(self.forward_parts(parts), labels)
+        replay = None if self.buffer.is_empty() else self.buffer.sample(self.config.minibatch_size)
+        losses = self.per_group(replay, lambda on, rows: self.losses(on, on.rows(x), on.rows(y), rows))
         self.step(losses)
         self.buffer.add(x, y, task=task)
         return losses.detach()
+
+    @staticmethod
+    def losses(on: Members, x: torch.Tensor, y: torch.Tensor, replay: BufferSample | None) -> torch.Tensor:
+        parts, labels = [on.augment(x)], y
+        if replay is not None:
+            parts.append(on.augment(replay.x))
+            labels = torch.cat([labels, replay.y], 1)
+        return cross_entropy(on.forward_parts(parts), labels)

@@ -28,7 +28,8 @@ QP_EPS = (1e-10, 1e-6, 1e-3)
 
 @dataclasses.dataclass
 class GemConfig(TrainConfig):
-    buffer_size: int = hp(500, "total memories, split evenly over the tasks", low=1)
+    buffer_size: int = hp(500, "total memories, split evenly over the tasks", low=1, per_member=True,
+                          fixed_in_run=True)
     memory_strength: float = hp(0.5, "margin of the QP: how far past orthogonal the step is pushed", low=0.0)
 
 

@@ -24,9 +24,10 @@ import dataclasses
 
 import torch
 
+from raycl.buffer import BufferSample, RaggedSample
 from raycl.device import full_precision
 from raycl.hparams import hp
-from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
+from raycl.methods.base import Members, ReplayConfig, ReplayPopulationMethod, cross_entropy
 from raycl.population.nets import StackedLinear, per_member_view
 
 VARIANTS = ("per-example", "batched")
@@ -80,13 +81,9 @@ class Mer(ReplayPopulationMethod):
             xi, yi = x[:, i:i + 1], y[:, i:i + 1]
             example_start = [p.detach().clone() for p in params]
             for b in range(cfg.batches_per_example):
-                if self.buffer.is_empty():
-                    bx, by = xi, yi
-                else:
-                    replay = self.buffer.sample(cfg.minibatch_size)
-                    bx, by = torch.cat([xi, replay.x], 1), torch.cat([yi, replay.y], 1)
+                replay = None if self.buffer.is_empty() else self.buffer.sample(cfg.minibatch_size)
                 batch_start = [p.detach().clone() for p in params]
-                loss = self._batch_steps(bx, by)
+                loss = self._batch_steps(xi, yi, replay)
                 if b == 0:
                     losses.append(loss)
                 self._towards(params, batch_start, beta)  # within-batch Reptile step
@@ -94,30 +91,46 @@ class Mer(ReplayPopulationMethod):
             self.buffer.add(xi, yi, task=task)
         return torch.stack(losses, 1).mean(1)
 
-    def _batch_steps(self, bx: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
-        """SGD on one replay batch per member, the incoming example in column 0; returns that
-        example's loss per member [P]."""
+    def _batch_steps(self, xi: torch.Tensor, yi: torch.Tensor, replay) -> torch.Tensor:
+        """SGD on one replay batch per member: the incoming example ``xi`` [P, 1, ...] and the
+        memories ``replay`` (None: none yet); returns that example's loss per member [P]."""
         if self.config.variant == "batched":
-            logits = self.net(self.augment(bx))
-            self.opt.step(self.opt.backward(cross_entropy(logits, by).sum()))
-            return cross_entropy(logits[:, :1].detach(), by[:, :1])
+            losses, first = self.per_group(replay, lambda on, rows: self._batch_losses(on, on.rows(xi), on.rows(yi),
+                                                                                       rows))
+            self.opt.step(self.opt.backward(losses.sum()))
+            return first
+        counts = None  # memories per member where members hold different numbers
+        if isinstance(replay, RaggedSample):
+            replay, counts = replay.padded()
+        bx, by = (xi, yi) if replay is None else (torch.cat([xi, replay.x], 1), torch.cat([yi, replay.y], 1))
         if self.manual_mlp_step:
             # In full precision under any autocast: the in-place rank-one updates add products to the
             # float32 weights, and each step starts from the weights the previous one wrote.
             with full_precision(self.device):
-                return self._sequential_mlp_steps(bx, by)
+                return self._sequential_mlp_steps(bx, by, counts)
         first = None
         for j in range(bx.shape[1]):
-            loss = cross_entropy(self.net(self.augment(bx[:, j:j + 1])), by[:, j:j + 1])
+            # A member without a j-th memory takes no step at column j (its SGD step adds a zero).
+            on = self.everyone if counts is None or j == 0 else Members(self, (counts >= j).nonzero()[:, 0])
+            loss = cross_entropy(on(self.net, on.augment(on.rows(bx[:, j:j + 1]))), on.rows(by[:, j:j + 1]))
             self.opt.step(self.opt.backward(loss.sum()))
             if first is None:
                 first = loss.detach()
         return first
 
+    def _batch_losses(self, on: Members, xi: torch.Tensor, yi: torch.Tensor,
+                      replay: BufferSample | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch's mean loss per member and the incoming example's."""
+        bx, by = (xi, yi) if replay is None else (torch.cat([xi, replay.x], 1), torch.cat([yi, replay.y], 1))
+        logits = on(self.net, on.augment(bx))
+        return cross_entropy(logits, by), cross_entropy(logits[:, :1].detach(), by[:, :1])
+
     @torch.no_grad()
-    def _sequential_mlp_steps(self, bx: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
+    def _sequential_mlp_steps(self, bx: torch.Tensor, by: torch.Tensor,
+                              counts: torch.Tensor | None = None) -> torch.Tensor:
         """One SGD step per column of ``bx`` on the stacked MLP, in order, for every member, without
-        autograd.
+        autograd; where ``counts`` (memories per member) is given, a member steps only on its own
+        columns (on another, its learning rate is zero: it adds exact zeros).
 
         Cross-entropy of one example: d(loss)/d(logits) = softmax - one_hot. Each weight update is the
         rank-one ``W -= lr * outer(input, delta)`` (a batched product, the learning rate folded into
@@ -129,11 +142,16 @@ class Mer(ReplayPopulationMethod):
         w2, b2 = net.fc2.weight, net.fc2.bias
         w3, b3 = net.classifier.weight, net.classifier.bias
         neg_lr = -self.member_values("lr").view(-1, 1, 1)
+        rates = None if counts is None else \
+            torch.where((torch.arange(bx.shape[1]) <= counts[:, None]).to(self.device)[..., None, None],
+                        neg_lr[:, None], torch.zeros_like(neg_lr[:, None]))
         inputs = bx.flatten(2)
         targets = self.eye[by]
         first = None
         for j in range(inputs.shape[1]):
             x, target = inputs[:, j:j + 1], targets[:, j:j + 1]  # [P, 1, in], [P, 1, C]
+            if rates is not None:
+                neg_lr = rates[:, j]
             h1 = torch.baddbmm(b1, x, w1).relu_()
             h2 = torch.baddbmm(b2, h1, w2).relu_()
             delta3 = torch.softmax(torch.baddbmm(b3, h2, w3), -1)

@@ -21,7 +21,8 @@ from torch.func import functional_call, grad, vmap
 
 from raycl.device import full_precision, to_device
 from raycl.hparams import hp
-from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
+from raycl.buffer import BufferSample, RaggedSample
+from raycl.methods.base import Members, ReplayConfig, ReplayPopulationMethod, cross_entropy, mse
 from raycl.methods.ema import PopulationEma
 from raycl.methods.state import HostTensor
 from raycl.population.nets import StackedLinear, member_sum, only_stacked_linear, per_member_view
@@ -74,21 +75,23 @@ class Synergy(ReplayPopulationMethod):
         self.register("global_step", 0)
         self.linear_only = only_stacked_linear(self.net)
 
-    def _estimate_fisher(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """Per member, the mean over examples of p(y|x) x the squared gradient of log p(y|x), for its
-        EMA model: x [P, m, ...], y [P, m] -> stacked like the parameters."""
+    def _estimate_fisher(self, x: torch.Tensor, y: torch.Tensor, on: Members | None = None) -> list[torch.Tensor]:
+        """Per member (of ``on``: every member), the mean over examples of p(y|x) x the squared
+        gradient of log p(y|x), for its EMA model: x [P, m, ...], y [P, m] -> stacked like the parameters."""
+        on = on or self.everyone
         with torch.no_grad():
-            weight = F.softmax(self.ema(x), -1).gather(2, y[..., None])[..., 0]  # [P, m]
+            weight = F.softmax(on(self.ema.model, x), -1).gather(2, y[..., None])[..., 0]  # [P, m]
         if self.linear_only:
-            return self._linear_fisher(x, y, weight)
-        return self._per_example_fisher(x, y, weight)
+            return self._linear_fisher(x, y, weight, on)
+        return self._per_example_fisher(x, y, weight, on)
 
-    def _per_example_fisher(self, x, y, weight) -> list[torch.Tensor]:
+    def _per_example_fisher(self, x, y, weight, on: Members) -> list[torch.Tensor]:
         """Per-example gradients of every member at once (torch.func over the population network,
         one example per member per call), :func:`fisher_chunk` examples at a time."""
         model = self.ema.model
-        params = {n: t.detach() for n, t in model.named_parameters()}
-        buffers = dict(model.named_buffers())
+        tensors = on.tensors(model)
+        params = {n: tensors[n].detach() for n, _ in model.named_parameters()}
+        buffers = {n: tensors[n] for n, _ in model.named_buffers()}
 
         def loss(p, xi, yi):  # xi [P, ...], yi [P]: one example of each member
             logits = functional_call(model, {**p, **buffers}, (xi.unsqueeze(1),))
@@ -104,7 +107,7 @@ class Synergy(ReplayPopulationMethod):
                 sums[name] += (g.pow(2) * w.view(*w.shape, *[1] * (g.dim() - 2))).sum(0)
         return [sums[n] / x.shape[1] for n in params]
 
-    def _linear_fisher(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
+    def _linear_fisher(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, on: Members) -> list[torch.Tensor]:
         """The same for a stack of linear layers, each used once, without per-example gradients.
 
         Example i's weight gradient is the outer product of the layer's input a_i and output
@@ -123,7 +126,7 @@ class Synergy(ReplayPopulationMethod):
         try:
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)  # the frozen copy needs a path for backward
-                logits = self.ema(x)
+                logits = on(self.ema.model, x)
                 p, m, c = logits.shape
                 F.cross_entropy(logits.reshape(p * m, c), y.reshape(p * m), reduction="sum").backward()
         finally:
@@ -137,25 +140,37 @@ class Synergy(ReplayPopulationMethod):
             per_param[module.bias] = d2.mean(1, keepdim=True)
         return [per_param[p] for p in self.ema.model.parameters()]
 
-    def penalty(self) -> torch.Tensor:
-        """sum(F * (theta - theta_ema)^2) per member: [P]."""
-        return member_sum([f * (p - q).pow(2) for f, p, q in zip(self.fisher, self.net.parameters(),
-                                                                  self.ema.model.parameters())])
+    def penalty(self, on: Members | None = None) -> torch.Tensor:
+        """sum(F * (theta - theta_ema)^2) per member (of ``on``: every member): [P]."""
+        on = on or self.everyone
+        return member_sum([f * (p - q).pow(2) for f, p, q in zip(map(on.rows, self.fisher), on.parameters(self.net),
+                                                                  on.parameters(self.ema.model))])
 
-    def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+    def losses(self, on: Members, x: torch.Tensor, y: torch.Tensor, replay: BufferSample | None) -> torch.Tensor:
         n = x.shape[1]
-        replay = None if self.buffer.is_empty() else self.buffer.sample(self.config.minibatch_size)
-        parts, labels = [self.augment(x)], y
+        parts, labels = [on.augment(x)], y
         if replay is not None:
-            parts.append(self.augment(replay.x))
+            parts.append(on.augment(replay.x))
             labels = torch.cat([y, replay.y], 1)
-        outputs = self.forward_parts(parts)
+        outputs = on.forward_parts(parts)
         losses = cross_entropy(outputs, labels)
         if replay is not None:
             with torch.no_grad():
-                ema_logits = self.ema(parts[1])
-            losses = losses + self.member_values("reg_weight") * mse(outputs[:, n:], ema_logits)
-            losses = losses + self.member_values("penalty_weight") * self.penalty()
+                ema_logits = on(self.ema.model, parts[1])
+            losses = losses + on.values("reg_weight") * mse(outputs[:, n:], ema_logits)
+            losses = losses + on.values("penalty_weight") * self.penalty(on)
+        return losses
+
+    def fisher_estimate(self, on: Members, stored: BufferSample | None) -> list[torch.Tensor]:
+        """The members' new Fisher estimates on their stored examples (their current ones where they
+        hold none)."""
+        if stored is None:
+            return [on.rows(f) for f in self.fisher]
+        return self._estimate_fisher(on.augment(stored.x), stored.y, on)
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        replay = None if self.buffer.is_empty() else self.buffer.sample(self.config.minibatch_size)
+        losses = self.per_group(replay, lambda on, rows: self.losses(on, on.rows(x), on.rows(y), rows))
         self.step(losses)
         self.buffer.add(x, y, task=task)
         self.global_step += 1
@@ -164,10 +179,15 @@ class Synergy(ReplayPopulationMethod):
         update = coins[:, 0] < self.host_member_values("ema_update_freq").double()
         self.ema.update(self.net, self.global_step, update, self.member_values("ema_alpha"))
         refresh = (coins[:, 1] < self.host_member_values("fisher_update_freq").double()) & (self.host_member_values("penalty_weight") > 0)
+        if isinstance(replay, RaggedSample):  # a member that replayed nothing keeps its Fisher, as alone
+            for group in replay.groups:
+                if group.sample is None:
+                    refresh[group.positions] = False
         if replay is not None and bool(refresh.any()):
-            stored = self.buffer.all()
-            with full_precision(self.device):  # squared gradients, like a backward pass; vmap's batch norm needs it
-                new = self._estimate_fisher(self.augment(stored.x), stored.y)
+            # Estimated for the refreshed members only: the others draw no augmentation for it, as alone;
+            # in full precision (squared gradients, like a backward pass; vmap's batch norm needs it).
+            with full_precision(self.device):
+                new = self.per_group(self.buffer.all(), self.fisher_estimate, only=refresh)
             warm = 1.0 - 1.0 / (self.global_step + 1)
             alpha = self.host_member_values("fisher_alpha")
             # The first estimate is taken as it is, later ones smoothed; members not refreshed keep theirs.

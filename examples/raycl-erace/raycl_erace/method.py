@@ -15,7 +15,8 @@ import dataclasses
 import torch
 
 from raycl.hparams import hp
-from raycl.methods.base import ReplayConfig, ReplayPopulationMethod, cross_entropy
+from raycl.buffer import BufferSample
+from raycl.methods.base import Members, ReplayConfig, ReplayPopulationMethod, cross_entropy
 
 
 @dataclasses.dataclass
@@ -32,9 +33,17 @@ class ErAce(ReplayPopulationMethod):
     search_space = "erace.yaml"  # next to this module
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        n = x.shape[1]
         replay = self.buffer.sample(self.config.minibatch_size) if task > 0 else None
-        outputs = self.forward_parts([self.augment(x)] + ([self.augment(replay.x)] if replay else []))
+        # Members of different buffer sizes may hold different numbers of memories: per group then.
+        losses = self.per_group(replay, lambda on, rows: self.losses(on, on.rows(x), on.rows(y), rows, task))
+        self.step(losses)
+        self.buffer.add(x, y, task=task)
+        return losses.detach()
+
+    def losses(self, on: Members, x: torch.Tensor, y: torch.Tensor, replay: BufferSample | None,
+               task: int) -> torch.Tensor:
+        n = x.shape[1]
+        outputs = on.forward_parts([on.augment(x)] + ([on.augment(replay.x)] if replay else []))
         incoming = outputs[:, :n]
         if task > 0:
             # Each member's own batch decides which of its classes compete: present [P, C].
@@ -43,7 +52,5 @@ class ErAce(ReplayPopulationMethod):
             incoming = incoming.masked_fill(~present[:, None, :], torch.finfo(incoming.dtype).min)
         losses = cross_entropy(incoming, y)
         if replay is not None:
-            losses = losses + self.member_values("replay_weight") * cross_entropy(outputs[:, n:], replay.y)
-        self.step(losses)
-        self.buffer.add(x, y, task=task)
-        return losses.detach()
+            losses = losses + on.values("replay_weight") * cross_entropy(outputs[:, n:], replay.y)
+        return losses
