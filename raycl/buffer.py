@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from raycl.device import to_device
 from raycl.errors import RayclError
 from raycl.population.members import agreed, all_or_none, joined_rows, member_rows
 from raycl.population.random import MemberRandom
@@ -52,7 +53,7 @@ class _DrawPlan:
 
     def load(self, state: tuple, device: torch.device) -> None:
         rows, self.key, self.next = state
-        self.rows = None if rows is None else rows.to(device)
+        self.rows = None if rows is None else to_device(rows, device)
 
     def member_states(self, positions: list[int]) -> list[tuple]:
         """Each member's plan at ``positions`` as the state of the plan of that member alone."""
@@ -131,7 +132,7 @@ class RaggedSample:
                         continue
                     rows = getattr(_draws(g.sample)[d], name)
                     filler = rows[:, :1].expand(-1, k - rows.shape[1], *rows.shape[2:])
-                    out[g.positions.to(out.device)] = torch.cat([rows, filler], 1)
+                    out[to_device(g.positions, out.device)] = torch.cat([rows, filler], 1)
                 return out
 
             padded.append(BufferSample(x=field("x"), y=field("y"), logits=field("logits"), task=field("task")))
@@ -366,12 +367,12 @@ class PopulationReservoir:
         if n == 0:
             return None
         if n < g.capacity:
-            return g.random.sample_without_replacement(n, size, groups=draws).to(self.device)
+            return to_device(g.random.sample_without_replacement(n, size, groups=draws), self.device)
         key = (n, size, draws)
 
         def draw() -> torch.Tensor:
             planned = g.random.sample_without_replacement(n, size, groups=PLAN_STEPS * draws)
-            return planned.to(self.device).view(planned.shape[0], PLAN_STEPS, draws, -1)
+            return to_device(planned, self.device).view(planned.shape[0], PLAN_STEPS, draws, -1)
 
         return g.sample_plan.take(lambda plan: plan.key == key, key, draw)
 
@@ -397,8 +398,8 @@ class PopulationReservoir:
             if count == 0:
                 groups.append(MemberGroup(host, None))
                 continue
-            idx = torch.cat([i for _, i in parts])[torch.from_numpy(order).to(self.device)]
-            together = self._gather_rows(idx.flatten(1), self._base[host.to(self.device)])
+            idx = torch.cat([i for _, i in parts])[to_device(torch.from_numpy(order), self.device)]
+            together = self._gather_rows(idx.flatten(1), self._base[to_device(host, self.device)])
             groups.append(MemberGroup(host, together if draws == 1 else self._split(together, count, draws)))
         return RaggedSample(groups)
 
@@ -431,7 +432,7 @@ class PopulationReservoir:
         for n in sorted(set(held)):
             host = torch.tensor([p for p, h in enumerate(held) if h == n], dtype=torch.long)
             slots = torch.arange(n, device=self.device).expand(len(host), -1)
-            groups.append(MemberGroup(host, self._gather_rows(slots, self._base[host.to(self.device)]) if n else None))
+            groups.append(MemberGroup(host, self._gather_rows(slots, self._base[to_device(host, self.device)]) if n else None))
         return RaggedSample(groups)
 
     def _random_state(self) -> dict:
@@ -467,8 +468,8 @@ class PopulationReservoir:
             within = torch.tensor([old.positions.index(positions[p]) for p in g.positions])
             g.seen = old.seen
             g.slot_plan, g.sample_plan = old.slot_plan, old.sample_plan
-            g.slot_plan.select(within.to(self.device))
-            g.sample_plan.select(within.to(self.device))
+            g.slot_plan.select(to_device(within, self.device))
+            g.sample_plan.select(to_device(within, self.device))
 
     def state_dict(self) -> dict:
         """The stored rows, the count of examples seen and the draw plans: as they are for members of

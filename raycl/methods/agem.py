@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from raycl.buffer import BufferSample
+from raycl.device import to_device
 from raycl.methods.base import Members, ReplayConfig, ReplayPopulationMethod, cross_entropy
 from raycl.methods.state import Transient
 from raycl.population.nets import member_sum, per_member_view
@@ -64,5 +65,5 @@ class Agem(ReplayPopulationMethod):
     def end_task(self, task: int, data) -> None:
         counts = [min(c.buffer_size // self.benchmark.n_tasks, data.n) for c in self.configs]
         n = max(counts)
-        x, y = data.gather(self.samples.permutation(data.n)[:, :n].to(self.device))
+        x, y = data.gather(to_device(self.samples.permutation(data.n)[:, :n], self.device))
         self.buffer.add(x, y, task=task, counts=None if len(set(counts)) == 1 else counts)

@@ -391,7 +391,7 @@ def _flagged(group: MemberGroup, only: torch.Tensor) -> MemberGroup:
         return MemberGroup(group.positions[keep], None)
 
     def rows(sample: BufferSample) -> BufferSample:
-        index = keep.to(sample.y.device)
+        index = to_device(keep, sample.y.device)
         return BufferSample(*(None if t is None else t.index_select(0, index)
                               for t in (sample.x, sample.y, sample.logits, sample.task)))
 
@@ -410,8 +410,8 @@ def _member_order(results: list, positions: torch.Tensor, size: int):
         return type(first)(_member_order([r[i] for r in results], positions, size) for i in range(len(first)))
     together = torch.cat(results)
     if len(positions) == size:
-        return together[torch.argsort(positions).to(together.device)]
-    return together.new_zeros((size, *together.shape[1:])).index_copy(0, positions.to(together.device), together)
+        return together[to_device(torch.argsort(positions), together.device)]
+    return together.new_zeros((size, *together.shape[1:])).index_copy(0, to_device(positions, together.device), together)
 
 
 class Members:
@@ -424,7 +424,7 @@ class Members:
         """``positions``: the members' positions, an int64 tensor on the host (None: every member)."""
         self.method = method
         self._host = None if positions is None else positions.tolist()
-        self.positions = None if positions is None else positions.to(method.device)
+        self.positions = None if positions is None else to_device(positions, method.device)
         self._sliced: dict[int, dict[str, torch.Tensor]] = {}
 
     @property

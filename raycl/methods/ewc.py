@@ -14,6 +14,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from raycl.device import to_device
 from raycl.hparams import hp
 from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
 from raycl.methods.state import Tensors
@@ -60,7 +61,7 @@ class Ewc(PopulationMethod):
         """Mean over each member's examples of p(y|x) * (d log p(y|x) / d theta)^2: one backward per
         example, for every member at once."""
         n = min(FISHER_EXAMPLES, data.n)
-        x, y = data.gather(self.samples.permutation(data.n)[:, :n].to(self.device))
+        x, y = data.gather(to_device(self.samples.permutation(data.n)[:, :n], self.device))
         params = self.params()
         fisher = [torch.zeros_like(p) for p in params]
         was_training = self.net.training

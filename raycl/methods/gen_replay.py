@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raycl.device import to_device
 from raycl.hparams import hp
 from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy, member_init
 from raycl.models import frozen_copy
@@ -147,7 +148,7 @@ class GenReplay(PopulationMethod):
         batch = self.config.gen_batch_size
         count = data.n
         for _ in range(self.config.gen_epochs):
-            order = self.gen_shuffle.permutation(count).to(self.device)
+            order = to_device(self.gen_shuffle.permutation(count), self.device)
             for start in range(0, count, batch):
                 x = data.gather(order[:, start:start + batch])[0].flatten(2)
                 if previous:

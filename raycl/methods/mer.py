@@ -25,7 +25,7 @@ import dataclasses
 import torch
 
 from raycl.buffer import BufferSample, RaggedSample
-from raycl.device import full_precision
+from raycl.device import full_precision, to_device
 from raycl.hparams import hp
 from raycl.methods.base import Members, ReplayConfig, ReplayPopulationMethod, cross_entropy
 from raycl.population.nets import StackedLinear, per_member_view
@@ -143,7 +143,7 @@ class Mer(ReplayPopulationMethod):
         w3, b3 = net.classifier.weight, net.classifier.bias
         neg_lr = -self.member_values("lr").view(-1, 1, 1)
         rates = None if counts is None else \
-            torch.where((torch.arange(bx.shape[1]) <= counts[:, None]).to(self.device)[..., None, None],
+            torch.where(to_device(torch.arange(bx.shape[1]) <= counts[:, None], self.device)[..., None, None],
                         neg_lr[:, None], torch.zeros_like(neg_lr[:, None]))
         inputs = bx.flatten(2)
         targets = self.eye[by]

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raycl.device import to_device
 from raycl.hparams import hp
 from raycl.methods.base import PopulationMethod, TrainConfig, cross_entropy
 from raycl.methods.state import Network
@@ -141,7 +142,7 @@ class Vib(PopulationMethod):
         if self.config.replay_mode == "simple":
             if self.replay_x.shape[1] == 0:
                 return None
-            idx = self.random.below(self.replay_x.shape[1], n).to(self.device)
+            idx = to_device(self.random.below(self.replay_x.shape[1], n), self.device)
             shape = self.replay_x.shape[2:]
             rows = idx.view(*idx.shape, *[1] * len(shape)).expand(-1, -1, *shape)
             return (self._scaler(self.replay_x.gather(1, rows)),
@@ -180,7 +181,7 @@ class Vib(PopulationMethod):
     def end_task(self, task: int, data) -> None:
         self.tasks_done += 1
         if self.config.replay_mode == "simple" and self.config.n_replay > 0:
-            keep = self.random.sample_without_replacement(data.n, self.config.n_replay).to(self.device)
+            keep = to_device(self.random.sample_without_replacement(data.n, self.config.n_replay), self.device)
             x = data.gather(keep)[0]
             self.replay_x = torch.cat([self.replay_x, self._scaler.to_uint8(x)], 1)
             self.replay_targets = torch.cat([self.replay_targets, self._soft_targets(x)], 1)

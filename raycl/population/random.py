@@ -145,7 +145,7 @@ class MemberRandom:
             out = self._block[:, int(starts[0]):int(starts[0]) + n] if rows is None else \
                 self._block[rows, int(starts[0]):int(starts[0]) + n]
         else:
-            columns = torch.from_numpy(starts[:, None] + np.arange(n)).to(self.device)
+            columns = to_device(torch.from_numpy(starts[:, None] + np.arange(n)), self.device)
             out = self._block[torch.arange(self.size, device=self.device)[:, None] if rows is None else rows[:, None],
                               columns]
         ahead = ahead.copy()
@@ -180,7 +180,7 @@ class MemberRandom:
         rows = []
         for generator, rest in zip(self.generators, rests):
             missing = longest - len(rest)
-            drawn = torch.rand(missing, generator=generator, dtype=torch.float64).to(self.device)
+            drawn = to_device(torch.rand(missing, generator=generator, dtype=torch.float64), self.device)
             rows.append(torch.cat([rest, drawn]))
         self._block = torch.stack(rows)
         self._offset = 0
@@ -246,7 +246,7 @@ class MemberRandom:
             taken.add(i)
             generators.append(generator)
         self.generators = generators
-        self._block = self._block[keep.to(self.device)]
+        self._block = self._block[to_device(keep, self.device)]
         if self._ahead is not None:
             self._ahead = self._ahead[keep.numpy()]
         self._subsets.clear()
@@ -289,7 +289,7 @@ class MemberRandom:
                 generator.set_state(generator_state)
                 drawn = torch.rand(missing, generator=generator, dtype=torch.float64)
                 generator_state = generator.get_state()
-                row = torch.cat([row, drawn.to(self.device)])
+                row = torch.cat([row, to_device(drawn, self.device)])
             generators.append(host_state(generator_state))
             rows.append(row)
         block = torch.stack(rows)
