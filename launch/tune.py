@@ -186,6 +186,13 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                           "(view it with optuna-dashboard)")
     out.add_argument("--final-eval-seeds", type=int, default=0, metavar="N",
                      help="retrain the best config on N seeds and report test mean ± std (default 0)")
+    out.add_argument("--tracker", action="append", default=[], metavar="KIND[:WHERE]",
+                     help="log the search live to an experiment tracker, one run per configuration under a run "
+                          "of the search, repeatable: mlflow[:URI] (a tracking server's http:// address, "
+                          "sqlite:///file.db, ...; pip install 'raycl[mlflow]') or wandb[:PROJECT] (W&B's own "
+                          "settings, e.g. WANDB_MODE=offline; pip install 'raycl[wandb]'). A tracker that is "
+                          "down or slow costs one warning line, never the search. TensorBoard always gets a "
+                          "run folder per configuration, <experiment>/tensorboard/")
 
     data = p.add_argument_group("data")
     data.add_argument("--data-root", default=None,
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         samples_per_task=args.samples_per_task,
         benchmark_options=given_benchmark_options(args), backbone=args.backbone,
         verbose=args.verbose, chf_grid=tuple(args.chf_grid), chf_drop=args.chf_drop, chf_decay=args.chf_decay,
-        chf_decay_limit=args.chf_decay_limit, candidates=args.candidates,
+        chf_decay_limit=args.chf_decay_limit, candidates=args.candidates, trackers=tuple(args.tracker),
     )
     from raycl.tune.search import SearchInterrupted, run_search
 

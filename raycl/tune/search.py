@@ -309,11 +309,19 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
     if options.population == AUTO:
         size, population_reason = cohort_size(options, trial_slots(options), convolutional=benchmark.model != "mlp")
         options = dataclasses.replace(options, population=size)
-    results = _fit_stream_search(options, space, benchmarks)
     from raycl.tune.export import export_search, print_summary
+    from raycl.tune.trackers import search_trackers
 
-    report = export_search(results, options, space, benchmark)
-    report.final_eval = final_evaluation(options, report.best_config)
+    trackers = search_trackers(options, space, benchmark.n_tasks)
+    try:
+        results = _fit_stream_search(options, space, benchmarks, trackers)
+        report = export_search(results, options, space, benchmark)
+        report.final_eval = final_evaluation(options, report.best_config)
+        if trackers is not None:
+            trackers.finish(report)
+    finally:
+        if trackers is not None:
+            trackers.close()
     print_summary(report, options, space, benchmark, population_reason)
     return report
 
@@ -331,9 +339,10 @@ def _check_experiment_folder(options: SearchOptions) -> None:
                          "--name")
 
 
-def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark]):
-    """Run (or resume) a stream protocol's trials under Tune with the rung board; returns Tune's
-    results, or raises SearchInterrupted when the search stopped before every trial ended."""
+def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark], trackers=None):
+    """Run (or resume) a stream protocol's trials under Tune with the rung board, feeding
+    ``trackers`` (:class:`raycl.tune.trackers.SearchTrackers`); returns Tune's results, or raises
+    SearchInterrupted when the search stopped before every trial ended."""
     from ray import tune
 
     experiment = options.experiment_dir
@@ -364,8 +373,12 @@ def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: l
     callbacks = [SearchMetrics(options.samples, final_task, options.experiment_name)]
     if options.verbose == 1:
         callbacks.append(SearchProgress(options.samples, final_task, space.searched))
+    if trackers is not None:
+        callbacks.append(trackers.callback())
     if options.resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        if trackers is not None:
+            trackers.take_over(tuner)
     else:
         tuner = tune.Tuner(
             trainable,
