@@ -77,7 +77,9 @@ def test_train_writes_json_with_seeds_and_settings(tmp_path):
     # --device auto: the GPU where this machine has one, else the CPU; fp32 unless told.
     assert doc["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and doc["precision"] == "fp32"
     for split in ("test", "val"):
-        for setting in ("class_il", "task_il"):
+        # Masked Class-IL (the DER repository's "CIL") beside Class-IL and Task-IL, never in place of them.
+        assert doc[split]["class_il"]["mean"] <= doc[split]["masked_class_il"]["mean"] <= doc[split]["task_il"]["mean"]
+        for setting in ("class_il", "masked_class_il", "task_il"):
             entry = doc[split][setting]
             assert len(entry["per_seed"]) == 2
             assert entry["mean"] == pytest.approx(sum(entry["per_seed"]) / 2)

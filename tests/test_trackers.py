@@ -283,6 +283,13 @@ def test_a_cohort_search_has_one_run_per_configuration_in_mlflow_wandb_and_tenso
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "tracker" in r.getMessage()]
     rows = {r["trial_id"]: r for r in pq.read_table(report.parquet_path).to_pylist()}
     assert len(rows) == 16 and {r["status"] for r in rows.values()} == {"completed", "pruned", "diverged"}
+    # The table has masked Class-IL beside Class-IL and Task-IL (seq-digits is class-incremental).
+    for row in rows.values():
+        if row["status"] == "completed":
+            assert row["test_class_il"] <= row["test_masked_class_il"] <= row["test_task_il"]
+        if row["status"] != "diverged":
+            assert row["val_class_il"] <= row["val_masked_class_il"] <= row["val_task_il"]
+            assert row["val_masked_class_il_task1"] == row["val_task_il_task1"]
 
     parent, children, client = mlflow_runs(server, "tracked")
     assert parent.info.status == "FINISHED" and parent.data.tags["raycl.method"] == "er"
