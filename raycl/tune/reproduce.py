@@ -364,6 +364,9 @@ def format_table(table: PaperTable, rows: list[PaperRow], results: dict, wall_s:
     lines.append(f"Total wall time of the rows: {total:.0f} s ({total / 60:.1f} min)"
                  + (f"; this invocation {wall_s:.0f} s." if wall_s is not None else "."))
     lines.append(f"Paper values: {table.source}")
-    lines.append("Ours: the search's winner (by mean validation accuracy over seen tasks) retrained on all "
-                 "training data, tested, one data seed per training seed.")
+    held = sorted({f"{r.final_val_fraction:g}" for r in rows if r.final_val_fraction})
+    lines.append("Ours: the search's choice (the configuration with the best mean validation accuracy over the "
+                 "tasks seen, or a per-task protocol's schedule) retrained on "
+                 + (f"the training data less the held-out share ({', '.join(held)})" if held else "all training data")
+                 + ", tested, one data seed per training seed.")
     return "\n".join(lines) + "\n"
