@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters, method_help, requested_method
-from raycl.cli import add_benchmark_flags, given_benchmark_options
+from raycl.cli import add_benchmark_flags, add_help_all, given_benchmark_options, help_all_requested, short_help
 from raycl.data import benchmark_names
 from raycl.device import PRECISIONS
 from raycl.tune.options import AUTO, EXPORT_FORMATS, PROTOCOLS, SearchOptions
@@ -52,16 +53,39 @@ def cohort_help(method: str | None) -> str:
     shared = get_population_method(method).shared_hyperparameters()
     free = [n for n in param_specs(get_method(method).Config) if n not in shared]
     return "\n".join([
-        "hyperparameters of a --population cohort (shared = drawn once per cohort, the rest per configuration; "
-        "the search space's choices of shared ones are explored across cohorts):",
-        f"  {method:12s} per configuration: {', '.join(free) or '(none)'}",
+        *textwrap.wrap("hyperparameters of a --population cohort (shared = drawn once per cohort, the rest per "
+                       "configuration; the search space's choices of shared ones are explored across cohorts):", 79),
+        *textwrap.wrap(f"  {method:12s} per configuration: {', '.join(free) or '(none)'}", 79,
+                       subsequent_indent=" " * 33),
         "  (every other hyperparameter is shared)"])
 
 
-def build_parser(method: str | None = None) -> argparse.ArgumentParser:
-    """The flags, with ``method``'s hyperparameters in the help (none without a method)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+# What --help lists besides the method's hyperparameters: the flags a first search needs, some with a
+# shorter help than --help-all's (None: their own).
+FIRST_SEARCH = {
+    "--method": None, "--dataset": None, "--samples": None, "--space": None,
+    "--protocol": "how a configuration is judged: seen-tasks (default): its mean val accuracy over the tasks "
+                  "seen, weak ones stopped at the rungs; first-task, end-of-training; chosen per task: chf, "
+                  "current-task, seen-tasks-val, pbt (--help-all says more)",
+    "--population": "configurations trained as one population per trial; auto (default): from the samples and "
+                    "the trial slots; 1: one per trial",
+    "--search-seed": None, "--cpus-per-trial": None, "--max-concurrent": None, "--storage-path": None,
+    "--name": None, "--resume": None,
+    "--verbose": "0: the summary only; 1: a status line and the top configurations (default); 2, 3: Ray Tune's",
+    "--best-args": None, "--final-eval-seeds": None,
+    "--tracker": "log live to mlflow[:URI] or wandb[:PROJECT], one run per configuration (repeatable; pip "
+                 "install 'raycl[mlflow]' or 'raycl[wandb]')",
+    "--data-root": None,
+}
+
+
+def build_parser(method: str | None = None, full: bool = True) -> argparse.ArgumentParser:
+    """The flags, with ``method``'s hyperparameters in the help (none without a method); not
+    ``full``: the short help, a first search's flags only (every flag is accepted either way)."""
+    description = __doc__ if full else textwrap.fill(" ".join(__doc__.split("\n\n", 1)[0].split()), 79)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=cohort_help(method))
+    add_help_all(p)
     what = p.add_argument_group("what to search")
     what.add_argument("--method", required=True, help=method_help())
     what.add_argument("--dataset", default="seq-digits",
@@ -204,13 +228,17 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     data.add_argument("--data-seed", type=int, default=0,
                       help="seed of the validation split, permutations and angles (default 0)")
     add_benchmark_flags(data)
-    add_hyperparameter_flags(p, method, note=" (fixes it for the whole search)")
+    add_hyperparameter_flags(p, method, note=" (fixes it for the whole search)" if full else "",
+                             description="each flag fixes it for the whole search" if full else
+                             "each fixes it for the whole search (else the space's range)")
+    if not full:
+        short_help(p, FIRST_SEARCH, method, "tune.py")
     return p
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(requested_method(argv)).parse_args(argv)
+    args = build_parser(requested_method(argv), full=help_all_requested(argv)).parse_args(argv)
     fixed = given_hyperparameters(args, args.method)
     buffer_size = fixed.pop("buffer_size", None)
     options = SearchOptions(

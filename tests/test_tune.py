@@ -435,7 +435,7 @@ def test_tune_cli_flags_are_checked():
     proc = run("--method", "vibb")
     assert proc.returncode == 2 and "unknown method 'vibb'" in proc.stderr
     assert "Traceback" not in proc.stderr
-    help_text = run("--help").stdout
+    help_text = run("--help-all").stdout
     for flag in ("--samples", "--protocol", "--grace-period", "--cpus-per-trial", "--gpus-per-trial", "--address",
                  "--storage-path", "--resume", "--dashboard", "--optuna-storage", "--final-eval-seeds",
                  "--wait-for-resources", "--precision"):
