@@ -8,6 +8,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import struct
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from conftest import ray_address
+from test_tune import assert_short_trial_folders
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (pip install -e '.[dev]')")
 wandb = pytest.importorskip("wandb", reason="the wandb extra (pip install -e '.[dev]')")
@@ -336,6 +338,9 @@ def test_a_cohort_search_has_one_run_per_configuration_in_mlflow_wandb_and_tenso
         assert [run["history"][s]["objective"] for s in steps] == pytest.approx(row["objective_by_task"])
         assert ("test_class_il" in run["summary"]) == (row["status"] == "completed")
 
+    # Tune's trial folders: <trial id>_<number>_<n>configs.
+    assert [re.fullmatch(r"[0-9a-f]{8}_[12]_8configs", name) is not None
+            for name in assert_short_trial_folders(tmp_path / "exp" / "tracked", 2)] == [True, True]
     folders = {p.name: p for p in (tmp_path / "exp" / "tracked" / "tensorboard").iterdir()}
     assert sorted(folders) == sorted(rows)
     for name, folder in folders.items():

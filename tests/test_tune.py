@@ -119,6 +119,19 @@ def assert_rung_decisions_hold(experiment_dir, rows):
     return board
 
 
+def assert_short_trial_folders(experiment_dir, trials: int) -> list[str]:
+    """Every trial folder Tune wrote in ``experiment_dir`` is named by its trial's id first, in at most
+    60 characters; there are ``trials`` of them. Their names."""
+    names = []
+    for params in Path(experiment_dir).glob("*/params.json"):
+        folder = params.parent
+        trial_id = json.loads((folder / "result.json").read_text().splitlines()[0])["trial_id"]
+        assert folder.name.startswith(f"{trial_id}_") and len(folder.name) <= 60, folder.name
+        names.append(folder.name)
+    assert len(names) == trials, names
+    return sorted(names)
+
+
 def flatten(doc, prefix=""):
     """Every key path of a nested mapping, 'a/b/c'."""
     out = []

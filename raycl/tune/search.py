@@ -16,6 +16,7 @@ from raycl.tune.options import AUTO, SearchOptions
 from raycl.tune.placement import check_cluster_has_gpus, cluster_slots
 from raycl.tune.rungs import search_rungs
 from raycl.tune.space import DefineByRun, SearchSpace, load_space
+from raycl.tune.trial_names import trial_name
 from raycl.vocabulary import COHORT, OBJECTIVE, RUNGS_FILE, TASK
 
 if TYPE_CHECKING:
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from raycl.tune.export_schedule import SelectionReport
 
 log = logging.getLogger(__name__)
+
+
+# Tune names every trial and its folder ``<id>_<number>_<n>configs`` (raycl.tune.trial_names).
+TRIAL_NAMES = {"trial_name_creator": trial_name, "trial_dirname_creator": trial_name}
 
 
 class SearchInterrupted(Exception):
@@ -157,7 +162,7 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
     callbacks = [SelectionProgress(benchmarks[0].n_tasks)] if options.verbose >= 1 else []
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
-    param_space, tune_config = {}, tune.TuneConfig(num_samples=1)
+    param_space, tune_config = {}, tune.TuneConfig(num_samples=1, **TRIAL_NAMES)
     if options.protocol == "pbt":
         param_space, tune_config = _pbt_config(options, space, benchmarks[0])
     if options.resume:
@@ -217,7 +222,7 @@ def _pbt_config(options: SearchOptions, space: SearchSpace, benchmark: Benchmark
     # starting a new one at every task.
     return domains, tune.TuneConfig(num_samples=options.samples, scheduler=scheduler, reuse_actors=True,
                                     max_concurrent_trials=options.max_concurrent,
-                                    search_alg=BasicVariantGenerator(random_state=options.search_seed))
+                                    search_alg=BasicVariantGenerator(random_state=options.search_seed), **TRIAL_NAMES)
 
 
 def init_ray(options: SearchOptions) -> None:
@@ -386,7 +391,7 @@ def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: l
             tune_config=tune.TuneConfig(
                 search_alg=_make_searcher(options, space, final_task),
                 num_samples=-(-options.samples // options.population),
-                max_concurrent_trials=options.max_concurrent, reuse_actors=reuse_actors,
+                max_concurrent_trials=options.max_concurrent, reuse_actors=reuse_actors, **TRIAL_NAMES,
             ),
             run_config=tune.RunConfig(
                 name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
