@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         size = int(given["buffer_size"]) if "buffer_size" in given else None
         values.update(load_best_args(args.load_best_args, dataset, args.method, size))
         found = load_best_args_provenance(args.load_best_args, dataset, args.method, size)
-        benchmark_options, backbone = dict(found.get("benchmark_options") or {}), found.get("backbone")
+        benchmark_options, backbone = found.get("benchmark_options") or {}, found.get("backbone")
+        if not isinstance(benchmark_options, dict) or not isinstance(backbone, (str, type(None))):
+            raise RayclError(f"{args.load_best_args}: the provenance of {dataset}/{args.method} must give "
+                             "benchmark_options as a mapping and backbone as a name")
+        benchmark_options = dict(benchmark_options)
     values.update(given)
     benchmark_options.update(given_benchmark_options(args))
     backbone = args.backbone or backbone

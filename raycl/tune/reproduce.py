@@ -121,9 +121,11 @@ def load_paper_table(path: str | Path | None = None) -> PaperTable:
     for name, protocol in datasets.items():
         if name not in benchmark_names():
             raise unknown("dataset", name, benchmark_names(), where=f"{where}: datasets")
-        if not isinstance(protocol, dict) or protocol.get("setting") not in SETTING_NAMES:
-            setting = protocol.get("setting") if isinstance(protocol, dict) else None
-            raise unknown("setting", setting, SETTING_NAMES, where=f"{where}: datasets.{name}")
+        if not isinstance(protocol, dict):
+            raise RayclError(f"{where}: datasets.{name} must give its setting and batch_size, not be a "
+                             f"{type(protocol).__name__}")
+        if protocol.get("setting") not in SETTING_NAMES:
+            raise unknown("setting", protocol.get("setting"), SETTING_NAMES, where=f"{where}: datasets.{name}")
         _number(protocol, "batch_size", f"{where}: datasets.{name}", int, required=True)
     rows = []
     for i, raw in enumerate(doc["rows"]):
@@ -215,9 +217,15 @@ def read_results(out: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RayclError(f"{path} is not valid JSON ({exc}); move it away to start over") from None
+    if not isinstance(results, dict) or not all(isinstance(r, dict) and isinstance(r.get("mean"), (int, float))
+                                                and isinstance(r.get("wall_s"), (int, float))
+                                                for r in results.values()):
+        raise RayclError(f"{path} is not a reproduction's results (each row's key -> its result); move it away to "
+                         "start over")
+    return results
 
 
 def save_result(out: Path, key: str, entry: dict) -> dict:

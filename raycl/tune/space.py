@@ -162,6 +162,8 @@ def _parse_dimension(name: str, raw: Any, spec: ParamSpec, where: str) -> Dimens
         bad = extra[0] if extra else "+".join(kinds) or "(nothing)"
         raise RayclError(f"{place}: unknown distribution {bad!r}; allowed: {', '.join(DISTRIBUTIONS)}, "
                          "or a plain value (optional keys: when, log)")
+    if not isinstance(log, bool):
+        raise RayclError(f"{place}: log must be true or false, got {log!r}")
     kind = kinds[0]
     args = raw[kind]
     when = ()
@@ -207,9 +209,12 @@ def parse_space(data: Any, method: str, dataset: str, source: str, inherited_fro
     if not isinstance(params, dict) or not isinstance(overrides, dict):
         raise RayclError(f"{source}: 'params' and 'datasets' must be mappings")
     datasets = benchmark_names()
-    for name in overrides:
+    for name, block in overrides.items():
         if name not in datasets:
             raise unknown("dataset", name, datasets, where=f"{source} datasets")
+        if block is not None and not isinstance(block, dict):
+            raise RayclError(f"{source}: datasets.{name} must map hyperparameters to values or distributions, "
+                             f"not be a {type(block).__name__}")
     merged = dict(params)
     merged.update(overrides.get(dataset) or {})
     specs = param_specs(get_method(method).Config)
