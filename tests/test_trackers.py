@@ -245,6 +245,13 @@ def test_a_result_becomes_one_event_per_configuration_named_by_its_id():
     named = {**record.summary(), "id": "cfg-7", "config": {"lr": 0.3}}
     event = config_events("def", trial_config, {"configs": {"1": named}})[0]
     assert (event.config, event.trial, event.params) == ("cfg-7", "def", {"lr": 0.3})
+    # A trial whose configurations are listed by id (each with its values and audit mark), its result's
+    # summaries keyed by those ids, nested or as Tune flattens them.
+    job = {"job": {"configs": [{"id": "c3", "params": {"lr": 0.4}, "audit": True}, {"id": "c9", "params": {}}]}}
+    flat = {"task": 2, "configs/c3/status": "running", "configs/c3/task": 2, "configs/c3/objective": 70.0}
+    event, = config_events("ghi", job, flat)
+    assert (event.config, event.trial, event.params, event.audit, event.metrics) == ("c3", "ghi", {"lr": 0.4}, True,
+                                                                                  {"objective": 70.0})
 
 
 def test_tracker_flags_are_checked():

@@ -25,7 +25,7 @@ from raycl.errors import RayclError, unknown
 from raycl.tune.trackers.events import (ConfigEvent, SearchInfo, SearchOutcome, config_events, ended_events,
                                         outcomes)
 from raycl.tune.trackers.queue import RunRegistry, TrackerWorker
-from raycl.vocabulary import TENSORBOARD_FOLDER
+from raycl.vocabulary import COHORT, TENSORBOARD_FOLDER
 
 log = logging.getLogger("raycl.tune.trackers")
 
@@ -169,7 +169,10 @@ class TrackerCallback(Callback):
         if self.trackers is None:
             return
         events = config_events(trial.trial_id, trial.config, result)
-        self.last[trial.trial_id] = events
+        if COHORT in (trial.config or {}):
+            # A cohort's configurations end with their trial; a configuration that trains in several
+            # trials (a promotion's job) may wait at a rung when one ends, and is told its status.
+            self.last[trial.trial_id] = events
         self.trackers.submit(events)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -12,7 +12,6 @@ import dataclasses
 import math
 import re
 
-from raycl.tune.optuna_search import config_summaries
 from raycl.vocabulary import AUDIT, COHORT, OBJECTIVE, TASK, VAL_BY_TASK, VAL_LOSS, Status, config_id, ended_status
 
 ENDED = {s.value for s in (Status.COMPLETED, Status.PRUNED, Status.DIVERGED, Status.ERRORED)}
@@ -105,32 +104,62 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
+def _summaries(result: dict) -> dict[str, dict]:
+    """The configuration summaries of a result by their key (an index in a cohort, or a
+    configuration's id), nested or as Tune flattens them (``configs/<key>/<name>``)."""
+    out = {str(k): dict(v) for k, v in (result.get("configs") or {}).items() if isinstance(v, dict)}
+    for key, value in result.items():
+        parts = str(key).split("/")
+        if len(parts) == 3 and parts[0] == "configs":
+            out.setdefault(parts[1], {})[parts[2]] = value
+    return out
+
+
+def trial_configurations(trial_id: str, trial_config: dict | None) -> list[tuple[str, dict, bool]]:
+    """(id, hyperparameters, audit mark) of every configuration a trial trains, as its config lists
+    them: a cohort's list (ids :func:`raycl.vocabulary.config_id` of the trial and the index), or a
+    job's entries, each with its ``id``, ``params`` and ``audit``."""
+    trial_config = trial_config or {}
+    job = trial_config.get("job")
+    if isinstance(job, dict) and isinstance(job.get("configs"), list):
+        return [(str(c.get("id")), dict(c.get("params") or {}), bool(c.get(AUDIT))) for c in job["configs"]]
+    configs = list(trial_config.get(COHORT) or [])
+    audit = list(trial_config.get(AUDIT) or [])
+    return [(config_id(trial_id, i, len(configs)), dict(c), bool(audit[i]) if i < len(audit) else False)
+            for i, c in enumerate(configs)]
+
+
 def config_events(trial_id: str, trial_config: dict | None, result: dict) -> list[ConfigEvent]:
     """The configuration events of one Tune result of trial ``trial_id``: one per configuration the
     result summarises (``result["configs"]``). A summary's ``id`` names its configuration where it
-    has one; otherwise the id is the one a cohort's configuration has always had,
-    :func:`raycl.vocabulary.config_id` of the trial and its index. Its hyperparameters are the
-    summary's ``config`` where given, else the trial's cohort entry."""
-    trial_config = trial_config or {}
-    configs = list(trial_config.get(COHORT) or [])
-    audit = list(trial_config.get(AUDIT) or [])
-    summaries = config_summaries(result)
-    size = len(configs) or len(summaries)
+    has one; otherwise its key does, an index into the trial's cohort (the id a cohort's
+    configuration has always had, :func:`raycl.vocabulary.config_id` of the trial and the index)
+    or a configuration's id itself. Its hyperparameters are the summary's ``config`` where given,
+    else the trial's entry for it (:func:`trial_configurations`)."""
+    members = trial_configurations(trial_id, trial_config)
+    by_id = {name: (params, audit) for name, params, audit in members}
+    summaries = _summaries(result)
+    size = len(members) or len(summaries)
     events = []
-    for index, summary in sorted(summaries.items()):
-        name = summary.get("id") or config_id(trial_id, index, size)
-        params = summary.get("config") or (configs[index] if index < len(configs) else {})
-        audited = summary.get(AUDIT, audit[index] if index < len(audit) else False)
-        events.append(ConfigEvent(config=str(name), trial=trial_id, task=int(summary.get(TASK) or 0),
+    for key, summary in sorted(summaries.items(), key=lambda item: (len(item[0]), item[0])):
+        if summary.get("id") is not None:
+            name = str(summary["id"])
+        elif key.isdigit() and key not in by_id and int(key) < size:
+            name = members[int(key)][0] if members else config_id(trial_id, int(key), size)
+        else:
+            name = key
+        params, audited = by_id.get(name, ({}, False))
+        events.append(ConfigEvent(config=name, trial=trial_id, task=int(summary.get(TASK) or 0),
                                   status=str(summary.get("status") or Status.RUNNING),
-                                  metrics=summary_metrics(summary), params=dict(params),
-                                  cohort=str(summary.get(COHORT) or trial_id), audit=bool(audited)))
+                                  metrics=summary_metrics(summary), params=dict(summary.get("config") or params),
+                                  cohort=str(summary.get(COHORT) or trial_id),
+                                  audit=bool(summary.get(AUDIT, audited))))
     return events
 
 
 def ended_events(last: list[ConfigEvent], final_task: int, errored: bool) -> list[ConfigEvent]:
-    """The configurations of ``last`` (a trial's last events) still running when their trial ended,
-    with the status that ending gives them (:func:`raycl.vocabulary.ended_status`)."""
+    """The configurations of ``last`` (a cohort trial's last events) still running when their trial
+    ended, with the status that ending gives them (:func:`raycl.vocabulary.ended_status`)."""
     return [dataclasses.replace(e, metrics={}, status=str(ended_status(e.status, e.task, final_task, errored)))
             for e in last if e.status == Status.RUNNING]
 

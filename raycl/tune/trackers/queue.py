@@ -140,13 +140,14 @@ class RunRegistry:
             self.save()
 
     def save(self) -> None:
+        # Written under the lock: two workers' saves land in the order they read the runs.
         with self.lock:
             if not self._dirty:
                 return
             data = json.dumps({"trackers": self.trackers}, indent=1, sort_keys=True).encode()
             self._dirty = False
             self._saved = time.monotonic()
-        storage.write_bytes(self.location, data)
+            storage.write_bytes(self.location, data)
 
 
 class Backend(Protocol):
