@@ -264,6 +264,10 @@ def test_tracker_flags_are_checked():
                          ("wandb", "given twice")):
         with pytest.raises(RayclError, match=message):
             check_trackers([bad, bad] if message == "given twice" else [bad])
+    from raycl.tune.options import SearchOptions
+
+    with pytest.raises(RayclError, match="--tracker applies to the stream protocols .*, not to --protocol chf"):
+        SearchOptions(method="der", protocol="chf", trackers=("wandb",)).validate()
 
 
 # ----- a search ------------------------------------------------------------------------------------
