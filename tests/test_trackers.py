@@ -555,3 +555,18 @@ def test_a_resumed_search_continues_its_configurations_runs(tmp_path, ray_cluste
         assert all("val_loss" in run["history"][step] for step in range(1, 6))
         assert run["summary"]["status"] == rows[name]["status"] == "completed"
     assert any(run["segments"] > 1 for run in runs.values())  # the second cohort's, resumed
+
+
+def test_trial_names_are_short_and_led_by_the_trial_s_id():
+    from types import SimpleNamespace
+
+    from raycl.tune.trial_names import trial_name
+
+    cohort = SimpleNamespace(trial_id="0d82b94e", experiment_tag="2_audit=False_False,cohort=lr_0.1" + "x" * 200,
+                             config={"cohort": [{"lr": 0.1}] * 8, "audit": [False] * 8})
+    assert trial_name(cohort) == "0d82b94e_2_8configs"
+    job = SimpleNamespace(trial_id="a1b2c3d4", experiment_tag="11_job=...", config={"job": {"configs": [{"id": "c1"}]}})
+    assert trial_name(job) == "a1b2c3d4_11_1config"
+    selection = SimpleNamespace(trial_id="ab12c_00003", experiment_tag="3_lr=0.1", config={"lr": 0.1})
+    assert trial_name(selection) == "ab12c_00003_3"
+    assert len(trial_name(SimpleNamespace(trial_id="f" * 100, experiment_tag="", config={}))) == 60

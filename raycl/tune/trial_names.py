@@ -11,12 +11,15 @@ MAX_LENGTH = 60
 
 def trial_name(trial) -> str:
     """A Tune trial's name and folder name: its id, its number in the search, and how many
-    configurations it trains where it trains a cohort."""
+    configurations it trains where it trains several (a cohort, or a job listing them by id)."""
     number = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
     parts = [str(trial.trial_id)]
     if number.isdigit():
         parts.append(number)
-    cohort = (trial.config or {}).get(COHORT)
-    if isinstance(cohort, list):
-        parts.append(f"{len(cohort)}config" + ("s" if len(cohort) != 1 else ""))
+    config = trial.config or {}
+    listed = config.get(COHORT)
+    if not isinstance(listed, list):  # a trial that lists its configurations with their ids
+        listed = (config.get("job") or {}).get("configs") if isinstance(config.get("job"), dict) else None
+    if isinstance(listed, list):
+        parts.append(f"{len(listed)}config" + ("s" if len(listed) != 1 else ""))
     return "_".join(parts)[:MAX_LENGTH]
