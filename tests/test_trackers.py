@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import importlib.util
 import json
 import logging
 import os
@@ -27,8 +28,10 @@ import yaml
 from conftest import ray_address
 from test_tune import assert_short_trial_folders
 
-mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (pip install -e '.[dev]')")
-wandb = pytest.importorskip("wandb", reason="the wandb extra (pip install -e '.[dev]')")
+# The trackers' own tests need their packages, the extras raycl[mlflow] and raycl[wandb] (both in [dev]).
+trackers_installed = pytest.mark.skipif(
+    importlib.util.find_spec("mlflow") is None or importlib.util.find_spec("wandb") is None,
+    reason="the mlflow and wandb extras (pip install -e '.[dev]')")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -254,6 +257,7 @@ def test_a_result_becomes_one_event_per_configuration_named_by_its_id():
                                                                                   {"objective": 70.0})
 
 
+@trackers_installed
 def test_tracker_flags_are_checked():
     from raycl.errors import RayclError
     from raycl.tune.trackers import TrackerSpec, check_trackers, parse_tracker
@@ -282,6 +286,7 @@ def search(tmp_path, **kwargs):
     return run_search(SearchOptions(**options))
 
 
+@trackers_installed
 def test_a_cohort_search_has_one_run_per_configuration_in_mlflow_wandb_and_tensorboard(
         tmp_path, ray_cluster, server, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -362,6 +367,7 @@ def test_a_cohort_search_has_one_run_per_configuration_in_mlflow_wandb_and_tenso
         assert ("test_class_il" in scalars) == (row["status"] == "completed")
 
 
+@trackers_installed
 def test_a_tracker_stopped_mid_search_costs_one_warning_and_the_search_finishes(tmp_path, ray_cluster):
     from mlflow.tracking import MlflowClient
 
@@ -440,6 +446,7 @@ def _wait_for(condition, seconds: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+@trackers_installed
 def test_a_tracker_down_then_back_completes_its_runs_and_a_resumed_search_logs_no_task_twice(
         tmp_path, server, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -488,6 +495,7 @@ def test_a_tracker_down_then_back_completes_its_runs_and_a_resumed_search_logs_n
     assert sorted(tensorboard_scalars(tmp_path / "exp" / "tensorboard" / "c1-0")["objective"]) == [1, 2, 3, 4, 5]
 
 
+@trackers_installed
 def test_a_slow_tracker_never_holds_the_search_and_is_given_up_at_the_end(tmp_path, server, monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # the gate, not the client, decides how long
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -508,6 +516,7 @@ def test_a_slow_tracker_never_holds_the_search_and_is_given_up_at_the_end(tmp_pa
     assert sorted(tensorboard_scalars(tmp_path / "exp" / "tensorboard" / "s1-0")["objective"]) == [1, 2, 3]
 
 
+@trackers_installed
 def test_a_resumed_search_continues_its_configurations_runs(tmp_path, ray_cluster):
     # Three cohorts one after the other, interrupted in the second: the third starts after the resume.
     storage, samples = tmp_path / "exp", 12
