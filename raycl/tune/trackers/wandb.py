@@ -31,8 +31,10 @@ class WandbBackend:
 
         self.wandb = wandb
         self.project = project or os.environ.get("WANDB_PROJECT") or "raycl"
-        mode = os.environ.get("WANDB_MODE", "online")
-        self.where = f"project {self.project}, {mode}"
+        # Read now and passed to every run: W&B reads its environment once per process, and a process
+        # may run several searches.
+        self.mode, self.dir = os.environ.get("WANDB_MODE"), os.environ.get("WANDB_DIR")
+        self.where = f"project {self.project}, {self.mode or 'online'}"
         self.info: SearchInfo | None = None
         self.search_run = None
         self.open_runs: dict[str, object] = {}  # configuration id -> its open W&B run
@@ -45,8 +47,8 @@ class WandbBackend:
 
     def _init(self, run_id: str, name: str, job_type: str, config: dict, tags: list[str]):
         return self.wandb.init(project=self.project, group=self.group, name=name, id=run_id, job_type=job_type,
-                               config=config, tags=tags, resume="allow", reinit="create_new",
-                               settings=self._settings())
+                               config=config, tags=tags, resume="allow", reinit="create_new", mode=self.mode,
+                               dir=self.dir, settings=self._settings())
 
     @property
     def group(self) -> str:
