@@ -14,6 +14,7 @@ Examples:
     python launch/reproduce.py --data-root ../shared/data                 # the 18 default rows
     python launch/reproduce.py --rows 'seq-mnist/*/500' --samples 16 --seeds 5
     python launch/reproduce.py --resume                                   # after an interruption
+    python launch/reproduce.py --paper der-notebook --seeds 5             # the DER repository's notebook
     python launch/reproduce.py --list
 """
 
@@ -51,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not try the paper's published arguments first: the search alone")
     p.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
     p.add_argument("--paper", metavar="FILE", default=None,
-                   help="paper-values YAML (default: raycl/tune/der_paper.yaml, the DER paper)")
+                   help="paper-values YAML, or a shipped one by name: der-paper (raycl/tune/der_paper.yaml, the "
+                        "DER paper's table; default) or der-notebook (the DER repository's notebook: chf DER and "
+                        "DER++ at batch 64 on masked Class-IL)")
     p.add_argument("--data-root", default=None,
                    help="folder holding MNIST/raw/ (default: $RAYCL_DATA, else ~/.cache/raycl)")
     add_benchmark_flags(p)

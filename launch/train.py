@@ -18,13 +18,14 @@ import logging
 import math
 import os
 import sys
+import textwrap
 import time
 
 import numpy as np
 import torch
 
 from raycl.cli import add_hyperparameter_flags, entry_point, given_hyperparameters, method_help, requested_method
-from raycl.cli import add_benchmark_flags, given_benchmark_options
+from raycl.cli import add_benchmark_flags, add_help_all, given_benchmark_options, help_all_requested, short_help
 from raycl.data import benchmark_names, load_benchmark
 from raycl.device import PRECISIONS, apply_precision, auto_device, resolve_device
 from raycl.errors import RayclError
@@ -38,10 +39,17 @@ from raycl.train import PopulationRun
 log = logging.getLogger("raycl.train")
 
 
-def build_parser(method: str | None = None) -> argparse.ArgumentParser:
-    """The flags, with ``method``'s hyperparameters in the help (none without a method)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+# What --help lists besides the method's hyperparameters; --help-all lists every flag.
+FIRST_RUN = {"--method": None, "--dataset": None, "--seed": None, "--seeds": None, "--data-root": None,
+             "--load-best-args": None, "--json": None, "--device": None}
+
+
+def build_parser(method: str | None = None, full: bool = True) -> argparse.ArgumentParser:
+    """The flags, with ``method``'s hyperparameters in the help (none without a method); not
+    ``full``: the short help, a first run's flags only (every flag is accepted either way)."""
+    description = __doc__ if full else textwrap.fill(" ".join(__doc__.split("\n\n", 1)[0].split()), 79)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_help_all(parser)
     parser.add_argument("--method", required=True, help=method_help())
     parser.add_argument("--dataset", default=None,
                         help=f"benchmark: {', '.join(benchmark_names())} (default: seq-digits, or the "
@@ -79,6 +87,8 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                         help="train the seeds one after another, each a population of one, instead of as one "
                              "population (same numbers; for comparison, or to bound memory)")
     add_hyperparameter_flags(parser, method)
+    if not full:
+        short_help(parser, FIRST_RUN, method, "train.py")
     return parser
 
 
@@ -92,7 +102,7 @@ def _dataset_from_best_args(path: str) -> str:
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(requested_method(argv)).parse_args(argv)
+    args = build_parser(requested_method(argv), full=help_all_requested(argv)).parse_args(argv)
     started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         size = int(given["buffer_size"]) if "buffer_size" in given else None
         values.update(load_best_args(args.load_best_args, dataset, args.method, size))
         found = load_best_args_provenance(args.load_best_args, dataset, args.method, size)
-        benchmark_options, backbone = dict(found.get("benchmark_options") or {}), found.get("backbone")
+        benchmark_options, backbone = found.get("benchmark_options") or {}, found.get("backbone")
+        if not isinstance(benchmark_options, dict) or not isinstance(backbone, (str, type(None))):
+            raise RayclError(f"{args.load_best_args}: the provenance of {dataset}/{args.method} must give "
+                             "benchmark_options as a mapping and backbone as a name")
+        benchmark_options = dict(benchmark_options)
     values.update(given)
     benchmark_options.update(given_benchmark_options(args))
     backbone = args.backbone or backbone

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from raycl.cli import (add_hyperparameter_flags, entry_point, given_buffer_sizes, given_hyperparameters, method_help,
                        requested_method)
-from raycl.cli import add_benchmark_flags, given_benchmark_options
+from raycl.cli import add_benchmark_flags, add_help_all, given_benchmark_options, help_all_requested, short_help
 from raycl.data import benchmark_names
 from raycl.device import PRECISIONS
 from raycl.tune.options import AUTO, EXPORT_FORMATS, PROTOCOLS, SearchOptions
@@ -53,16 +54,39 @@ def cohort_help(method: str | None) -> str:
     shared = get_population_method(method).shared_hyperparameters()
     free = [n for n in param_specs(get_method(method).Config) if n not in shared]
     return "\n".join([
-        "hyperparameters of a --population cohort (shared = drawn once per cohort, the rest per configuration; "
-        "the search space's choices of shared ones are explored across cohorts):",
-        f"  {method:12s} per configuration: {', '.join(free) or '(none)'}",
+        *textwrap.wrap("hyperparameters of a --population cohort (shared = drawn once per cohort, the rest per "
+                       "configuration; the search space's choices of shared ones are explored across cohorts):", 79),
+        *textwrap.wrap(f"  {method:12s} per configuration: {', '.join(free) or '(none)'}", 79,
+                       subsequent_indent=" " * 33),
         "  (every other hyperparameter is shared)"])
 
 
-def build_parser(method: str | None = None) -> argparse.ArgumentParser:
-    """The flags, with ``method``'s hyperparameters in the help (none without a method)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+# What --help lists besides the method's hyperparameters: the flags a first search needs, some with a
+# shorter help than --help-all's (None: their own).
+FIRST_SEARCH = {
+    "--method": None, "--dataset": None, "--samples": None, "--space": None,
+    "--protocol": "how a configuration is judged: seen-tasks (default): its mean val accuracy over the tasks "
+                  "seen, weak ones stopped at the rungs; first-task, end-of-training; chosen per task: chf, "
+                  "current-task, seen-tasks-val, pbt (--help-all says more)",
+    "--population": "configurations trained as one population per trial; auto (default): from the samples and "
+                    "the trial slots; 1: one per trial",
+    "--search-seed": None, "--cpus-per-trial": None, "--max-concurrent": None, "--storage-path": None,
+    "--name": None, "--resume": None,
+    "--verbose": "0: the summary only; 1: a status line and the top configurations (default); 2, 3: Ray Tune's",
+    "--best-args": None, "--final-eval-seeds": None,
+    "--tracker": "log live to mlflow[:URI] or wandb[:PROJECT], one run per configuration (repeatable; pip "
+                 "install 'raycl[mlflow]' or 'raycl[wandb]')",
+    "--data-root": None,
+}
+
+
+def build_parser(method: str | None = None, full: bool = True) -> argparse.ArgumentParser:
+    """The flags, with ``method``'s hyperparameters in the help (none without a method); not
+    ``full``: the short help, a first search's flags only (every flag is accepted either way)."""
+    description = __doc__ if full else textwrap.fill(" ".join(__doc__.split("\n\n", 1)[0].split()), 79)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=cohort_help(method))
+    add_help_all(p)
     what = p.add_argument_group("what to search")
     what.add_argument("--method", required=True, help=method_help())
     what.add_argument("--dataset", default="seq-digits",
@@ -187,6 +211,13 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                           "(view it with optuna-dashboard)")
     out.add_argument("--final-eval-seeds", type=int, default=0, metavar="N",
                      help="retrain the best config on N seeds and report test mean ± std (default 0)")
+    out.add_argument("--tracker", action="append", default=[], metavar="KIND[:WHERE]",
+                     help="log the search live to an experiment tracker, one run per configuration under a run "
+                          "of the search, repeatable: mlflow[:URI] (a tracking server's http:// address, "
+                          "sqlite:///file.db, ...; pip install 'raycl[mlflow]') or wandb[:PROJECT] (W&B's own "
+                          "settings, e.g. WANDB_MODE=offline; pip install 'raycl[wandb]'). A tracker that is "
+                          "down or slow costs one warning line, never the search. TensorBoard always gets a "
+                          "run folder per configuration, <experiment>/tensorboard/")
 
     data = p.add_argument_group("data")
     data.add_argument("--data-root", default=None,
@@ -198,13 +229,17 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     data.add_argument("--data-seed", type=int, default=0,
                       help="seed of the validation split, permutations and angles (default 0)")
     add_benchmark_flags(data)
-    add_hyperparameter_flags(p, method, note=" (fixes it for the whole search)")
+    add_hyperparameter_flags(p, method, note=" (fixes it for the whole search)" if full else "",
+                             description="each flag fixes it for the whole search" if full else
+                             "each fixes it for the whole search (else the space's range)")
+    if not full:
+        short_help(p, FIRST_SEARCH, method, "tune.py")
     return p
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(requested_method(argv)).parse_args(argv)
+    args = build_parser(requested_method(argv), full=help_all_requested(argv)).parse_args(argv)
     buffer_size = given_buffer_sizes(args, args.method)  # one size, or a table's several: 200,500,5120
     fixed = given_hyperparameters(args, args.method)
     options = SearchOptions(
@@ -223,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         samples_per_task=args.samples_per_task,
         benchmark_options=given_benchmark_options(args), backbone=args.backbone,
         verbose=args.verbose, chf_grid=tuple(args.chf_grid), chf_drop=args.chf_drop, chf_decay=args.chf_decay,
-        chf_decay_limit=args.chf_decay_limit, candidates=args.candidates,
+        chf_decay_limit=args.chf_decay_limit, candidates=args.candidates, trackers=tuple(args.tracker),
     )
     from raycl.tune.search import SearchInterrupted, run_search
 

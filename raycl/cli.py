@@ -48,17 +48,18 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_hyperparameter_flags(parser: argparse.ArgumentParser, method: str | None = None, note: str = "") -> None:
+def add_hyperparameter_flags(parser: argparse.ArgumentParser, method: str | None = None, note: str = "",
+                             description: str = "override its defaults (and any --load-best-args values)") -> None:
     """One ``--name-with-dashes`` flag per declared hyperparameter of any method, values checked
-    later; the help shows only ``method``'s (with ``note`` after each), and without a method none.
+    later; the help shows only ``method``'s (with ``note`` after each, under ``description``), and
+    without a method none.
 
     Every method's flags are accepted whichever is chosen, so that a flag of another method is the
     clear error of :func:`given_hyperparameters`, not argparse's "unrecognized arguments".
     """
     shown = param_specs(get_method(method).Config) if method else {}
     if method:
-        group = parser.add_argument_group(
-            f"hyperparameters of method {method}", "override its defaults (and any --load-best-args values)")
+        group = parser.add_argument_group(f"hyperparameters of method {method}", description)
     else:
         group = parser.add_argument_group(
             "method hyperparameters", "each method declares its own: --method M --help lists M's")
@@ -77,6 +78,50 @@ def add_hyperparameter_flags(parser: argparse.ArgumentParser, method: str | None
         else:
             help_text = argparse.SUPPRESS
         group.add_argument(_flag(name), dest=f"hp_{name}", default=None, metavar="V", help=help_text)
+
+
+HELP_ALL = "--help-all"
+
+
+class _HelpAll(argparse.Action):
+    """``--help-all``: the parser's help (built with every flag shown), then exit."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        parser.exit()
+
+
+def help_all_requested(argv: list[str] | None) -> bool:
+    """Whether the command line asks for ``--help-all`` (read before the parser is built)."""
+    return HELP_ALL in (sys.argv[1:] if argv is None else argv)
+
+
+def short_help(parser: argparse.ArgumentParser, shown: dict[str, str | None], method: str | None,
+               launcher: str) -> None:
+    """Make ``--help`` short: only the flags in ``shown`` (flag -> a shorter help, or None to keep
+    its own) and ``method``'s hyperparameters are listed (every flag is still accepted), the usage
+    is one line, and the help ends with a one-line pointer to ``--help-all``, which lists everything."""
+    hyperparameters = {_flag(n) for n in param_specs(get_method(method).Config)} if method else set()
+    keep = set(shown) | hyperparameters | {"-h", "--help", HELP_ALL}
+    for action in parser._actions:
+        flags = set(action.option_strings)
+        if flags and not flags & keep:
+            action.help = argparse.SUPPRESS
+        for flag in flags & set(shown):
+            if shown[flag] is not None:
+                action.help = shown[flag]
+                if action.choices:  # the choices are in the short help's words, not the metavar
+                    action.metavar = action.dest.upper() if action.type is not int else "N"
+    parser.usage = f"%(prog)s --method M [flags]"
+    pointer = f"every flag: python launch/{launcher}{f' --method {method}' if method else ''} {HELP_ALL}"
+    parser.epilog = f"{parser.epilog}\n\n{pointer}" if parser.epilog else pointer
+
+
+def add_help_all(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(HELP_ALL, action=_HelpAll, help="list every flag and exit")
 
 
 def method_help() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from typing import Any
 import yaml
 
 from raycl.errors import RayclError, unknown
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -65,7 +68,10 @@ def read_yaml(path: str | os.PathLike) -> Any:
         with open(path) as f:
             return yaml.safe_load(f)
     except yaml.YAMLError as exc:
-        raise RayclError(f"{path} is not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RayclError(f"{path} is not valid YAML: {problem}{at}") from None
 
 
 def buffer_key(config: dict) -> int:
@@ -73,20 +79,30 @@ def buffer_key(config: dict) -> int:
     return int(config.get("buffer_size", 0))
 
 
-def load_best_args(path: str | os.PathLike, dataset: str, method: str, buffer_size: int | None) -> dict:
-    """The stored hyperparameters for (dataset, method, buffer size).
-
-    With ``buffer_size`` None the file must hold exactly one buffer size for the pair.
-    """
+def best_args_entry(path: str | os.PathLike, dataset: str, method: str, buffer_size: int | None) -> tuple[int, dict]:
+    """The key (buffer size) and entry of (dataset, method, buffer size) in a best-args file; with
+    ``buffer_size`` None the file must hold exactly one buffer size for the pair. A file that is not
+    of the best-args shape is one RayclError naming the part that is not."""
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise RayclError(f"{path}: expected a mapping dataset -> method -> buffer size")
     if dataset not in data:
-        raise unknown("dataset", dataset, data, where=str(path))
+        raise unknown("dataset", dataset, [str(d) for d in data], where=str(path))
     methods = data[dataset] or {}
+    if not isinstance(methods, dict):
+        raise RayclError(f"{path}: {dataset} must map methods to their entries, not be a {type(methods).__name__}")
     if method not in methods:
-        raise unknown(f"method for dataset {dataset!r}", method, methods, where=str(path))
-    sizes = {int(k): v for k, v in (methods[method] or {}).items()}
+        raise unknown(f"method for dataset {dataset!r}", method, [str(m) for m in methods], where=str(path))
+    raw = methods[method] or {}
+    if not isinstance(raw, dict):
+        raise RayclError(f"{path}: {dataset}/{method} must map buffer sizes to entries, not be a {type(raw).__name__}")
+    sizes = {}
+    for key, entry in raw.items():
+        size = _whole(key)
+        if size is None:
+            raise RayclError(f"{path}: {dataset}/{method} has the key {key!r}; entries are keyed by buffer size, a "
+                             "whole number (0 for a method without a buffer)")
+        sizes[size] = entry
     if buffer_size is None:
         if len(sizes) != 1:
             raise RayclError(f"{path} holds {dataset}/{method} for buffer sizes {sorted(sizes)}; "
@@ -95,10 +111,37 @@ def load_best_args(path: str | os.PathLike, dataset: str, method: str, buffer_si
     if buffer_size not in sizes:
         raise unknown(f"buffer size for {dataset}/{method}", buffer_size, sizes, where=str(path))
     entry = sizes[buffer_size] or {}
-    config = entry.get("config")
-    if not isinstance(config, dict):
+    if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
         raise RayclError(f"{path}: entry {dataset}/{method}/{buffer_size} has no 'config' mapping")
-    return dict(config)
+    return buffer_size, entry
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as a whole number (an int, or a string of digits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+
+
+def load_best_args(path: str | os.PathLike, dataset: str, method: str, buffer_size: int | None) -> dict:
+    """The stored hyperparameters for (dataset, method, buffer size).
+
+    With ``buffer_size`` None the file must hold exactly one buffer size for the pair. An entry keyed
+    by a buffer size whose config names none (a hand-written file) trains with the size its key
+    names, said in one line; one whose config names another is an error.
+    """
+    key, entry = best_args_entry(path, dataset, method, buffer_size)
+    config = dict(entry["config"])
+    if key and "buffer_size" not in config:
+        log.info("%s: entry %s/%s/%s names no buffer_size in its config: it trains with the buffer size its key "
+                 "names, %s", path, dataset, method, key, key)
+        config["buffer_size"] = key
+    elif "buffer_size" in config and _whole(config["buffer_size"]) != key:
+        raise RayclError(f"{path}: entry {dataset}/{method}/{key} has buffer_size {config['buffer_size']!r} in its "
+                         "config; an entry's key is the buffer size its config trains with")
+    return config
 
 
 def save_best_args(path: str | os.PathLike, dataset: str, method: str, config: dict,
@@ -110,8 +153,13 @@ def save_best_args(path: str | os.PathLike, dataset: str, method: str, config: d
         if not isinstance(data, dict):
             raise RayclError(f"{path}: expected a mapping dataset -> method -> buffer size")
         methods = data.setdefault(dataset, {}) or {}
+        if not isinstance(methods, dict):
+            raise RayclError(f"{path}: {dataset} must map methods to their entries; fix the file or choose another")
         data[dataset] = methods
         sizes = methods.setdefault(method, {}) or {}
+        if not isinstance(sizes, dict):
+            raise RayclError(f"{path}: {dataset}/{method} must map buffer sizes to entries; fix the file or choose "
+                             "another")
         methods[method] = sizes
         sizes[buffer_key(config)] = {"config": dict(config), "provenance": dict(provenance)}
         atomic_write_text(path, yaml.safe_dump(data, sort_keys=True))
@@ -119,8 +167,6 @@ def save_best_args(path: str | os.PathLike, dataset: str, method: str, config: d
 
 def load_best_args_provenance(path: str | os.PathLike, dataset: str, method: str, buffer_size: int | None) -> dict:
     """The provenance stored with the entry :func:`load_best_args` reads (empty if it has none)."""
-    config = load_best_args(path, dataset, method, buffer_size)  # checks that the entry exists
-    sizes = {int(k): v for k, v in ((read_yaml(path) or {})[dataset][method] or {}).items()}
-    entry = sizes[buffer_key(config) if buffer_size is None else int(buffer_size)] or {}
+    _, entry = best_args_entry(path, dataset, method, buffer_size)
     provenance = entry.get("provenance")
     return dict(provenance) if isinstance(provenance, dict) else {}

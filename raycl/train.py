@@ -103,13 +103,16 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-def _accuracies(logits: torch.Tensor, y: torch.Tensor, classes: torch.Tensor, settings) -> dict[str, torch.Tensor]:
-    """Correct predictions per member: logits [P, n, C], labels [P, n], the task's ``classes`` on the
-    device -> setting -> [P]."""
+def _accuracies(logits: torch.Tensor, y: torch.Tensor, classes: torch.Tensor, settings,
+                seen: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Correct predictions per member: logits [P, n, C], labels [P, n], the task's ``classes`` and the
+    classes of the tasks up to it (``seen``, for masked Class-IL) on the device -> setting -> [P]."""
     correct = {}
     for setting in settings:
         if setting == "task_il":
             pred = classes[logits[..., classes].argmax(-1)]
+        elif setting == "masked_class_il":
+            pred = seen[logits[..., seen].argmax(-1)]
         else:
             pred = logits.argmax(-1)
         correct[setting] = (pred == y).sum(-1)
@@ -138,6 +141,7 @@ class PopulationRun(Population):
         self.test_every_task = test_every_task
         self._eval_arrays: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._task_classes: dict[int, torch.Tensor] = {}
+        self._seen_classes_of: dict[int, torch.Tensor] = {}
 
     @classmethod
     def from_members(cls, benchmarks: Benchmark | Sequence[Benchmark], method: str, states: Sequence[MemberState],
@@ -175,6 +179,13 @@ class PopulationRun(Population):
             self._task_classes[task] = torch.tensor(self.benchmark.tasks[task].classes, device=self.device)
         return self._task_classes[task]
 
+    def _seen_classes(self, task: int) -> torch.Tensor:
+        """The classes of tasks 0 .. ``task``, what masked Class-IL scores task ``task`` over."""
+        if task not in self._seen_classes_of:
+            seen = sorted({c for t in self.benchmark.tasks[:task + 1] for c in t.classes})
+            self._seen_classes_of[task] = torch.tensor(seen, device=self.device)
+        return self._seen_classes_of[task]
+
     # ----- evaluation -------------------------------------------------------------------------
     def evaluate(self, task: int, split: str) -> dict[str, np.ndarray]:
         """Accuracy (percent) of every live member on one task's ``split`` ("val" or "test"), per
@@ -188,6 +199,7 @@ class PopulationRun(Population):
         loss = torch.zeros(live, dtype=torch.float64, device=self.device)
         chunk = max(MIN_EVAL_CHUNK, EVAL_CHUNK // live)
         classes = self._classes(task)
+        seen = self._seen_classes(task) if "masked_class_il" in settings else None
         self.method.train(False)
         with torch.no_grad(), autocast(self.precision, self.device):
             for start in range(0, data.n, chunk):
@@ -196,7 +208,7 @@ class PopulationRun(Population):
                 logits = self.method.predict(x, task)
                 loss += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none") \
                     .view(live, -1).sum(1).double()
-                for s, c in _accuracies(logits, y, classes, settings).items():
+                for s, c in _accuracies(logits, y, classes, settings, seen).items():
                     totals[s] += c
         self.method.train(True)
         counts = torch.stack([totals[s].double() for s in settings] + [loss]).cpu().numpy()  # the one read

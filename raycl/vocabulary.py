@@ -27,6 +27,8 @@ ENDED_STATUSES = (Status.COMPLETED, Status.PRUNED, Status.DIVERGED, Status.ERROR
 OBJECTIVE = "objective"  # mean validation accuracy over the tasks seen (the benchmark's first setting)
 RUNG_SCORE = "rung_score"  # the objective with ties broken by the lower validation loss
 TASK = "task"  # tasks trained so far (Tune's time attribute)
+VAL_LOSS = "val_loss"  # mean validation cross-entropy over the tasks seen
+VAL_BY_TASK = "val_by_task"  # a configuration summary's validation accuracy per setting, one per task seen
 
 # Keys of a trial's config.
 COHORT = "cohort"  # the list of the cohort's configurations
@@ -39,6 +41,8 @@ SPACE_FILE = "search_space.yaml"  # the space searched, as run
 RESULT_FILE = "result.json"  # Tune's per-trial report log
 RUNGS_FILE = "rungs.jsonl"  # every rung decision of the search
 SIGNAL_FILE = "rung_signal.json"  # each rung's predictive value
+TRACKERS_FILE = "trackers.json"  # the runs each experiment tracker (MLflow, W&B, TensorBoard) holds
+TENSORBOARD_FOLDER = "tensorboard"  # one TensorBoard run folder per configuration
 # Files of a checkpoint.
 COHORT_STATE_FILE = "stream.pt"  # a cohort's population state
 SELECTION_STATE_FILE = "selection.pt"  # a per-task selection's state
@@ -63,9 +67,21 @@ class ConfigRecord:
     audit: bool = False
 
     def summary(self) -> dict:
-        """The part the searcher sees (never test accuracy)."""
+        """The part the searcher and the experiment trackers see (never test accuracy)."""
         return {"status": self.status, TASK: self.tasks, OBJECTIVE: self.metrics.get(OBJECTIVE),
-                RUNG_SCORE: self.metrics.get(RUNG_SCORE), "reason": self.reason}
+                RUNG_SCORE: self.metrics.get(RUNG_SCORE), "reason": self.reason,
+                VAL_LOSS: self.metrics.get(VAL_LOSS), VAL_BY_TASK: validation_by_task(self.metrics)}
+
+
+def validation_by_task(metrics: dict) -> dict[str, list[float]]:
+    """Per setting, the validation accuracy on each task seen, from a configuration's metrics
+    (``val_<setting>_task<j>``)."""
+    found: dict[str, dict[int, float]] = {}
+    for key, value in metrics.items():
+        setting, _, task = key.removeprefix("val_").rpartition("_task")
+        if key.startswith("val_") and setting and task.isdigit():
+            found.setdefault(setting, {})[int(task)] = value
+    return {setting: [tasks[j] for j in sorted(tasks)] for setting, tasks in sorted(found.items())}
 
 
 def config_id(cohort: str, index: int, size: int) -> str:

@@ -83,7 +83,9 @@ def test_train_writes_json_with_seeds_and_settings(tmp_path):
     # The suite's $RAYCL_DEVICE (conftest: cpu unless the environment names another); fp32 unless told.
     assert doc["device"] == str(resolve_device(os.environ["RAYCL_DEVICE"])) and doc["precision"] == "fp32"
     for split in ("test", "val"):
-        for setting in ("class_il", "task_il"):
+        # Masked Class-IL (the DER repository's "CIL") beside Class-IL and Task-IL, never in place of them.
+        assert doc[split]["class_il"]["mean"] <= doc[split]["masked_class_il"]["mean"] <= doc[split]["task_il"]["mean"]
+        for setting in ("class_il", "masked_class_il", "task_il"):
             entry = doc[split][setting]
             assert len(entry["per_seed"]) == 2
             assert entry["mean"] == pytest.approx(sum(entry["per_seed"]) / 2)
@@ -163,6 +165,46 @@ def test_help_without_a_method_lists_the_methods_and_with_one_only_its_flags():
     assert {"--load-best-args", "--seeds", "--json"} <= flags(train.stdout)
     listed = flags(train.stdout, "hyperparameters of method gen_replay:")
     assert {"--gen-epochs", "--soft-targets", "--lr"} <= listed and "--alpha" not in listed
+
+
+def _launcher(script):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"launch_{script[:-3]}", REPO / "launch" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_method_s_help_is_short_and_help_all_lists_every_flag(monkeypatch):
+    from raycl.methods import METHODS
+
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps at the terminal's width, COLUMNS where piped
+    hidden = {"tune.py": ("--grace-period", "--chf-drop", "--gpus-per-trial", "--optuna-storage", "--val-fraction"),
+              "train.py": ("--val-fraction", "--precision", "--threads", "--one-at-a-time", "--backbone")}
+    for script, flags in hidden.items():
+        launcher = _launcher(script)
+        for method in METHODS:
+            short = launcher.build_parser(method, full=False)
+            text = short.format_help()
+            lines = text.splitlines()
+            assert len(lines) <= 120 and max(map(len, lines)) <= 80, (script, method, len(lines))
+            assert lines[-1] == f"every flag: python launch/{script} --method {method} --help-all"
+            assert not [f for f in flags if f in text]
+            assert ("--samples" if script == "tune.py" else "--load-best-args") in text
+            full = launcher.build_parser(method).format_help()
+            assert all(f in full for f in flags) and len(full.splitlines()) > len(lines)
+        # A flag left out of the short help is still accepted.
+        args = launcher.build_parser("er", full=False).parse_args(["--method", "er", flags[0], "0.2"
+                                                                    if script == "train.py" else "2"])
+        assert getattr(args, flags[0][2:].replace("-", "_")) in (0.2, 2)
+    # As printed to a pipe.
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "tune.py"), "--method", "vib", "--help"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) <= 120 and "--replay-weight" in proc.stdout
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "tune.py"), "--method", "vib", "--help-all"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0 and "--grace-period" in proc.stdout and "--replay-weight" in proc.stdout
 
 
 def _save_entry(args):

@@ -22,7 +22,7 @@ def _rows(x):
 
 
 def test_seq_digits_tasks(digits):
-    assert digits.n_tasks == 5 and digits.settings == ("class_il", "task_il")
+    assert digits.n_tasks == 5 and digits.settings == ("class_il", "masked_class_il", "task_il")
     for t, task in enumerate(digits.tasks):
         assert task.classes == (2 * t, 2 * t + 1)
         for split in ("train", "val", "test"):

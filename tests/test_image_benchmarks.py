@@ -45,7 +45,7 @@ def tinyimg_roots(tmp_path_factory):
 def _check_class_split(bench, n_tasks: int, per_task: int, image_shape):
     assert bench.n_tasks == n_tasks and bench.n_classes == n_tasks * per_task
     assert bench.input_shape == image_shape and bench.augment and bench.model == "resnet18"
-    assert bench.settings == ("class_il", "task_il")
+    assert bench.settings == ("class_il", "masked_class_il", "task_il")
     for t, task in enumerate(bench.tasks):
         classes = set(range(t * per_task, (t + 1) * per_task))
         assert set(task.classes) == classes

@@ -141,6 +141,35 @@ def test_task_il_masks_other_tasks_logits():
     assert acc == {"class_il": 0, "task_il": 1}
 
 
+def test_masked_class_il_scores_a_task_over_the_classes_of_the_tasks_up_to_it():
+    from raycl.train import _accuracies
+
+    # Task 1 (classes 2, 3) after three tasks: class 4 (task 2) is masked out, class 0 (task 0) is not.
+    logits = torch.tensor([[0.0, 0.0, 1.0, 2.0, 9.0, 0.0], [6.0, 0.0, 1.0, 2.0, 9.0, 0.0]])
+    y = torch.tensor([3, 3])
+    settings = ("class_il", "masked_class_il", "task_il")
+    acc = _accuracies(logits, y, torch.tensor([2, 3]), settings, seen=torch.tensor([0, 1, 2, 3]))
+    assert acc == {"class_il": 0, "masked_class_il": 1, "task_il": 2}
+
+
+def test_masked_class_il_lies_between_class_il_and_task_il_and_equals_task_il_on_the_first_task(digits):
+    import numpy as np
+
+    population = PopulationRun(digits, "er", make_config("er", {"n_epochs": 1, "buffer_size": 20}, digits.defaults),
+                               [0, 1])
+    for _ in population:
+        pass
+    for split in ("val", "test"):
+        class_il, masked, task_il = (population.record.matrices(1, split)[s]
+                                     for s in ("class_il", "masked_class_il", "task_il"))
+        seen = ~np.isnan(masked)
+        assert seen.sum() >= 15 and np.array_equal(seen, ~np.isnan(class_il))
+        assert (class_il[seen] <= masked[seen]).all() and (masked[seen] <= task_il[seen]).all()
+        assert np.array_equal(masked[:, 0], task_il[:, 0])  # the first task's classes are all seen
+        assert (masked[1:, 1:] > class_il[1:, 1:]).any() and (masked[1:, 1:] < task_il[1:, 1:]).any()
+    assert "masked_class_il" in population.result(0).test_metrics
+
+
 @pytest.mark.parametrize("method", ["mer", "gem", "agem"])
 def test_flat_vector_methods_refuse_other_optimisers(method, digits):
     from raycl.errors import RayclError

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import ray_address
-from test_tune import REPO, search
+from test_tune import REPO, assert_short_trial_folders, search
 
 
 def test_a_per_task_search_exports_its_schedule_and_train_replays_it(tmp_path, ray_cluster):
@@ -38,6 +38,7 @@ def test_a_per_task_search_exports_its_schedule_and_train_replays_it(tmp_path, r
             value = entry["config"][name]
             assert (value[task] if isinstance(value, list) else value) == pytest.approx(row[f"config.{name}"])
     assert report.final_eval["seeds"] == [0, 1]
+    assert_short_trial_folders(tmp_path / "exp" / "chf", 1)
     # launch/train.py replays the schedule: the same data and seed, so the same path up to float32
     # rounding (the search trained it among its candidates).
     out = tmp_path / "replay.json"
@@ -117,6 +118,7 @@ def test_pbt_trials_choose_inside_and_exploit_across_each_other(tmp_path, ray_cl
     rows = pq.read_table(report.parquet_path).to_pylist()
     trials = {r["trial_id"] for r in rows}
     assert len(trials) == 4  # every trial's lineage, by the trial that ended it
+    assert_short_trial_folders(tmp_path / "exp" / "pbt", 4)
     winner = [r for r in rows if r["winner"]]
     assert [r["task"] for r in winner if r["chosen"]] == [1, 2, 3, 4, 5]
     assert all(sum(r["task"] == t for r in winner) == 2 for t in range(1, 6))  # its centre and a perturbation

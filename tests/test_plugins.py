@@ -322,3 +322,73 @@ def test_broken_plugins_do_not_break_the_others_and_a_benchmark_plugin_loads(thi
         load_benchmark("no-benchmark")
     with pytest.raises(RayclError, match="unknown dataset 'two-digit-task'; allowed: .*two-digit-tasks"):
         load_benchmark("two-digit-task")
+
+
+# ----- a subclass of a built-in, without a space of its own ------------------------------------------
+SUBCLASS = {
+    "heldout/__init__.py": """
+        from raycl.methods.er import Er
+
+
+        class HeldoutEr(Er):
+            \"\"\"ER under its own name, nothing else of its own: not even a search space.\"\"\"
+
+            name = "heldout_er"
+
+
+        class WithItsOwn(HeldoutEr):
+            name = "with_its_own"
+            search_space = "own.yaml"
+        """,
+    "heldout/own.yaml": """
+        method: with_its_own
+        params:
+          lr: {loguniform: [0.01, 0.02]}
+        """,
+    "heldout-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: heldout\nVersion: 0.1\n",
+    "heldout-0.1.dist-info/entry_points.txt": """
+        [raycl.methods]
+        heldout_er = heldout:HeldoutEr
+        with_its_own = heldout:WithItsOwn
+        """,
+}
+
+
+@pytest.fixture(scope="module")
+def subclass_site(tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("subclass")
+    for name, text in SUBCLASS.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(textwrap.dedent(text).lstrip())
+    return site
+
+
+def test_a_subclass_of_a_built_in_searches_its_ancestor_s_space_unless_it_has_its_own(subclass_site, on_path,
+                                                                                       tmp_path, caplog):
+    import logging
+
+    from raycl.tune.space import SPACE_DIR, load_space
+
+    on_path(subclass_site)
+    with caplog.at_level(logging.INFO, logger="raycl.tune.space"):
+        space = load_space("heldout_er", "seq-digits")
+    assert space.method == "heldout_er" and space.source == str(SPACE_DIR / "er.yaml")
+    assert space.to_dict() == load_space("er", "seq-digits").to_dict()
+    said = [r.getMessage() for r in caplog.records if r.name == "raycl.tune.space"]
+    assert len(said) == 1 and "heldout_er has no search space of its own" in said[0] and "er.yaml" in said[0]
+    # Its own (search_space, next to its module) and --space win over the ancestor's.
+    assert load_space("with_its_own", "seq-digits").to_dict() == {"lr": {"loguniform": [0.01, 0.02]}}
+    given = tmp_path / "space.yaml"
+    given.write_text(yaml.safe_dump({"method": "heldout_er", "params": {"lr": 0.05}}))
+    assert load_space("heldout_er", "seq-digits", given).to_dict() == {"lr": 0.05}
+
+
+def test_a_subclass_of_a_built_in_tunes_without_space(subclass_site, tmp_path):
+    best = tmp_path / "best.yaml"
+    proc = run_cli("tune.py", "--method", "heldout_er", "--samples", "2", "--population", "2", "--n-epochs", "1",
+                   "--buffer-size", "50", "--storage-path", str(tmp_path / "exp"), "--best-args", str(best),
+                   "--verbose", "0", env=env_with(subclass_site), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("has no search space of its own") == 1, proc.stderr[-3000:]
+    config = yaml.safe_load(best.read_text())["seq-digits"]["heldout_er"][50]["config"]
+    assert 0.005 <= config["lr"] <= 0.3 and config["minibatch_size"] in (10, 32, 64, 128)  # er.yaml's ranges

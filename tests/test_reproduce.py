@@ -30,6 +30,19 @@ def test_shipped_paper_file_has_the_default_rows_with_their_arguments():
     assert all(r.args for r in rows)
 
 
+def test_shipped_notebook_rows_are_chf_on_masked_class_il_at_batch_64():
+    from raycl.tune.reproduce import fixed_args
+
+    table = load_paper_table("der-notebook")
+    by_key = {r.key: r for r in table.select(None)}
+    assert sorted(by_key) == ["seq-mnist/der/500", "seq-mnist/derpp/500"]
+    der, derpp = by_key["seq-mnist/der/500"], by_key["seq-mnist/derpp/500"]
+    assert (der.accuracy, der.task_il, der.chf_drop, derpp.accuracy, derpp.chf_drop) == (94.51, 98.71, 0.03, 94.02, 0.01)
+    assert all(r.setting == "masked_class_il" and r.protocol == "chf" and r.per_task for r in (der, derpp))
+    # chf chooses lr and the stability weights itself: the row's replay minibatch is fixed, not a start point.
+    assert fixed_args(der) == {"minibatch_size": 32, "batch_size": 64, "n_epochs": 1, "buffer_size": 500}
+
+
 def test_rows_are_chosen_by_pattern_and_unknown_ones_name_the_allowed():
     table = load_paper_table()
     assert [r.key for r in table.select(["rot-mnist/*/500"])] == ["rot-mnist/er/500", "rot-mnist/der/500",
@@ -55,6 +68,13 @@ def write_paper(tmp_path, rows, **extra) -> str:
     ({"dataset": "seq-digits", "method": "er", "accuracy": 80, "buffer": 5}, "unknown key 'buffer'"),
     ({"dataset": "seq-digits", "method": "er", "buffer_size": 50, "accuracy": 80, "args": {"lr": "fast"}},
      "'lr'.*float.*'fast'"),
+    ({"dataset": "seq-digits", "method": "er", "buffer_size": 50}, r"rows\[0\]: needs 'accuracy' \(a number\)"),
+    ({"dataset": "seq-digits", "method": "er", "accuracy": "high"}, "rows.0.: accuracy must be a number, got 'high'"),
+    ({"dataset": "seq-digits", "method": "er", "accuracy": 80, "args": [0.1]}, "args must map hyperparameters"),
+    ({"dataset": "seq-digits", "method": "er", "accuracy": 80, "protocol": "chf", "setting": "cil"},
+     "unknown setting 'cil'"),
+    ({"dataset": "seq-digits", "method": "er", "accuracy": 80, "chf_drop": 0.1}, "chf_drop applies to protocol chf"),
+    ("seq-digits/er", r"rows\[0\]: a row is a mapping"),
 ])
 def test_bad_paper_files_give_one_clear_error(tmp_path, row, message):
     with pytest.raises(RayclError, match=message):

@@ -119,6 +119,19 @@ def assert_rung_decisions_hold(experiment_dir, rows):
     return board
 
 
+def assert_short_trial_folders(experiment_dir, trials: int) -> list[str]:
+    """Every trial folder Tune wrote in ``experiment_dir`` is named by its trial's id first, in at most
+    60 characters; there are ``trials`` of them. Their names."""
+    names = []
+    for params in Path(experiment_dir).glob("*/params.json"):
+        folder = params.parent
+        trial_id = json.loads((folder / "result.json").read_text().splitlines()[0])["trial_id"]
+        assert folder.name.startswith(f"{trial_id}_") and len(folder.name) <= 60, folder.name
+        names.append(folder.name)
+    assert len(names) == trials, names
+    return sorted(names)
+
+
 def flatten(doc, prefix=""):
     """Every key path of a nested mapping, 'a/b/c'."""
     out = []
@@ -344,7 +357,7 @@ def test_tune_cli_flags_are_checked():
     proc = run("--method", "vibb")
     assert proc.returncode == 2 and "unknown method 'vibb'" in proc.stderr
     assert "Traceback" not in proc.stderr
-    help_text = run("--help").stdout
+    help_text = run("--help-all").stdout
     for flag in ("--samples", "--protocol", "--grace-period", "--cpus-per-trial", "--gpus-per-trial", "--address",
                  "--storage-path", "--resume", "--dashboard", "--optuna-storage", "--final-eval-seeds",
                  "--wait-for-resources", "--precision"):

@@ -12,7 +12,12 @@ import torch
 
 from raycl.errors import RayclError
 
-SETTINGS = ("class_il", "task_il", "domain_il")
+SETTINGS = ("class_il", "masked_class_il", "task_il", "domain_il")
+# A class-incremental stream (tasks of their own classes) is scored three ways: Class-IL (the argmax
+# over every class), Task-IL (over the task's own classes) and masked Class-IL, the DER repository's
+# "CIL" (its metric.py): task j is scored over the classes of tasks 0..j only, those of later tasks
+# masked out. It lies between the other two, and on the first task equals Task-IL.
+CLASS_INCREMENTAL = ("class_il", "masked_class_il", "task_il")
 
 
 def apply_pixel_map(images: np.ndarray, pixel_map: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raycl.data.base import Benchmark, class_split_tasks
+from raycl.data.base import CLASS_INCREMENTAL, Benchmark, class_split_tasks
 from raycl.errors import RayclError
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,6 @@ def seq_cifar10(root: Path, val_fraction: float, seed: int) -> Benchmark:
     d = load_cifar10(root)
     tasks = class_split_tasks(d["train_x"], d["train_y"], d["test_x"], d["test_y"], 2, 5, val_fraction, seed)
     return Benchmark(name="seq-cifar10", tasks=tasks, n_classes=10, input_shape=(3, 32, 32),
-                     settings=("class_il", "task_il"), model="resnet18", mean=MEAN, std=STD,
+                     settings=CLASS_INCREMENTAL, model="resnet18", mean=MEAN, std=STD,
                      augment=True, defaults={"batch_size": 32, "minibatch_size": 32, "n_epochs": 50},
                      method_defaults={k: dict(v) for k, v in METHOD_DEFAULTS.items()})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raycl.data.base import Benchmark, class_split_tasks
+from raycl.data.base import CLASS_INCREMENTAL, Benchmark, class_split_tasks
 from raycl.data.cifar import ensure_files, read_batches
 from raycl.data.options import option
 from raycl.errors import RayclError
@@ -62,6 +62,6 @@ def seq_cifar100(root: Path, val_fraction: float, seed: int, options: SeqCifar10
     tasks = class_split_tasks(d["train_x"], d["train_y"], d["test_x"], d["test_y"], per_task, options.n_tasks,
                               val_fraction, seed)
     return Benchmark(name="seq-cifar100", tasks=tasks, n_classes=N_CLASSES, input_shape=(3, 32, 32),
-                     settings=("class_il", "task_il"), model="resnet18", mean=MEAN, std=STD, augment=True,
+                     settings=CLASS_INCREMENTAL, model="resnet18", mean=MEAN, std=STD, augment=True,
                      defaults={"batch_size": 32, "minibatch_size": 32, "n_epochs": 50},
                      options=dataclasses.asdict(options))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import load_digits
 
-from raycl.data.base import Benchmark, class_split_tasks, stratified_split
+from raycl.data.base import CLASS_INCREMENTAL, Benchmark, class_split_tasks, stratified_split
 
 TEST_FRACTION = 0.25
 
@@ -35,6 +35,6 @@ def seq_digits(val_fraction: float, seed: int) -> Benchmark:
     train, test = stratified_split(y, TEST_FRACTION, seed)
     tasks = class_split_tasks(x[train], y[train], x[test], y[test], 2, 5, val_fraction, seed)
     return Benchmark(name="seq-digits", tasks=tasks, n_classes=10, input_shape=(64,),
-                     settings=("class_il", "task_il"), model="mlp",
+                     settings=CLASS_INCREMENTAL, model="mlp",
                      defaults={"batch_size": 10, "minibatch_size": 10, "n_epochs": 5},
                      method_defaults=METHOD_DEFAULTS)

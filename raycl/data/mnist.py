@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raycl.data.base import Benchmark, Task, apply_pixel_map, class_split_tasks, stratified_split
+from raycl.data.base import CLASS_INCREMENTAL, Benchmark, Task, apply_pixel_map, class_split_tasks, stratified_split
 from raycl.errors import RayclError
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def seq_mnist(root: Path, val_fraction: float, seed: int) -> Benchmark:
     """5 tasks of 2 consecutive digits; Class-IL and Task-IL; batch 10 as in the DER paper."""
     d = load_mnist(root)
     tasks = class_split_tasks(d["train_x"], d["train_y"], d["test_x"], d["test_y"], 2, 5, val_fraction, seed)
-    return _mlp_benchmark("seq-mnist", tasks, ("class_il", "task_il"),
+    return _mlp_benchmark("seq-mnist", tasks, CLASS_INCREMENTAL,
                           {"batch_size": 10, "minibatch_size": 10, "n_epochs": 1})
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raycl.data.base import Benchmark, class_split_tasks
+from raycl.data.base import CLASS_INCREMENTAL, Benchmark, class_split_tasks
 from raycl.errors import RayclError
 
 log = logging.getLogger(__name__)
@@ -171,5 +171,5 @@ def seq_tinyimg(root: Path, val_fraction: float, seed: int) -> Benchmark:
     tasks = class_split_tasks(d["train_x"], d["train_y"], d["test_x"], d["test_y"], N_CLASSES // N_TASKS,
                               N_TASKS, val_fraction, seed)
     return Benchmark(name="seq-tinyimg", tasks=tasks, n_classes=N_CLASSES, input_shape=(3, SIDE, SIDE),
-                     settings=("class_il", "task_il"), model="resnet18", mean=MEAN, std=STD, augment=True,
+                     settings=CLASS_INCREMENTAL, model="resnet18", mean=MEAN, std=STD, augment=True,
                      defaults=dict(DEFAULTS), method_defaults={k: dict(v) for k, v in METHOD_DEFAULTS.items()})

@@ -48,6 +48,16 @@ def get_method(name: str) -> type:
     return found
 
 
+def builtin_ancestor(cls: type) -> str | None:
+    """The name of the nearest built-in method ``cls`` derives from (not ``cls`` itself), or None."""
+    builtins = {target: name for name, target in METHODS.items()}
+    for ancestor in cls.__mro__[1:]:
+        name = builtins.get(f"{ancestor.__module__}:{ancestor.__qualname__}")
+        if name is not None:
+            return name
+    return None
+
+
 def get_population_method(name: str) -> type:
     """The population form of method ``name``: its vectorised class, or its solo class run
     member by member (:class:`raycl.methods.base.MemberwiseMethod`)."""

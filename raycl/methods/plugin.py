@@ -64,11 +64,13 @@ def check_method_class(cls, label: str) -> type:
 
 
 def method_space_file(cls: type) -> Path | None:
-    """The search-space file a method class ships (``search_space``, next to its module), or None."""
-    declared = getattr(cls, "search_space", None)
-    if declared is None:
+    """The search-space file a method class ships (``search_space``, next to the module of the class
+    that declares it: its own, or an ancestor's), or None."""
+    owner = next((c for c in cls.__mro__ if c.__dict__.get("search_space") is not None), None)
+    if owner is None:
         return None
-    module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    declared = owner.__dict__["search_space"]
+    module_file = getattr(sys.modules.get(owner.__module__), "__file__", None)
     path = Path(module_file).parent / declared if module_file else Path(declared)
     if not path.is_file():
         raise RayclError(f"method {cls.name!r}: its search space {declared!r} is not at {path}")

@@ -151,15 +151,24 @@ def best_args_py_entry(data: dict, source: str, dataset: str, method: str, buffe
     name, model = mammoth_dataset(dataset), mammoth_model(method)
     if name not in data:
         raise _missing(source, "dataset", name, data)
-    models = data[name] or {}
+    models = _mapping(data[name], source, f"best_args[{name!r}]", "models")
     if model not in models:
         raise _missing(source, f"model for dataset {name!r}", model, models)
-    sizes = models[model] or {}
+    sizes = _mapping(models[model], source, f"best_args[{name!r}][{model!r}]", "buffer sizes")
     key = NO_BUFFER if buffer_size is None else buffer_size
     if key not in sizes:
         raise _missing(source, f"buffer size for {name}/{model}", key, sizes,
                        hint=" (pass --buffer-size)" if buffer_size is not None else "")
-    return dict(sizes[key] or {})
+    return _mapping(sizes[key], source, f"best_args[{name!r}][{model!r}][{key}]", "arguments")
+
+
+def _mapping(value: Any, source: str, where: str, of: str) -> dict:
+    """``value`` (None: empty) if it is a mapping, else one RayclError naming ``where`` in ``source``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RayclError(f"{source}: {where} must map {of}, not be a {type(value).__name__}")
+    return dict(value)
 
 
 # ----- models/config/<model>.yaml ---------------------------------------------------------------
@@ -190,7 +199,7 @@ def model_config_entry(data: dict, source: str, dataset: str, method: str, buffe
         if buffer_size not in sizes:
             raise _missing(source, f"buffer size for {name}/{model}", buffer_size, sizes, hint=" (pass --buffer-size)")
         arguments.update(sizes[buffer_size])
-    return {**(data.get(DEFAULT_SECTION) or {}), **arguments}
+    return {**_mapping(data.get(DEFAULT_SECTION), source, DEFAULT_SECTION, "arguments"), **arguments}
 
 
 def _sections(data: dict) -> list[dict]:
@@ -238,6 +247,9 @@ def save_model_config(path: str | Path, dataset: str, method: str, config: dict)
         if not isinstance(data, dict):
             raise RayclError(f"{path}: expected mammoth's model configuration (dataset -> arguments)")
         section = data.setdefault(mammoth_dataset(dataset), {})
+        if not isinstance(section, dict):
+            raise RayclError(f"{path}: {mammoth_dataset(dataset)} must map arguments and buffer sizes; fix the file "
+                             "or choose another")
         if has_buffer(method):
             section[int(config["buffer_size"])] = arguments
         else:

@@ -74,6 +74,8 @@ class SearchOptions:
     best_args: str | None = None
     parquet: str | None = None
     export_format: str = "raycl"
+    # Experiment trackers (--tracker mlflow[:URI], wandb[:PROJECT]): one run per configuration.
+    trackers: tuple[str, ...] = ()
     final_eval_seeds: int = 0
     # Final evaluation: data seed = training seed (averages over permutations/angles too), and the
     # share of training data held out (0 = train on all of it, as papers do after their search).
@@ -143,9 +145,13 @@ class SearchOptions:
                                      "whose candidates are a population already)")
         if self.export_format not in EXPORT_FORMATS:
             raise unknown("export format", self.export_format, EXPORT_FORMATS)
+        from raycl.tune.trackers import check_trackers
+
+        check_trackers(self.trackers)
         if self.per_task:
             for flag, given in (("--start-from", self.start_from), ("--export-format mammoth",
-                                                                    self.export_format == "mammoth")):
+                                                                    self.export_format == "mammoth"),
+                                ("--tracker", bool(self.trackers))):
                 if given:
                     raise RayclError(f"{flag} applies to the stream protocols ({', '.join(STREAM_PROTOCOLS)}), "
                                      f"not to --protocol {self.protocol}")

@@ -26,9 +26,14 @@ from raycl.files import atomic_write_text, locked, read_yaml
 from raycl.hparams import build_config
 from raycl.methods import METHODS, get_method
 
-SETTING_NAMES = {"class_il": "Class-IL", "task_il": "Task-IL", "domain_il": "Domain-IL"}
+SETTING_NAMES = {"class_il": "Class-IL", "masked_class_il": "masked Class-IL", "task_il": "Task-IL",
+                 "domain_il": "Domain-IL"}
 RESULTS_FILE = "results.json"
 TABLE_FILE = "reproduction.md"
+# The paper-values files shipped next to this module, by the name --paper also takes.
+SHIPPED_TABLES = {"der-paper": "der_paper.yaml", "der-notebook": "der_notebook.yaml"}
+ROW_KEYS = ("dataset", "method", "buffer_size", "accuracy", "task_il", "args", "batch_size", "setting", "protocol",
+            "chf_drop", "final_val_fraction")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +46,22 @@ class PaperRow:
     batch_size: int
     args: dict
     task_il: float | None = None
+    # How the row is searched: a stream protocol (its args tried first) or a per-task one (its args
+    # fixed for the whole stream, chf with its accuracy drop); and the share of the training data
+    # the winner's final evaluation holds out (0: all of it, as papers train after their search).
+    protocol: str = "seen-tasks"
+    chf_drop: float | None = None
+    final_val_fraction: float = 0.0
 
     @property
     def key(self) -> str:
         return f"{self.dataset}/{self.method}/{self.buffer_size or '-'}"
+
+    @property
+    def per_task(self) -> bool:
+        from raycl.tune.options import STREAM_PROTOCOLS
+
+        return self.protocol not in STREAM_PROTOCOLS
 
 
 @dataclasses.dataclass
@@ -68,30 +85,56 @@ class PaperTable:
 
 
 def default_paper_file() -> Path:
-    return Path(str(resources.files("raycl.tune") / "der_paper.yaml"))
+    return shipped_paper_file("der-paper")
+
+
+def shipped_paper_file(name: str) -> Path:
+    return Path(str(resources.files("raycl.tune") / SHIPPED_TABLES[name]))
+
+
+def _number(raw: dict, key: str, place: str, kind=float, required: bool = False):
+    """``raw[key]`` as a ``kind`` (None when absent and not ``required``), or one line naming it."""
+    if raw.get(key) is None:
+        if required:
+            raise RayclError(f"{place}: needs {key!r} (a number)")
+        return None
+    try:
+        return kind(raw[key])
+    except (TypeError, ValueError):
+        raise RayclError(f"{place}: {key} must be a number, got {raw[key]!r}") from None
 
 
 def load_paper_table(path: str | Path | None = None) -> PaperTable:
-    path = Path(path) if path else default_paper_file()
+    """A paper-values file: a path, or the name of a shipped one (``der-paper``, the default;
+    ``der-notebook``, the DER repository's notebook rows)."""
+    path = shipped_paper_file(str(path)) if str(path) in SHIPPED_TABLES else Path(path) if path \
+        else default_paper_file()
     if not path.is_file():
-        raise RayclError(f"paper-values file {path} not found")
+        raise RayclError(f"paper-values file {path} not found (or one of the shipped: {', '.join(SHIPPED_TABLES)})")
     doc = read_yaml(path)
     where = str(path)
     if not isinstance(doc, dict) or not {"source", "datasets", "rows"} <= set(doc):
         raise RayclError(f"{where}: needs the keys source, datasets and rows")
     datasets = doc["datasets"]
+    if not isinstance(datasets, dict) or not isinstance(doc["rows"], list):
+        raise RayclError(f"{where}: datasets must map each dataset to its setting and batch size, rows be a list")
     for name, protocol in datasets.items():
         if name not in benchmark_names():
             raise unknown("dataset", name, benchmark_names(), where=f"{where}: datasets")
+        if not isinstance(protocol, dict):
+            raise RayclError(f"{where}: datasets.{name} must give its setting and batch_size, not be a "
+                             f"{type(protocol).__name__}")
         if protocol.get("setting") not in SETTING_NAMES:
             raise unknown("setting", protocol.get("setting"), SETTING_NAMES, where=f"{where}: datasets.{name}")
+        _number(protocol, "batch_size", f"{where}: datasets.{name}", int, required=True)
     rows = []
     for i, raw in enumerate(doc["rows"]):
         place = f"{where}: rows[{i}]"
-        allowed = {"dataset", "method", "buffer_size", "accuracy", "task_il", "args", "batch_size"}
-        extra = set(raw) - allowed
+        if not isinstance(raw, dict):
+            raise RayclError(f"{place}: a row is a mapping of {', '.join(ROW_KEYS)}")
+        extra = set(raw) - set(ROW_KEYS)
         if extra:
-            raise unknown("key", sorted(extra)[0], sorted(allowed), where=place)
+            raise unknown("key", sorted(extra)[0], sorted(ROW_KEYS), where=place)
         if raw.get("dataset") not in datasets:
             raise unknown("dataset", raw.get("dataset"), datasets, where=place)
         try:  # a built-in, or a plugin's method
@@ -99,12 +142,14 @@ def load_paper_table(path: str | Path | None = None) -> PaperTable:
         except RayclError as exc:
             raise RayclError(f"{place}: {exc}") from None
         protocol = datasets[raw["dataset"]]
-        row = PaperRow(dataset=raw["dataset"], method=raw["method"], buffer_size=raw.get("buffer_size"),
-                       accuracy=float(raw["accuracy"]), setting=protocol["setting"],
-                       batch_size=int(raw.get("batch_size", protocol["batch_size"])), args=dict(raw.get("args") or {}),
-                       task_il=raw.get("task_il"))
-        # The paper's arguments must be valid hyperparameters of raycl's method.
-        build_config(get_method(row.method).Config, {**row.args, **fixed_args(row)}, owner=f"{place} ({row.key})")
+        row = PaperRow(dataset=raw["dataset"], method=raw["method"], buffer_size=_number(raw, "buffer_size", place, int),
+                       accuracy=_number(raw, "accuracy", place, required=True),
+                       setting=raw.get("setting", protocol["setting"]),
+                       batch_size=_number({**protocol, **raw}, "batch_size", place, int),
+                       args=raw.get("args") or {}, task_il=_number(raw, "task_il", place),
+                       protocol=raw.get("protocol", "seen-tasks"), chf_drop=_number(raw, "chf_drop", place),
+                       final_val_fraction=_number(raw, "final_val_fraction", place) or 0.0)
+        _check_row(row, place)
         rows.append(row)
     keys = [r.key for r in rows]
     duplicate = next((k for k in keys if keys.count(k) > 1), None)
@@ -114,9 +159,27 @@ def load_paper_table(path: str | Path | None = None) -> PaperTable:
                       default_methods=tuple(doc.get("default_methods") or METHODS))
 
 
+def _check_row(row: PaperRow, place: str) -> None:
+    from raycl.tune.options import PROTOCOLS
+
+    if not isinstance(row.args, dict):
+        raise RayclError(f"{place}: args must map hyperparameters to values, got {row.args!r}")
+    if row.setting not in SETTING_NAMES:
+        raise unknown("setting", row.setting, SETTING_NAMES, where=place)
+    if row.protocol not in PROTOCOLS:
+        raise unknown("protocol", row.protocol, PROTOCOLS, where=place)
+    if row.chf_drop is not None and row.protocol != "chf":
+        raise RayclError(f"{place}: chf_drop applies to protocol chf, not {row.protocol}")
+    if not 0.0 <= row.final_val_fraction < 1.0:
+        raise RayclError(f"{place}: final_val_fraction must be in [0, 1), got {row.final_val_fraction}")
+    # The paper's arguments must be valid hyperparameters of raycl's method.
+    build_config(get_method(row.method).Config, {**row.args, **fixed_args(row)}, owner=f"{place} ({row.key})")
+
+
 def fixed_args(row: PaperRow) -> dict:
-    """What the paper fixed for every configuration of the row: batch size, one epoch, the buffer."""
-    fixed = {"batch_size": row.batch_size, "n_epochs": 1}
+    """What the paper fixed for every configuration of the row: batch size, one epoch, the buffer
+    (and for a per-task protocol, which chooses its own values task by task, the row's arguments)."""
+    fixed = {**(row.args if row.per_task else {}), "batch_size": row.batch_size, "n_epochs": 1}
     if row.buffer_size is not None:
         fixed["buffer_size"] = row.buffer_size
     return fixed
@@ -154,9 +217,15 @@ def read_results(out: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RayclError(f"{path} is not valid JSON ({exc}); move it away to start over") from None
+    if not isinstance(results, dict) or not all(isinstance(r, dict) and isinstance(r.get("mean"), (int, float))
+                                                and isinstance(r.get("wall_s"), (int, float))
+                                                for r in results.values()):
+        raise RayclError(f"{path} is not a reproduction's results (each row's key -> its result); move it away to "
+                         "start over")
+    return results
 
 
 def save_result(out: Path, key: str, entry: dict) -> dict:
@@ -178,15 +247,18 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
 
     fixed = fixed_args(row)
     buffer_size = fixed.pop("buffer_size", None)
+    chf = {"chf_drop": row.chf_drop} if row.chf_drop is not None else {}
     search = SearchOptions(
         method=row.method, dataset=row.dataset, samples=options.samples, buffer_size=buffer_size, fixed=fixed,
-        start_points=[row.args] if options.paper_start and row.args else [], search_seed=options.search_seed,
+        protocol=row.protocol, **chf,
+        start_points=[row.args] if options.paper_start and row.args and not row.per_task else [],
+        search_seed=options.search_seed,
         cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial, address=options.address,
         wait_for_resources=options.wait_for_resources, precision=options.precision,
         storage_path=str(out / "experiments"), name=experiment_name(row),
         best_args=str(out / "best_args" / f"{row.dataset}.yaml"), final_eval_seeds=options.seeds,
         trial_seeds=options.trial_seeds,
-        final_eval_vary_data=True, final_eval_val_fraction=0.0, data_root=options.data_root,
+        final_eval_vary_data=True, final_eval_val_fraction=row.final_val_fraction, data_root=options.data_root,
         benchmark_options=dict(options.benchmark_options), backbone=options.backbone,
         verbose=options.verbose,
     )
@@ -198,21 +270,32 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
     started = time.perf_counter()
     report = run_search(search)
     wall = time.perf_counter() - started
-    if report.best is None or not report.final_eval or "test" not in report.final_eval:
-        raise RayclError(f"row {row.key}: no trial completed every task ({report.counts}); nothing to test")
-    test = report.final_eval["test"][row.setting]
+    if report.best_config is None or not report.final_eval or "test" not in report.final_eval:
+        raise RayclError(f"row {row.key}: no trial completed every task "
+                         f"({getattr(report, 'counts', 'no schedule')}); nothing to test")
+    tested = report.final_eval["test"]
+    if row.setting not in tested:
+        raise unknown(f"setting of {row.dataset}", row.setting, tested, where=f"row {row.key}")
+    test = tested[row.setting]
     entry = {
         "dataset": row.dataset, "method": row.method, "buffer_size": row.buffer_size, "setting": row.setting,
+        "protocol": row.protocol,
         "paper": row.accuracy, "mean": test["mean"], "std": test["std"], "per_seed": test["per_seed"],
-        "difference": test["mean"] - row.accuracy, "samples": len(report.trials), "seeds": report.final_eval["seeds"],
-        "wall_s": round(wall, 1), "best_config": plain_config(report.best.config),
-        "objective": report.best.objective, "counts": report.counts, "task_fraction": report.task_fraction,
+        "difference": test["mean"] - row.accuracy, "seeds": report.final_eval["seeds"],
+        "wall_s": round(wall, 1), "best_config": plain_config(report.best_config),
+        # Every setting the benchmark reports, beside the row's own (a masked Class-IL row's Class-IL).
+        "settings": {s: {"mean": v["mean"], "std": v["std"]} for s, v in tested.items()},
         "paper_start": bool(search.start_points),
-        "paper_args_won": bool(search.start_points) and _same_config(report.best.config, row.args),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    if "task_il" in report.final_eval["test"] and row.setting == "class_il":
-        entry["task_il"] = report.final_eval["test"]["task_il"]["mean"]
+    if row.per_task:  # one path of per-task choices: its trainings, not sampled configurations
+        entry.update(samples=report.trainings, objective=report.choices[-1].winner.seen)
+    else:
+        entry.update(samples=len(report.trials), objective=report.best.objective, counts=report.counts,
+                     task_fraction=report.task_fraction,
+                     paper_args_won=bool(search.start_points) and _same_config(report.best.config, row.args))
+    if "task_il" in tested and row.setting in ("class_il", "masked_class_il"):
+        entry["task_il"] = tested["task_il"]["mean"]
         entry["paper_task_il"] = row.task_il
     return entry
 
@@ -279,9 +362,19 @@ def format_table(table: PaperTable, rows: list[PaperRow], results: dict, wall_s:
             f"| {'yes' if r['difference'] >= -1 else 'no'} "
             f"| {'yes' if r['difference'] >= -0.5 else 'no'} | {r['samples']} | {len(r['seeds'])} | {r['wall_s']:.0f} |")
     lines.append("")
+    for row in rows:
+        r = results.get(row.key)
+        others = {s: v for s, v in (r or {}).get("settings", {}).items() if s != row.setting}
+        if others:
+            lines.append(f"{row.key}: the same runs score " + ", ".join(
+                f"{v['mean']:.2f} ± {v['std']:.2f} {SETTING_NAMES.get(s, s)}" for s, v in others.items())
+                + (f" (paper Task-IL {row.task_il:.2f})" if row.task_il is not None else "") + ".")
     lines.append(f"Total wall time of the rows: {total:.0f} s ({total / 60:.1f} min)"
                  + (f"; this invocation {wall_s:.0f} s." if wall_s is not None else "."))
     lines.append(f"Paper values: {table.source}")
-    lines.append("Ours: the search's winner (by mean validation accuracy over seen tasks) retrained on all "
-                 "training data, tested, one data seed per training seed.")
+    held = sorted({f"{r.final_val_fraction:g}" for r in rows if r.final_val_fraction})
+    lines.append("Ours: the search's choice (the configuration with the best mean validation accuracy over the "
+                 "tasks seen, or a per-task protocol's schedule) retrained on "
+                 + (f"the training data less the held-out share ({', '.join(held)})" if held else "all training data")
+                 + ", tested, one data seed per training seed.")
     return "\n".join(lines) + "\n"

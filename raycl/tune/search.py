@@ -16,6 +16,7 @@ from raycl.tune.options import AUTO, SearchOptions
 from raycl.tune.placement import check_cluster_has_gpus, cluster_slots, share_scaled_limit
 from raycl.tune.rungs import search_rungs
 from raycl.tune.space import DefineByRun, SearchSpace, load_space
+from raycl.tune.trial_names import trial_name
 from raycl.vocabulary import COHORT, OBJECTIVE, RUNGS_FILE, TASK
 
 if TYPE_CHECKING:
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from raycl.tune.export_schedule import SelectionReport
 
 log = logging.getLogger(__name__)
+
+
+# Tune names every trial and its folder ``<id>_<number>_<n>configs`` (raycl.tune.trial_names).
+TRIAL_NAMES = {"trial_name_creator": trial_name, "trial_dirname_creator": trial_name}
 
 
 class SearchInterrupted(Exception):
@@ -163,7 +168,7 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
     callbacks = [SelectionProgress(benchmarks[0].n_tasks)] if options.verbose >= 1 else []
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
-    param_space, tune_config = {}, tune.TuneConfig(num_samples=1)
+    param_space, tune_config = {}, tune.TuneConfig(num_samples=1, **TRIAL_NAMES)
     if options.protocol == "pbt":
         param_space, tune_config = _pbt_config(options, space, benchmarks[0])
     if options.resume:
@@ -223,7 +228,7 @@ def _pbt_config(options: SearchOptions, space: SearchSpace, benchmark: Benchmark
     # starting a new one at every task.
     return domains, tune.TuneConfig(num_samples=options.samples, scheduler=scheduler, reuse_actors=True,
                                     max_concurrent_trials=options.max_concurrent,
-                                    search_alg=BasicVariantGenerator(random_state=options.search_seed))
+                                    search_alg=BasicVariantGenerator(random_state=options.search_seed), **TRIAL_NAMES)
 
 
 def init_ray(options: SearchOptions) -> None:
@@ -318,23 +323,34 @@ def run_search(options: SearchOptions) -> SearchReport | SelectionReport:
         size, population_reason = cohort_size(every_size, trial_slots(options), convolutional=benchmark.model != "mlp")
         options = dataclasses.replace(options, population=size)
     from raycl.tune.export import export_search, print_summary
+    from raycl.tune.trackers import search_trackers
 
-    if options.table:
-        from raycl.tune.export_table import export_table_search, print_table_summary
+    trackers = search_trackers(options, space, benchmark.n_tasks)
+    try:
+        if options.table:
+            from raycl.tune.export_table import export_table_search, print_table_summary
 
-        spaces = {size: prepare_space(dataclasses.replace(options, buffer_size=size)) for size in options.buffer_sizes}
-        _fit_promotion_search(options, space, benchmarks, even, spaces)
-        table = export_table_search(options, space, spaces, benchmark)
-        print_table_summary(table, options, benchmark)
-        return table
-    if options.population > 1:
-        _fit_promotion_search(options, space, benchmarks, even)
-        from raycl.tune.export import export_promotion_search
+            spaces = {size: prepare_space(dataclasses.replace(options, buffer_size=size))
+                      for size in options.buffer_sizes}
+            _fit_promotion_search(options, space, benchmarks, even, spaces, trackers)
+            table = export_table_search(options, space, spaces, benchmark)
+            if trackers is not None:
+                trackers.finish(table)
+            print_table_summary(table, options, benchmark)
+            return table
+        if options.population > 1:
+            _fit_promotion_search(options, space, benchmarks, even, trackers=trackers)
+            from raycl.tune.export import export_promotion_search
 
-        report = export_promotion_search(options, space, benchmark)
-    else:
-        report = export_search(_fit_stream_search(options, space, benchmarks), options, space, benchmark)
-    report.final_eval = final_evaluation(options, report.best_config)
+            report = export_promotion_search(options, space, benchmark)
+        else:
+            report = export_search(_fit_stream_search(options, space, benchmarks, trackers), options, space, benchmark)
+        report.final_eval = final_evaluation(options, report.best_config)
+        if trackers is not None:
+            trackers.finish(report)
+    finally:
+        if trackers is not None:
+            trackers.close()
     print_summary(report, options, space, benchmark, population_reason)
     return report
 
@@ -352,9 +368,10 @@ def _check_experiment_folder(options: SearchOptions) -> None:
                          "--name")
 
 
-def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark]):
-    """Run (or resume) a stream protocol's trials under Tune with the rung board; returns Tune's
-    results, or raises SearchInterrupted when the search stopped before every trial ended."""
+def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark], trackers=None):
+    """Run (or resume) a stream protocol's trials under Tune with the rung board, feeding
+    ``trackers`` (:class:`raycl.tune.trackers.SearchTrackers`); returns Tune's results, or raises
+    SearchInterrupted when the search stopped before every trial ended."""
     from ray import tune
 
     experiment = options.experiment_dir
@@ -385,8 +402,12 @@ def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: l
     callbacks = [SearchMetrics(options.samples, final_task, options.experiment_name)]
     if options.verbose == 1:
         callbacks.append(SearchProgress(options.samples, final_task, space.searched))
+    if trackers is not None:
+        callbacks.append(trackers.callback())
     if options.resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        if trackers is not None:
+            trackers.take_over(tuner)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -394,7 +415,7 @@ def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: l
             tune_config=tune.TuneConfig(
                 search_alg=_make_searcher(options, space, final_task),
                 num_samples=-(-options.samples // options.population),
-                max_concurrent_trials=options.max_concurrent, reuse_actors=reuse_actors,
+                max_concurrent_trials=options.max_concurrent, reuse_actors=reuse_actors, **TRIAL_NAMES,
             ),
             run_config=tune.RunConfig(
                 name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
@@ -442,10 +463,10 @@ def member_limit(options: SearchOptions, convolutional: bool) -> int:
 
 
 def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark],
-                          even: bool, spaces: dict[int, SearchSpace] | None = None) -> None:
+                          even: bool, spaces: dict[int, SearchSpace] | None = None, trackers=None) -> None:
     """Run (or resume) a stream protocol's search in the promotion form (:mod:`raycl.tune.promotion`):
-    every Tune trial a job of one structure over one segment; raises SearchInterrupted when the
-    search stopped before it ended."""
+    every Tune trial a job of one structure over one segment, feeding ``trackers``; raises
+    SearchInterrupted when the search stopped before it ended."""
     import optuna
     from ray import tune
 
@@ -473,8 +494,12 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
     callbacks = [SearchMetrics(samples, final_task, options.experiment_name, journal=journal)]
     if options.verbose == 1:
         callbacks.append(SearchProgress(samples, final_task, space.searched, journal=journal))
+    if trackers is not None:
+        callbacks.append(trackers.callback())
     if options.resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        if trackers is not None:
+            trackers.take_over(tuner)
     else:
         storage_db = None
         if options.optuna_storage:
@@ -512,7 +537,7 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
                 # Jobs, not configurations: at most one per configuration and segment.
                 num_samples=samples * (len(rungs) + 1) + 1,
                 # One job per free slot: a job is decided when a slot can start it, never ahead.
-                max_concurrent_trials=slots, reuse_actors=True,
+                max_concurrent_trials=slots, reuse_actors=True, **TRIAL_NAMES,
             ),
             run_config=tune.RunConfig(
                 name=options.experiment_name, storage_path=storage.resolve(options.storage_path),

@@ -21,6 +21,7 @@ optional ``log: true``), ``choice: [values...]``, or a plain value to fix the pa
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from raycl.files import read_yaml
 from raycl.hparams import ParamSpec, coerce_value, param_specs
 from raycl.methods import get_method
 from raycl.methods.plugin import method_space_file
+
+log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -159,6 +162,8 @@ def _parse_dimension(name: str, raw: Any, spec: ParamSpec, where: str) -> Dimens
         bad = extra[0] if extra else "+".join(kinds) or "(nothing)"
         raise RayclError(f"{place}: unknown distribution {bad!r}; allowed: {', '.join(DISTRIBUTIONS)}, "
                          "or a plain value (optional keys: when, log)")
+    if not isinstance(log, bool):
+        raise RayclError(f"{place}: log must be true or false, got {log!r}")
     kind = kinds[0]
     args = raw[kind]
     when = ()
@@ -187,8 +192,9 @@ def _parse_dimension(name: str, raw: Any, spec: ParamSpec, where: str) -> Dimens
     return Dimension(name, kind, low=low, high=high, log=bool(log), when=when)
 
 
-def parse_space(data: Any, method: str, dataset: str, source: str) -> SearchSpace:
-    """Validate a loaded search-space document for ``method`` on ``dataset``."""
+def parse_space(data: Any, method: str, dataset: str, source: str, inherited_from: str | None = None) -> SearchSpace:
+    """Validate a loaded search-space document for ``method`` on ``dataset`` (a space of the
+    built-in method ``inherited_from``, which ``method`` derives from, is one of its own)."""
     if not isinstance(data, dict):
         raise RayclError(f"{source}: expected a mapping with keys method, params, datasets")
     allowed_top = ("method", "params", "datasets")
@@ -196,16 +202,19 @@ def parse_space(data: Any, method: str, dataset: str, source: str) -> SearchSpac
         if key not in allowed_top:
             raise unknown("key", key, allowed_top, where=source)
     # A plugin's own file names it as its class does, whether searched by entry point or module:Class.
-    if data.get("method", method) not in (method, get_method(method).name):
+    if data.get("method", method) not in (method, get_method(method).name, inherited_from):
         raise RayclError(f"{source} is a search space for method {data['method']!r}, not {method!r}")
     params = data.get("params") or {}
     overrides = data.get("datasets") or {}
     if not isinstance(params, dict) or not isinstance(overrides, dict):
         raise RayclError(f"{source}: 'params' and 'datasets' must be mappings")
     datasets = benchmark_names()
-    for name in overrides:
+    for name, block in overrides.items():
         if name not in datasets:
             raise unknown("dataset", name, datasets, where=f"{source} datasets")
+        if block is not None and not isinstance(block, dict):
+            raise RayclError(f"{source}: datasets.{name} must map hyperparameters to values or distributions, "
+                             f"not be a {type(block).__name__}")
     merged = dict(params)
     merged.update(overrides.get(dataset) or {})
     specs = param_specs(get_method(method).Config)
@@ -234,13 +243,23 @@ def parse_space(data: Any, method: str, dataset: str, source: str) -> SearchSpac
 
 
 def load_space(method: str, dataset: str, path: str | Path | None = None) -> SearchSpace:
-    """The search space of ``method`` from ``path``, else the file its class ships, else
-    ``search_spaces/<method>.yaml``."""
+    """The search space of ``method`` from ``path``, else the file its class (or an ancestor) ships,
+    else ``search_spaces/<method>.yaml``, else that of the nearest built-in method it derives from
+    (said in one line)."""
     method_cls = get_method(method)
+    inherited = None
     if path is None:
         path = method_space_file(method_cls) or SPACE_DIR / f"{method}.yaml"
         if not path.is_file():
-            available = sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
-            raise RayclError(f"{unknown('search space for method', method, available, where=str(SPACE_DIR))}; a "
-                             "plugin ships its own (search_space = 'file.yaml' next to its module), or give --space FILE")
-    return parse_space(read_yaml(path), method, dataset, str(path))
+            from raycl.methods import builtin_ancestor
+
+            inherited = builtin_ancestor(method_cls)
+            if inherited is None or not (SPACE_DIR / f"{inherited}.yaml").is_file():
+                available = sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
+                raise RayclError(f"{unknown('search space for method', method, available, where=str(SPACE_DIR))}; "
+                                 "a plugin ships its own (search_space = 'file.yaml' next to its module) or derives "
+                                 "from a built-in method, whose space it then searches; or give --space FILE")
+            path = SPACE_DIR / f"{inherited}.yaml"
+            log.info("method %s has no search space of its own: it searches that of %s, which it derives from (%s); "
+                     "--space FILE gives another", method, inherited, path)
+    return parse_space(read_yaml(path), method, dataset, str(path), inherited_from=inherited)

@@ -101,14 +101,15 @@ def _trial_folders(path: Path) -> dict[str, tuple[Path, list[dict]]]:
         history = _read_history(result.parent)
         trial_id = next((r["trial_id"] for r in history if "trial_id" in r), None)
         if trial_id is None:
-            match = re.search(r"_([0-9a-f]{8})_", result.parent.name)
+            # <id>_<number>_..., or Tune's own <trainable>_<id>_<number>_... of older experiments
+            match = re.search(r"(?:^|_)([0-9a-f]{8})_", result.parent.name)
             trial_id = match.group(1) if match else result.parent.name
         found[str(trial_id)] = (result.parent, history)
     return found
 
 
 def _trial_number(folder: Path | None) -> int:
-    match = re.search(r"_[0-9a-f]{8}_(\d+)", folder.name) if folder else None
+    match = re.search(r"(?:^|_)[0-9a-f]{8}_(\d+)", folder.name) if folder else None
     return int(match.group(1)) if match else 0
 
 

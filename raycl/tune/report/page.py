@@ -33,16 +33,17 @@ def fmt(value) -> str:
     return str(value)
 
 def top_table(experiment: Experiment, limit: int = TOP) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the top configurations: objective, test, searched params, per-task val."""
+    """Header and rows of the top configurations: objective, test in every setting (the objective's
+    first), searched params, per-task val."""
     setting = experiment.settings[0]
     params = experiment.params
-    header = ["#", "trial", "objective", f"test {setting}", *params,
+    header = ["#", "trial", "objective", *[f"test {s}" for s in experiment.settings], *params,
               *[f"val task {j}" for j in range(1, experiment.n_tasks + 1)]]
     rows = []
     for rank, trial in enumerate(experiment.completed[:limit], start=1):
         rows.append([str(rank), trial.trial_id, f"{trial.objective:.2f}",
-                     fmt(trial.row.get(f"test_{setting}")) if trial.row.get(f"test_{setting}") is None
-                     else f"{trial.row[f'test_{setting}']:.2f}",
+                     *[fmt(trial.row.get(f"test_{s}")) if trial.row.get(f"test_{s}") is None
+                       else f"{trial.row[f'test_{s}']:.2f}" for s in experiment.settings],
                      *[fmt(trial.config.get(p)) for p in params],
                      *[fmt(trial.row.get(f"val_{setting}_task{j}")) if trial.row.get(f"val_{setting}_task{j}")
                        is None else f"{trial.row[f'val_{setting}_task{j}']:.1f}"
