@@ -14,6 +14,7 @@ Examples:
     python launch/tune.py --method derpp --dataset seq-mnist --buffer-size 500 --samples 64 \
         --trial-seeds 3 --final-eval-seeds 5
     python launch/tune.py --method vib --dataset seq-mnist --samples 200 --population 25 --final-eval-seeds 3
+    python launch/tune.py --method derpp --dataset seq-mnist --buffer-size 200,500,5120 --samples 64  # a table
     python launch/tune.py --method derpp --dataset seq-mnist --name my-search --resume
 """
 
