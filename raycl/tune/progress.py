@@ -9,7 +9,9 @@ configurations is printed when it changes, at most every ``table_interval`` seco
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import os
 import sys
 import time
@@ -39,10 +41,20 @@ def _duration(seconds: float) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _ranked(record: tuple[str, int, float | None, dict]) -> bool:
+    """Whether a configuration's record has a place among the completed ones."""
+    objective = record[2]
+    return record[0] == Status.COMPLETED and objective is not None and not math.isnan(objective)
+
+
 class SearchTally(Callback):
     """Counts a running search's configurations from Tune's hooks: a trial is a cohort of them, or in
     the promotion form a job of them (then a configuration waiting at a rung is still running, and
-    the decisions to prune are read from the search's ``journal`` as it grows)."""
+    the decisions to prune are read from the search's ``journal`` as it grows).
+
+    Tune calls the progress at every step: the counts by status and the completed configurations in
+    order of objective are kept up to date as configurations change, so that reading them costs
+    nothing that grows with the search."""
 
     def __init__(self, samples: int, final_task: int, journal: str | None = None):
         self.samples = samples
@@ -51,6 +63,24 @@ class SearchTally(Callback):
         self._journal_offset = 0
         # configuration id -> (status, tasks, objective, config)
         self.configs: dict[str, tuple[str, int, float | None, dict]] = {}
+        self._counts = {Status.COMPLETED: 0, Status.RUNNING: 0, Status.PRUNED: 0, Status.DIVERGED: 0,
+                        Status.ERRORED: 0}
+        self._arrival: dict[str, int] = {}  # configuration id -> when it was first seen (ties keep this order)
+        self._ranked: list[tuple[float, int, str]] = []  # completed ones: (-objective, arrival, id), best first
+
+    def _set(self, key: str, record: tuple[str, int, float | None, dict]) -> None:
+        """Record ``key``'s (status, tasks, objective, config), keeping the counts and the ranking."""
+        old = self.configs.get(key)
+        if old is not None:
+            self._counts[old[0]] -= 1
+            if _ranked(old):
+                del self._ranked[bisect.bisect_left(self._ranked, (-old[2], self._arrival[key], key))]
+        else:
+            self._arrival[key] = len(self._arrival)
+        self.configs[key] = record
+        self._counts[record[0]] = self._counts.get(record[0], 0) + 1
+        if _ranked(record):
+            bisect.insort(self._ranked, (-record[2], self._arrival[key], key))
 
     @staticmethod
     def _members(trial) -> list[tuple[str, dict]]:
@@ -65,7 +95,7 @@ class SearchTally(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         for key, values in self._members(trial):
             status, tasks, objective, _ = self.configs.get(key, (Status.RUNNING, 0, None, values))
-            self.configs[key] = (Status.RUNNING, tasks, objective, values)
+            self._set(key, (Status.RUNNING, tasks, objective, values))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         members = self._members(trial)
@@ -73,8 +103,9 @@ class SearchTally(Callback):
         values = dict(members)
         for name, summary in job_summaries(result).items():
             key = name if name in values else keys[int(name)] if name.isdigit() and int(name) < len(keys) else name
-            self.configs[key] = (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0),
-                                 summary.get(OBJECTIVE), values.get(key, {}))
+            objective = summary.get(OBJECTIVE)
+            self._set(key, (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0),
+                            None if objective is None else float(objective), values.get(key, {})))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end(trial, errored=False)
@@ -88,7 +119,7 @@ class SearchTally(Callback):
             status, tasks, objective, config = self.configs.get(key, (Status.RUNNING, 0, None, {}))
             if job and not errored and status == Status.RUNNING and tasks < self.final_task:
                 continue  # waits at its rung
-            self.configs[key] = (ended_status(status, tasks, self.final_task, errored), tasks, objective, config)
+            self._set(key, (ended_status(status, tasks, self.final_task, errored), tasks, objective, config))
 
     def _read_journal(self) -> None:
         """Apply the pruning decisions recorded since the last read."""
@@ -117,20 +148,17 @@ class SearchTally(Callback):
             key = event.get("id")
             if event.get("event") == "pruned" and key in self.configs:
                 _, tasks, objective, config = self.configs[key]
-                self.configs[key] = (Status.PRUNED, tasks, objective, config)
+                self._set(key, (Status.PRUNED, tasks, objective, config))
 
     # ----- state ------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         self._read_journal()
-        out = {Status.COMPLETED: 0, Status.RUNNING: 0, Status.PRUNED: 0, Status.DIVERGED: 0, Status.ERRORED: 0}
-        for status, *_ in self.configs.values():
-            out[status] = out.get(status, 0) + 1
-        return out
+        return dict(self._counts)
 
-    def completed(self) -> list[tuple[float, str, dict]]:
-        done = [(objective, key, config) for key, (status, tasks, objective, config) in self.configs.items()
-                if status == Status.COMPLETED and objective is not None]
-        return sorted(done, key=lambda item: -item[0])
+    def completed(self, limit: int | None = None) -> list[tuple[float, str, dict]]:
+        """(objective, id, config) of the completed configurations, best first (the first ``limit``)."""
+        ranked = self._ranked if limit is None else self._ranked[:limit]
+        return [(-negative, key, self.configs[key][3]) for negative, _, key in ranked]
 
 
 class SearchMetrics(SearchTally):
@@ -172,7 +200,7 @@ class SearchMetrics(SearchTally):
         counts["pending"] = max(0, self.samples - sum(counts.values()))
         for status, count in counts.items():
             configurations.set(count, tags={"experiment": self.experiment, "status": status})
-        top = self.completed()
+        top = self.completed(1)
         if top:
             best.set(top[0][0], tags={"experiment": self.experiment})
         self._set = time.monotonic()
@@ -226,7 +254,7 @@ class SearchProgress(SearchTally):
                 f"({counts[Status.COMPLETED]} completed, {counts[Status.PRUNED]} pruned, {counts[Status.DIVERGED]} diverged"
                 + (f", {counts[Status.ERRORED]} errored" if counts[Status.ERRORED] else "")
                 + f"), {counts[Status.RUNNING]} running")
-        best = self.completed()
+        best = self.completed(1)
         if best:
             line += f"; best {best[0][0]:.2f} ({best[0][1]})"
         if 0 < finished < self.samples:
@@ -234,13 +262,13 @@ class SearchProgress(SearchTally):
         return line
 
     def table(self) -> str:
-        top = self.completed()[:TOP]
+        top = self.completed(TOP)
         return config_table(["top configurations", "objective"], [[name, f"{objective:.2f}"] for objective, name, _ in top],
                             [config for *_, config in top], self.searched)
 
     def show(self, force: bool = False) -> None:
         now = time.monotonic()
-        top = [name for _, name, _ in self.completed()[:TOP]]
+        top = [name for _, name, _ in self.completed(TOP)]
         if top and top != self._table_shown and (force or now - self._table_printed >= self.table_interval):
             self._write(self.table())
             self._table_shown, self._table_printed = top, now
