@@ -185,9 +185,11 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                           "file's folder, under models/config/, merged into the file there (default raycl)")
     out.add_argument("--parquet", metavar="FILE", default=None,
                      help="table of every trial (default <experiment>/trials.parquet)")
-    out.add_argument("--optuna-storage", metavar="URL", default=None,
-                     help="also keep the Optuna study in this database, e.g. sqlite:///optuna.db "
-                          "(view it with optuna-dashboard)")
+    out.add_argument("--optuna-storage", metavar="FILE|URL", default=None,
+                     help="also keep the Optuna study in this journal file, e.g. optuna.log (Optuna's journal "
+                          "storage: one appended line per write, the fastest), or in this database, e.g. "
+                          "sqlite:///optuna.db (opened in write-ahead-log mode); view either with "
+                          "optuna-dashboard FILE|URL")
     out.add_argument("--final-eval-seeds", type=int, default=0, metavar="N",
                      help="retrain the best config on N seeds and report test mean ± std (default 0)")
 

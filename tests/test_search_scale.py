@@ -161,3 +161,64 @@ def test_search_scale_splits_a_searchs_cost_per_configuration(tmp_path):
     calls, jobs = int(rungs[rungs.index("calls") - 1]), int(rungs[rungs.index("jobs") - 1])
     assert float(lines["Optuna"][1]) > 0 and calls > jobs >= 40 / 16  # the simulated search ran to its end
     assert "TPE window 300" in proc.stdout and "40 configurations (sgd on seq-digits)" in proc.stdout
+
+
+# ----- --optuna-storage --------------------------------------------------------------------------------------
+def a_study(storage):
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(direction="maximize", storage=storage, study_name="s",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for i in range(6):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        trial.report(float(i), 1)
+        if i % 2:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, float(i))
+    return study
+
+
+def test_a_journal_file_keeps_the_study_as_a_database_does(tmp_path):
+    import optuna
+
+    from raycl.tune.optuna_storage import open_storage
+
+    written = a_study(open_storage(str(tmp_path / "optuna.log")))
+    read = optuna.load_study(study_name="s", storage=open_storage(str(tmp_path / "optuna.log")))
+    assert isinstance(read._storage, optuna.storages.JournalStorage)
+    assert [(t.state, t.value, t.intermediate_values, t.params) for t in read.trials] == \
+           [(t.state, t.value, t.intermediate_values, t.params) for t in written.trials]
+    assert sum(t.state == optuna.trial.TrialState.PRUNED for t in read.trials) == 3
+
+
+def test_a_sqlite_study_is_written_ahead_also_once_unpickled_and_opens_as_usual(tmp_path):
+    import pickle
+
+    import optuna
+    import sqlalchemy
+
+    from raycl.tune.optuna_storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = open_storage(url)
+    a_study(storage)
+    for opened in (storage, pickle.loads(pickle.dumps(storage))):
+        with opened.engine.connect() as connection:
+            assert connection.execute(sqlalchemy.text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(sqlalchemy.text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    plain = optuna.load_study(study_name="s", storage=url)  # as optuna-dashboard opens it
+    assert len(plain.trials) == 6
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path):
+    from raycl.errors import RayclError
+    from raycl.tune.optuna_storage import open_storage
+
+    with pytest.raises(RayclError, match="its folder .* does not exist") as journal:
+        open_storage(str(tmp_path / "missing" / "optuna.log"))
+    with pytest.raises(RayclError, match="cannot open the database") as database:
+        open_storage(f"sqlite:///{tmp_path / 'missing' / 'optuna.db'}")
+    assert "\n" not in str(journal.value) + str(database.value)

@@ -88,7 +88,9 @@ def build_study(experiment: Experiment, storage: str | None = None):
     from optuna.trial import TrialState, create_trial
 
     if storage:
-        return optuna.load_study(study_name=experiment.path.name, storage=storage)
+        from raycl.tune.optuna_storage import open_storage
+
+        return optuna.load_study(study_name=experiment.path.name, storage=open_storage(storage))
     distributions = _distributions(experiment)
     study = optuna.create_study(direction="maximize", study_name=experiment.path.name)
     trials = []
