@@ -82,8 +82,9 @@ def _param_value(distribution, value):
     return float(value)
 
 
-def build_study(experiment: Experiment, storage: str | None = None):
-    """The search's Optuna study: loaded from ``storage`` when given, else rebuilt in memory."""
+def build_study(experiment: Experiment, storage: str | None = None, trials: list | None = None):
+    """The search's Optuna study: loaded from ``storage`` when given, else rebuilt in memory (of
+    ``trials`` only when given, e.g. a sample of the experiment's)."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
@@ -93,21 +94,21 @@ def build_study(experiment: Experiment, storage: str | None = None):
         return optuna.load_study(study_name=experiment.path.name, storage=open_storage(storage))
     distributions = _distributions(experiment)
     study = optuna.create_study(direction="maximize", study_name=experiment.path.name)
-    trials = []
-    for trial in experiment.trials:
+    frozen = []
+    for trial in experiment.trials if trials is None else trials:
         dists = {k: v for k, v in distributions.items() if k in trial.config}
         params = {k: _param_value(v, trial.config[k]) for k, v in dists.items()}
         curve = trial.objective_by_task
         intermediate = {step: value for step, value in enumerate(curve, start=1)}
         if trial.status == Status.COMPLETED and trial.objective is not None:
-            trials.append(create_trial(params=params, distributions=dists, value=trial.objective,
+            frozen.append(create_trial(params=params, distributions=dists, value=trial.objective,
                                        intermediate_values=intermediate))
         elif trial.status == Status.PRUNED:
-            trials.append(create_trial(params=params, distributions=dists, state=TrialState.PRUNED,
+            frozen.append(create_trial(params=params, distributions=dists, state=TrialState.PRUNED,
                                        intermediate_values=intermediate))
         else:
-            trials.append(create_trial(params=params, distributions=dists, state=TrialState.FAIL))
-    study.add_trials(trials)
+            frozen.append(create_trial(params=params, distributions=dists, state=TrialState.FAIL))
+    study.add_trials(frozen)
     return study
 
 
@@ -124,13 +125,21 @@ def param_importances(experiment: Experiment, storage: str | None = None, seed: 
     import numpy as np
     import optuna
 
-    study = build_study(experiment, storage)
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    def sample(items: list) -> list:
+        if len(items) <= limit:
+            return list(items)
+        keep = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
+        return [items[i] for i in keep]
+
+    if storage:
+        complete = build_study(experiment, storage).get_trials(deepcopy=False,
+                                                              states=(optuna.trial.TrialState.COMPLETE,))
+        study = optuna.create_study(direction="maximize")
+        study.add_trials(sample(complete))
+    else:  # only the sample is rebuilt, not the whole search
+        complete = experiment.completed
+        study = build_study(experiment, trials=sample(complete))
     if len(complete) < 2:
         raise RayclError(f"hyperparameter importance needs at least 2 completed trials, found {len(complete)}")
-    if len(complete) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(complete), size=limit, replace=False))
-        study = optuna.create_study(direction="maximize")
-        study.add_trials([complete[i] for i in keep])
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
