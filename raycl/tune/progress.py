@@ -68,7 +68,7 @@ class SearchTally(Callback):
         self._arrival: dict[str, int] = {}  # configuration id -> when it was first seen (ties keep this order)
         self._ranked: list[tuple[float, int, str]] = []  # completed ones: (-objective, arrival, id), best first
 
-    def _set(self, key: str, record: tuple[str, int, float | None, dict]) -> None:
+    def _update(self, key: str, record: tuple[str, int, float | None, dict]) -> None:
         """Record ``key``'s (status, tasks, objective, config), keeping the counts and the ranking."""
         old = self.configs.get(key)
         if old is not None:
@@ -95,7 +95,7 @@ class SearchTally(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         for key, values in self._members(trial):
             status, tasks, objective, _ = self.configs.get(key, (Status.RUNNING, 0, None, values))
-            self._set(key, (Status.RUNNING, tasks, objective, values))
+            self._update(key, (Status.RUNNING, tasks, objective, values))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         members = self._members(trial)
@@ -104,7 +104,7 @@ class SearchTally(Callback):
         for name, summary in job_summaries(result).items():
             key = name if name in values else keys[int(name)] if name.isdigit() and int(name) < len(keys) else name
             objective = summary.get(OBJECTIVE)
-            self._set(key, (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0),
+            self._update(key, (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0),
                             None if objective is None else float(objective), values.get(key, {})))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -119,7 +119,7 @@ class SearchTally(Callback):
             status, tasks, objective, config = self.configs.get(key, (Status.RUNNING, 0, None, {}))
             if job and not errored and status == Status.RUNNING and tasks < self.final_task:
                 continue  # waits at its rung
-            self._set(key, (ended_status(status, tasks, self.final_task, errored), tasks, objective, config))
+            self._update(key, (ended_status(status, tasks, self.final_task, errored), tasks, objective, config))
 
     def _read_journal(self) -> None:
         """Apply the pruning decisions recorded since the last read."""
@@ -148,7 +148,7 @@ class SearchTally(Callback):
             key = event.get("id")
             if event.get("event") == "pruned" and key in self.configs:
                 _, tasks, objective, config = self.configs[key]
-                self._set(key, (Status.PRUNED, tasks, objective, config))
+                self._update(key, (Status.PRUNED, tasks, objective, config))
 
     # ----- state ------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
