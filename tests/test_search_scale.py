@@ -65,6 +65,34 @@ def test_the_progress_lines_running_counts_and_ranking_are_a_recount_at_every_st
     assert min(most.values()) > 2  # every status was reached, and left, many times over
 
 
+def test_a_journal_in_object_storage_is_read_at_most_every_few_seconds_and_at_the_end(monkeypatch):
+    from types import SimpleNamespace
+
+    from raycl import storage
+    from raycl.tune import progress
+
+    clock, reads, journal = [0.0], [], []
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(storage, "is_uri", lambda location: str(location).startswith("s3://"))
+    monkeypatch.setattr(storage, "read_bytes", lambda location: reads.append(location) or "".join(journal).encode())
+    tally = progress.SearchTally(samples=3, final_task=5, journal="s3://bucket/search/rungs.jsonl")
+    tally.on_trial_start(0, [], Job("j0", ["a", "b", "c"]))
+
+    def prune(config):
+        journal.append(json.dumps({"event": "pruned", "id": config, "rung": 2}) + "\n")
+
+    prune("a")
+    assert tally.counts()[Status.PRUNED] == 1 and len(reads) == 1
+    prune("b")
+    clock[0] = progress.REMOTE_JOURNAL_INTERVAL / 2
+    assert tally.counts()[Status.PRUNED] == 1 and len(reads) == 1  # not yet read again
+    clock[0] = progress.REMOTE_JOURNAL_INTERVAL * 1.1
+    assert tally.counts()[Status.PRUNED] == 2 and len(reads) == 2
+    prune("c")
+    tally.on_experiment_end([])
+    assert tally.counts()[Status.PRUNED] == 3 and len(reads) == 3  # the search ended: read at once
+
+
 # ----- the report ------------------------------------------------------------------------------------------
 def synthetic_experiment(tmp_path, configurations: int, seed: int = 0):
     """An experiment of ``configurations`` as the report reads it (no files): a quarter completed."""

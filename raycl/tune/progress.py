@@ -24,6 +24,9 @@ from raycl.tune.tables import config_table
 from raycl.vocabulary import COHORT, JOB, OBJECTIVE, TASK, Status, config_id, ended_status
 
 TOP = 5
+# A journal in object storage cannot be read from where the last read stopped, only whole: at most
+# this often (seconds), and once more when the search ends.
+REMOTE_JOURNAL_INTERVAL = 10.0
 
 
 def _terminal_width(stream) -> int:
@@ -61,6 +64,7 @@ class SearchTally(Callback):
         self.final_task = final_task
         self.journal = journal
         self._journal_offset = 0
+        self._remote_read_at = -math.inf
         # configuration id -> (status, tasks, objective, config)
         self.configs: dict[str, tuple[str, int, float | None, dict]] = {}
         self._counts = {Status.COMPLETED: 0, Status.RUNNING: 0, Status.PRUNED: 0, Status.DIVERGED: 0,
@@ -110,6 +114,9 @@ class SearchTally(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end(trial, errored=False)
 
+    def on_experiment_end(self, trials, **info):
+        self._remote_read_at = -math.inf  # the last counts read every decision
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trial, errored=True)
 
@@ -128,6 +135,9 @@ class SearchTally(Callback):
         from raycl import storage
 
         if storage.is_uri(self.journal):
+            if time.monotonic() - self._remote_read_at < REMOTE_JOURNAL_INTERVAL:
+                return
+            self._remote_read_at = time.monotonic()
             data = storage.read_bytes(self.journal) or b""
             fresh = data[self._journal_offset:]
         else:
@@ -185,6 +195,7 @@ class SearchMetrics(SearchTally):
             self.record()
 
     def on_experiment_end(self, trials, **info):
+        super().on_experiment_end(trials, **info)
         self.record()
 
     def record(self) -> None:
@@ -239,6 +250,7 @@ class SearchProgress(SearchTally):
         self.show()
 
     def on_experiment_end(self, trials, **info):
+        super().on_experiment_end(trials, **info)
         self.show(force=True)
         if self._bar is not None:
             self._bar.close()
