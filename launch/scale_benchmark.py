@@ -12,7 +12,8 @@ costs per configuration as searches grow.
   N --verbose 0``, run here unless ``--scale-experiment`` names one already run): training is the
   seconds its jobs spent in tasks (``jobs/*.json`` "seconds"); the overhead is the slot-seconds
   of the search's span (first job's start to last job's end, times the trial slots its journal
-  records) that were not training.
+  records) that were not training; with a search run here, also the wall outside that span (Ray's
+  start, the data, the export).
 
 --outputs-scale N ... times what a search writes and shows when it holds N configurations, built
 directly (no training): the trials table, the summary, the progress line's reads at every Tune
@@ -207,6 +208,10 @@ def search_scale(samples: int, method: str = "sgd", dataset: str = "seq-digits",
     for name, seconds, what in rows:
         print(f"{name:16} {seconds:9.2f} {seconds * per:21.2f}  {what}")
     if wall is not None:
+        if search is not None:
+            outside = wall - search["span_s"]
+            print(f"{'start and end':16} {outside:9.2f} {outside * per:21.2f}  the wall outside the jobs' span: Ray "
+                  "and the data before the first job, the export after the last")
         print(f"{'search wall':16} {wall:9.2f} {wall * per:21.2f}  launch/tune.py --samples {samples} --verbose 0, "
               "start to end")
     return {"optuna": optuna_part, "rungs": rung_part, "search": search, "wall_s": wall}
