@@ -57,6 +57,17 @@ sizes on the CPU (a smoke test).
     python launch/benchmark.py --gpu
     python launch/benchmark.py --gpu --device cpu --quick
 
+--search-scale N prints the search machinery's cost per configuration at N configurations, split into
+Optuna (the search's sampler, in process), rung decisions (the promotion scheduler on a simulated
+search), trial overhead and training (from a real `launch/tune.py --samples N --verbose 0` search of
+--scale-method on --scale-dataset, sgd on seq-digits by default, or the folder --scale-experiment
+names). --outputs-scale N ... times what a search of N configurations writes and shows: the trials
+table, the summary, the progress line, the report, an Optuna study in SQLite and in a journal file.
+
+    python launch/benchmark.py --search-scale 2000
+    python launch/benchmark.py --search-scale 10000 --scale-experiment experiments/sgd-seq-digits
+    python launch/benchmark.py --outputs-scale 1000 10000 100000
+
 --member-memory prints the bytes a member costs where they grew with the data (launch/memory_benchmark.py):
 gen_replay's generator training on a perm-mnist task, VIB's simple replay after 20 tasks, SYNERgy's
 per-example Fisher on resnet18; measured at P = 2 on the CPU and scaled to P = 256 (16 for resnet18).
@@ -393,7 +404,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="only members of mixed buffer sizes, minibatches or optimisers in one population "
                              "against one population per value, at each P (launch/mixed_benchmark.py; default 8 16)")
     parser.add_argument("--mixed-steps", type=int, default=300, help="timed steps of --mixed-structure (default 300)")
+    parser.add_argument("--search-scale", type=int, default=0, metavar="N",
+                        help="only the search machinery's cost per configuration at N configurations: Optuna, rung "
+                             "decisions, trial overhead, training (launch/scale_benchmark.py)")
+    parser.add_argument("--scale-method", default="sgd", help="method of --search-scale (default sgd)")
+    parser.add_argument("--scale-dataset", default="seq-digits", help="dataset of --search-scale (default seq-digits)")
+    parser.add_argument("--scale-experiment", default=None, metavar="DIR",
+                        help="--search-scale reads this finished search's folder instead of running one ('-': "
+                             "no search, Optuna and rung decisions only)")
+    parser.add_argument("--tpe-window", type=int, default=None, metavar="W",
+                        help="the sampler's window for --search-scale (default: launch/tune.py's; 0: none)")
+    parser.add_argument("--outputs-scale", type=int, nargs="*", default=None, metavar="N",
+                        help="only the time each output of a search of N configurations takes (built, not trained): "
+                             "trials table, summary, progress line, report, Optuna storages (e.g. 1000 10000)")
     args = parser.parse_args(argv)
+    if args.search_scale or args.outputs_scale:
+        import scale_benchmark
+
+        if args.search_scale:
+            scale_benchmark.search_scale(args.search_scale, args.scale_method, args.scale_dataset, args.tpe_window,
+                                         args.scale_experiment)
+        if args.outputs_scale:
+            scale_benchmark.outputs_scale(args.outputs_scale)
+        return 0
     if args.member_memory:
         import memory_benchmark
 

@@ -61,7 +61,7 @@ def _vib(members: int, data_root: str | None) -> dict:
     bench = load_benchmark("perm-mnist", data_root)
     run = population(bench, "vib", "cpu", seeds=range(members))
     inputs = [run._inputs(task, "train") for task in range(bench.n_tasks)]
-    start = _reset_peak()
+    _reset_peak()
     for task, data in enumerate(inputs):
         run.method.end_task(task, data)
     kept = run.method.replay_x.nbytes + run.method.replay_targets.nbytes

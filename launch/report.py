@@ -19,9 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", metavar="EXPERIMENT_DIR", help="folder of one search (holds trials.parquet)")
     parser.add_argument("--out", default=None, help="where to write the report (default EXPERIMENT_DIR/report)")
-    parser.add_argument("--optuna-storage", metavar="URL", default=None,
-                        help="the search's Optuna study (e.g. sqlite:///optuna.db); default: rebuild the study "
-                             "from the trials table")
+    parser.add_argument("--optuna-storage", metavar="FILE|URL", default=None,
+                        help="the search's Optuna study (its journal file, e.g. optuna.log, or its database, e.g. "
+                             "sqlite:///optuna.db); default: rebuild the study from the trials table")
     return parser
 
 

@@ -132,6 +132,10 @@ def build_parser(method: str | None = None, full: bool = True) -> argparse.Argum
                            "a raycl best-args YAML; names are mapped to raycl's, flags win over the file, and values "
                            "outside the search space or without a raycl name are named in one warning")
     what.add_argument("--search-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
+    what.add_argument("--tpe-window", type=int, default=SearchOptions.tpe_window, metavar="N",
+                      help="TPE proposes from the best trials and the N most recent ones, so that a proposal's "
+                           "cost stops growing with the search; below N trials it is plain TPE (default "
+                           f"{SearchOptions.tpe_window}; 0: the whole history at every proposal)")
 
     per_task = p.add_argument_group("per-task protocols (--protocol chf, current-task, seen-tasks-val, pbt)")
     defaults = SearchOptions  # its fields hold the defaults
@@ -207,9 +211,11 @@ def build_parser(method: str | None = None, full: bool = True) -> argparse.Argum
                           "file's folder, under models/config/, merged into the file there (default raycl)")
     out.add_argument("--parquet", metavar="FILE", default=None,
                      help="table of every trial (default <experiment>/trials.parquet)")
-    out.add_argument("--optuna-storage", metavar="URL", default=None,
-                     help="also keep the Optuna study in this database, e.g. sqlite:///optuna.db "
-                          "(view it with optuna-dashboard)")
+    out.add_argument("--optuna-storage", metavar="FILE|URL", default=None,
+                     help="also keep the Optuna study in this journal file, e.g. optuna.log (Optuna's journal "
+                          "storage: one appended line per write, the fastest), or in this database, e.g. "
+                          "sqlite:///optuna.db (opened in write-ahead-log mode); view either with "
+                          "optuna-dashboard FILE|URL")
     out.add_argument("--final-eval-seeds", type=int, default=0, metavar="N",
                      help="retrain the best config on N seeds and report test mean ± std (default 0)")
     out.add_argument("--tracker", action="append", default=[], metavar="KIND[:WHERE]",
@@ -248,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         buffer_size=buffer_size, fixed=fixed, space_path=args.space,
         protocol=args.protocol, protocol_tasks=args.protocol_tasks, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, audit_fraction=args.audit_fraction, seed=args.seed, search_seed=args.search_seed,
+        tpe_window=args.tpe_window,
         trial_seeds=args.trial_seeds, trial_data_seeds=args.trial_data_seeds, population=args.population,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         wait_for_resources=args.wait_for_resources, precision=args.precision,

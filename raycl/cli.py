@@ -115,7 +115,7 @@ def short_help(parser: argparse.ArgumentParser, shown: dict[str, str | None], me
                 action.help = shown[flag]
                 if action.choices:  # the choices are in the short help's words, not the metavar
                     action.metavar = action.dest.upper() if action.type is not int else "N"
-    parser.usage = f"%(prog)s --method M [flags]"
+    parser.usage = "%(prog)s --method M [flags]"
     pointer = f"every flag: python launch/{launcher}{f' --method {method}' if method else ''} {HELP_ALL}"
     parser.epilog = f"{parser.epilog}\n\n{pointer}" if parser.epilog else pointer
 

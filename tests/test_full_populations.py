@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import processes_mentioning, ray_address
+from conftest import processes_mentioning
 from test_tune import flatten, search, space_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -57,6 +57,8 @@ class SearchOptions:
     # cohorts for two per trial slot, see cohort_size).
     population: int | str = 1
     search_seed: int = 0
+    # TPE sees the best trials and this many of the most recent (raycl.tune.sampler); 0: all of them.
+    tpe_window: int = 300
     cpus_per_trial: float = 1.0
     # 0, a fraction in (0, 1) (trials share a GPU) or 1: a trial trains on one device.
     gpus_per_trial: float = 0.0
@@ -130,7 +132,8 @@ class SearchOptions:
                                  ("--reduction-factor", self.reduction_factor, 2),
                                  ("--protocol-tasks", self.protocol_tasks, 1),
                                  ("--final-eval-seeds", self.final_eval_seeds, 0),
-                                 ("--trial-seeds", self.trial_seeds, 1), ("--population", self.population, 1)):
+                                 ("--trial-seeds", self.trial_seeds, 1), ("--population", self.population, 1),
+                                 ("--tpe-window", self.tpe_window, 0)):
             if value != AUTO and value < low:
                 raise RayclError(f"{flag} must be at least {low}, got {value}")
         if not 0.0 <= self.audit_fraction <= 1.0:

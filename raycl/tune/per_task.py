@@ -56,9 +56,9 @@ def selection_trainable(config: dict, *, benchmarks: list[Benchmark], method: st
     centre = dict(config)  # PBT: the trial's hyperparameters, the centre of its candidates
     trial_id = tune.get_context().get_trial_id() or "trial"
     if protocol in ("current-task", "seen-tasks-val"):
-        import optuna
+        from raycl.tune.optuna_storage import open_storage
 
-        storage = optuna.storages.RDBStorage(optuna_storage) if optuna_storage else None
+        storage = open_storage(optuna_storage) if optuna_storage else None
         study, define = proposal_study(space, search_seed, storage, study_name)
     choices: list[TaskChoice] = []
     checkpoint = tune.get_checkpoint()

@@ -9,7 +9,9 @@ configurations is printed when it changes, at most every ``table_interval`` seco
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import os
 import sys
 import time
@@ -22,6 +24,9 @@ from raycl.tune.tables import config_table
 from raycl.vocabulary import COHORT, JOB, OBJECTIVE, TASK, Status, config_id, ended_status
 
 TOP = 5
+# A journal in object storage cannot be read from where the last read stopped, only whole: at most
+# this often (seconds), and once more when the search ends.
+REMOTE_JOURNAL_INTERVAL = 10.0
 
 
 def _terminal_width(stream) -> int:
@@ -39,18 +44,47 @@ def _duration(seconds: float) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _ranked(record: tuple[str, int, float | None, dict]) -> bool:
+    """Whether a configuration's record has a place among the completed ones."""
+    objective = record[2]
+    return record[0] == Status.COMPLETED and objective is not None and not math.isnan(objective)
+
+
 class SearchTally(Callback):
     """Counts a running search's configurations from Tune's hooks: a trial is a cohort of them, or in
     the promotion form a job of them (then a configuration waiting at a rung is still running, and
-    the decisions to prune are read from the search's ``journal`` as it grows)."""
+    the decisions to prune are read from the search's ``journal`` as it grows).
+
+    Tune calls the progress at every step: the counts by status and the completed configurations in
+    order of objective are kept up to date as configurations change, so that reading them costs
+    nothing that grows with the search."""
 
     def __init__(self, samples: int, final_task: int, journal: str | None = None):
         self.samples = samples
         self.final_task = final_task
         self.journal = journal
-        self._journal_offset = 0
+        self._journal_segment, self._journal_offset = 0, 0  # in an object store, within a segment
+        self._remote_read_at = -math.inf
         # configuration id -> (status, tasks, objective, config)
         self.configs: dict[str, tuple[str, int, float | None, dict]] = {}
+        self._counts = {Status.COMPLETED: 0, Status.RUNNING: 0, Status.PRUNED: 0, Status.DIVERGED: 0,
+                        Status.ERRORED: 0}
+        self._arrival: dict[str, int] = {}  # configuration id -> when it was first seen (ties keep this order)
+        self._ranked: list[tuple[float, int, str]] = []  # completed ones: (-objective, arrival, id), best first
+
+    def _update(self, key: str, record: tuple[str, int, float | None, dict]) -> None:
+        """Record ``key``'s (status, tasks, objective, config), keeping the counts and the ranking."""
+        old = self.configs.get(key)
+        if old is not None:
+            self._counts[old[0]] -= 1
+            if _ranked(old):
+                del self._ranked[bisect.bisect_left(self._ranked, (-old[2], self._arrival[key], key))]
+        else:
+            self._arrival[key] = len(self._arrival)
+        self.configs[key] = record
+        self._counts[record[0]] = self._counts.get(record[0], 0) + 1
+        if _ranked(record):
+            bisect.insort(self._ranked, (-record[2], self._arrival[key], key))
 
     @staticmethod
     def _members(trial) -> list[tuple[str, dict]]:
@@ -65,7 +99,7 @@ class SearchTally(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         for key, values in self._members(trial):
             status, tasks, objective, _ = self.configs.get(key, (Status.RUNNING, 0, None, values))
-            self.configs[key] = (Status.RUNNING, tasks, objective, values)
+            self._update(key, (Status.RUNNING, tasks, objective, values))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         members = self._members(trial)
@@ -73,11 +107,15 @@ class SearchTally(Callback):
         values = dict(members)
         for name, summary in job_summaries(result).items():
             key = name if name in values else keys[int(name)] if name.isdigit() and int(name) < len(keys) else name
-            self.configs[key] = (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0),
-                                 summary.get(OBJECTIVE), values.get(key, {}))
+            objective = summary.get(OBJECTIVE)
+            self._update(key, (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0),
+                            None if objective is None else float(objective), values.get(key, {})))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end(trial, errored=False)
+
+    def on_experiment_end(self, trials, **info):
+        self._remote_read_at = -math.inf  # the last counts read every decision
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trial, errored=True)
@@ -88,7 +126,7 @@ class SearchTally(Callback):
             status, tasks, objective, config = self.configs.get(key, (Status.RUNNING, 0, None, {}))
             if job and not errored and status == Status.RUNNING and tasks < self.final_task:
                 continue  # waits at its rung
-            self.configs[key] = (ended_status(status, tasks, self.final_task, errored), tasks, objective, config)
+            self._update(key, (ended_status(status, tasks, self.final_task, errored), tasks, objective, config))
 
     def _read_journal(self) -> None:
         """Apply the pruning decisions recorded since the last read."""
@@ -97,19 +135,30 @@ class SearchTally(Callback):
         from raycl import storage
 
         if storage.is_uri(self.journal):
-            data = storage.read_bytes(self.journal) or b""
-            fresh = data[self._journal_offset:]
-        else:
-            try:
-                with open(self.journal, "rb") as stream:
-                    stream.seek(self._journal_offset)
-                    fresh = stream.read()
-            except FileNotFoundError:
+            if time.monotonic() - self._remote_read_at < REMOTE_JOURNAL_INTERVAL:
                 return
-        if not fresh:
+            self._remote_read_at = time.monotonic()
+            from raycl.tune.journal import segments
+
+            # An object store keeps the journal in segments: every one but the last is read once.
+            parts = segments(self.journal)
+            for index in range(self._journal_segment, len(parts)):
+                if index > self._journal_segment:
+                    self._journal_segment, self._journal_offset = index, 0
+                data = storage.read_bytes(parts[index]) or b""
+                self._journal_offset += self._apply(data[self._journal_offset:])
             return
+        try:
+            with open(self.journal, "rb") as stream:
+                stream.seek(self._journal_offset)
+                fresh = stream.read()
+        except FileNotFoundError:
+            return
+        self._journal_offset += self._apply(fresh)
+
+    def _apply(self, fresh: bytes) -> int:
+        """Apply the pruning events among ``fresh``'s complete lines; returns the bytes they take."""
         complete = fresh[: fresh.rfind(b"\n") + 1]
-        self._journal_offset += len(complete)
         for line in complete.decode(errors="replace").splitlines():
             if '"pruned"' not in line:
                 continue
@@ -117,20 +166,18 @@ class SearchTally(Callback):
             key = event.get("id")
             if event.get("event") == "pruned" and key in self.configs:
                 _, tasks, objective, config = self.configs[key]
-                self.configs[key] = (Status.PRUNED, tasks, objective, config)
+                self._update(key, (Status.PRUNED, tasks, objective, config))
+        return len(complete)
 
     # ----- state ------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         self._read_journal()
-        out = {Status.COMPLETED: 0, Status.RUNNING: 0, Status.PRUNED: 0, Status.DIVERGED: 0, Status.ERRORED: 0}
-        for status, *_ in self.configs.values():
-            out[status] = out.get(status, 0) + 1
-        return out
+        return dict(self._counts)
 
-    def completed(self) -> list[tuple[float, str, dict]]:
-        done = [(objective, key, config) for key, (status, tasks, objective, config) in self.configs.items()
-                if status == Status.COMPLETED and objective is not None]
-        return sorted(done, key=lambda item: -item[0])
+    def completed(self, limit: int | None = None) -> list[tuple[float, str, dict]]:
+        """(objective, id, config) of the completed configurations, best first (the first ``limit``)."""
+        ranked = self._ranked if limit is None else self._ranked[:limit]
+        return [(-negative, key, self.configs[key][3]) for negative, _, key in ranked]
 
 
 class SearchMetrics(SearchTally):
@@ -157,6 +204,7 @@ class SearchMetrics(SearchTally):
             self.record()
 
     def on_experiment_end(self, trials, **info):
+        super().on_experiment_end(trials, **info)
         self.record()
 
     def record(self) -> None:
@@ -172,7 +220,7 @@ class SearchMetrics(SearchTally):
         counts["pending"] = max(0, self.samples - sum(counts.values()))
         for status, count in counts.items():
             configurations.set(count, tags={"experiment": self.experiment, "status": status})
-        top = self.completed()
+        top = self.completed(1)
         if top:
             best.set(top[0][0], tags={"experiment": self.experiment})
         self._set = time.monotonic()
@@ -211,6 +259,7 @@ class SearchProgress(SearchTally):
         self.show()
 
     def on_experiment_end(self, trials, **info):
+        super().on_experiment_end(trials, **info)
         self.show(force=True)
         if self._bar is not None:
             self._bar.close()
@@ -226,7 +275,7 @@ class SearchProgress(SearchTally):
                 f"({counts[Status.COMPLETED]} completed, {counts[Status.PRUNED]} pruned, {counts[Status.DIVERGED]} diverged"
                 + (f", {counts[Status.ERRORED]} errored" if counts[Status.ERRORED] else "")
                 + f"), {counts[Status.RUNNING]} running")
-        best = self.completed()
+        best = self.completed(1)
         if best:
             line += f"; best {best[0][0]:.2f} ({best[0][1]})"
         if 0 < finished < self.samples:
@@ -234,13 +283,13 @@ class SearchProgress(SearchTally):
         return line
 
     def table(self) -> str:
-        top = self.completed()[:TOP]
+        top = self.completed(TOP)
         return config_table(["top configurations", "objective"], [[name, f"{objective:.2f}"] for objective, name, _ in top],
                             [config for *_, config in top], self.searched)
 
     def show(self, force: bool = False) -> None:
         now = time.monotonic()
-        top = [name for _, name, _ in self.completed()[:TOP]]
+        top = [name for _, name, _ in self.completed(TOP)]
         if top and top != self._table_shown and (force or now - self._table_printed >= self.table_interval):
             self._write(self.table())
             self._table_shown, self._table_printed = top, now

@@ -128,19 +128,12 @@ def prepare_benchmarks(options: SearchOptions) -> list[Benchmark]:
 
 
 def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
-    import optuna
-
     from raycl.tune.optuna_search import CohortOptunaSearch
+    from raycl.tune.optuna_storage import open_storage
+    from raycl.tune.sampler import search_sampler
 
-    storage = None
-    if options.optuna_storage:
-        try:
-            storage = optuna.storages.RDBStorage(options.optuna_storage)
-        except Exception as exc:  # SQLAlchemy's errors: a missing folder, a bad URL, no driver
-            reason = str(exc).strip().splitlines()[0]
-            raise RayclError(f"--optuna-storage {options.optuna_storage}: cannot open the database ({reason}); "
-                             "e.g. sqlite:///optuna.db (its folder must exist)") from None
-    sampler = optuna.samplers.TPESampler(seed=options.search_seed)
+    storage = open_storage(options.optuna_storage) if options.optuna_storage else None
+    sampler = search_sampler(options)
     searched = set(space.searched)
     start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
     return CohortOptunaSearch(space=DefineByRun(space), metric=OBJECTIVE, mode="max", sampler=sampler,
@@ -467,7 +460,6 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
     """Run (or resume) a stream protocol's search in the promotion form (:mod:`raycl.tune.promotion`):
     every Tune trial a job of one structure over one segment, feeding ``trackers``; raises
     SearchInterrupted when the search stopped before it ended."""
-    import optuna
     from ray import tune
 
     from raycl.tune.job import job_trainable
@@ -501,21 +493,17 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
         if trackers is not None:
             trackers.take_over(tuner)
     else:
-        storage_db = None
-        if options.optuna_storage:
-            try:
-                storage_db = optuna.storages.RDBStorage(options.optuna_storage)
-            except Exception as exc:  # SQLAlchemy's errors: a missing folder, a bad URL, no driver
-                reason = str(exc).strip().splitlines()[0]
-                raise RayclError(f"--optuna-storage {options.optuna_storage}: cannot open the database ({reason}); "
-                                 "e.g. sqlite:///optuna.db (its folder must exist)") from None
+        from raycl.tune.optuna_storage import open_storage
+        from raycl.tune.sampler import make_sampler, search_sampler
+
+        storage_db = open_storage(options.optuna_storage) if options.optuna_storage else None
         searched = set(space.searched)
         start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
         widths = Widths(options.population, member_limit(options, benchmark.model != "mlp"), even=even)
         structure_of = StructureOf(options.method, benchmark.defaults_for(options.method))
         groups, mixable = None, False
         if spaces:  # a table: a group, a space and an Optuna study of its own per buffer size
-            groups = {str(size): (DefineByRun(spaces[size]), optuna.samplers.TPESampler(seed=options.search_seed + i))
+            groups = {str(size): (DefineByRun(spaces[size]), make_sampler(options.search_seed + i, options.tpe_window))
                       for i, size in enumerate(options.buffer_sizes)}
             mixable = "buffer_size" not in structure_of.names
         settings = {"form": "promotion", "rungs": list(rungs), "reduction_factor": options.reduction_factor,
@@ -524,7 +512,7 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
                     "groups": list(groups or [""]), "mixable": mixable}
         searcher = PromotionSearch(
             space=DefineByRun(space), metric=OBJECTIVE, mode="max",
-            sampler=optuna.samplers.TPESampler(seed=options.search_seed), storage=storage_db,
+            sampler=search_sampler(options), storage=storage_db,
             study_name=options.experiment_name, final_task=final_task, samples=options.samples, rungs=rungs,
             reduction_factor=options.reduction_factor, widths=widths, slots=slots, seeds=options.trial_seeds,
             structure_of=structure_of, journal=journal, settings=settings,

@@ -8,6 +8,7 @@ on an experiment copied from a cluster.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -60,7 +61,8 @@ class Experiment:
     rungs: tuple[int, ...] = ()
     rungs_described: str = ""
 
-    @property
+    # Read, not changed, once loaded: what is derived from the trials is computed once.
+    @functools.cached_property
     def completed(self) -> list[Trial]:
         """Completed trials, best first."""
         done = [t for t in self.trials if t.status == Status.COMPLETED and t.objective is not None]
@@ -71,7 +73,7 @@ class Experiment:
         done = self.completed
         return done[0] if done else None
 
-    @property
+    @functools.cached_property
     def params(self) -> list[str]:
         """Searched hyperparameters: those that take more than one value across trials."""
         names = sorted({k for t in self.trials for k in t.config})
@@ -125,7 +127,9 @@ def load_experiment(path: str | Path) -> Experiment:
     if not table_path.is_file():
         raise RayclError(f"{path} is not a finished raycl experiment: no {TRIALS_FILE} in it "
                          "(launch/tune.py writes one when a search ends)")
-    rows = pq.read_table(table_path).to_pylist()
+    table = pq.read_table(table_path)
+    rows = table.to_pylist()
+    columns = table.column_names  # every row has every column
     if not rows:
         raise RayclError(f"{table_path} holds no trials")
     folders = _trial_folders(path)
@@ -141,14 +145,14 @@ def load_experiment(path: str | Path) -> Experiment:
         trials.append(Trial(trial_id=str(row["trial_id"]), status=str(row["status"]), objective=objective,
                             config=config, row=row, history=history, folder=folder,
                             order=(finished, _trial_number(folder), index)))
-    settings = tuple(sorted({m[len("val_"):-len("_task1")] for r in rows for m in r
+    settings = tuple(sorted({m[len("val_"):-len("_task1")] for m in columns
                              if m.startswith("val_") and m.endswith("_task1")}))
     # The objective is the benchmark's first setting: put the setting whose mean equals it first.
     for setting in settings:
         if all(r.get(f"val_{setting}") == r.get(OBJECTIVE) for r in rows if r.get("status") == Status.COMPLETED):
             settings = (setting, *[s for s in settings if s != setting])
             break
-    task_columns = [re.fullmatch(r"val_.+_task(\d+)", m) for r in rows for m in r]
+    task_columns = [re.fullmatch(r"val_.+_task(\d+)", m) for m in columns]
     n_tasks = max([int(r.get("tasks_trained") or 0) for r in rows]
                   + [int(m.group(1)) for m in task_columns if m])
     signal_path = path / SIGNAL_FILE

@@ -14,7 +14,8 @@ from raycl.tune.report.experiment import Experiment
 from raycl.tune.report.study import _distributions, _param_value
 
 
-def plot_importance(importances: dict[str, float], path: Path, n_completed: int) -> Path:
+def plot_importance(importances: dict[str, float], path: Path, n_completed: int, n_used: int | None = None) -> Path:
+    """``n_used``: how many of the ``n_completed`` trials the importances were measured on (a sample)."""
     names = list(importances)[::-1]
     fig = Figure(figsize=(6, 0.5 + 0.45 * len(names)), layout="constrained")
     ax = fig.add_subplot()
@@ -23,7 +24,9 @@ def plot_importance(importances: dict[str, float], path: Path, n_completed: int)
         ax.text(importances[n], y, f" {importances[n]:.2f}", va="center", fontsize=8)
     ax.set_xlim(0, 1.1)
     ax.set_xlabel("importance for the objective (fANOVA, sums to 1)")
-    ax.set_title(f"Hyperparameter importance over {n_completed} completed trials")
+    over = f"{n_completed}" if n_used is None or n_used >= n_completed else \
+        f"a random sample of {n_used} of the {n_completed}"
+    ax.set_title(f"Hyperparameter importance over {over} completed trials")
     return save_png(fig, path)
 
 
@@ -48,7 +51,7 @@ def plot_params(experiment: Experiment, names: list[str], path: Path) -> Path:
             if getattr(dist, "log", False):
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.scatter(xs, [o for _, o in points], color="tab:blue", alpha=0.7)
+        ax.scatter(xs, [o for _, o in points], color="tab:blue", alpha=max(0.1, min(0.7, 70 / max(1, len(points)))))
         if best is not None and name in best.config:
             bx = choices.index(_param_value(dist, best.config[name])) if categorical else float(best.config[name])
             ax.scatter([bx], [best.objective], color="tab:orange", s=120, marker="*", zorder=3, label="best")

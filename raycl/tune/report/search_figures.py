@@ -40,19 +40,43 @@ def plot_history(experiment: Experiment, path: Path) -> Path:
     return save_png(fig, path)
 
 
+# The most curves of one status plot_asha draws: past it, a random sample of them (the same one every
+# time), so that a figure of 10,000 configurations stays readable and quick to draw.
+MAX_CURVES = 500
+
+
+def curve_sample(trials: list, limit: int, seed: int = 0) -> list:
+    """At most ``limit`` of ``trials``, drawn at random (seeded) and kept in their order."""
+    if len(trials) <= limit:
+        return list(trials)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(trials), size=limit, replace=False))
+    return [trials[i] for i in keep]
+
+
 def plot_asha(experiment: Experiment, path: Path) -> Path:
+    from matplotlib.collections import LineCollection
+
     t = experiment.n_tasks
     fig = Figure(figsize=(11, 4), layout="constrained")
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    for trial in experiment.trials:
-        curve = trial.objective_by_task
-        if not curve:
+    sampled = False
+    for status in dict.fromkeys(trial.status for trial in experiment.trials):
+        color = STATUS_COLORS.get(status, "black")
+        of_status = [trial for trial in experiment.trials if trial.status == status and trial.objective_by_task]
+        shown = curve_sample(of_status, MAX_CURVES)
+        sampled = sampled or len(shown) < len(of_status)
+        if not shown:
             continue
-        color = STATUS_COLORS.get(trial.status, "black")
-        alpha = 0.9 if trial.status == Status.COMPLETED else 0.5
-        left.plot(range(1, len(curve) + 1), curve, color=color, alpha=alpha, lw=1)
-        if trial.status != Status.COMPLETED:
-            left.scatter([len(curve)], [curve[-1]], marker="x", color=color, zorder=3)
+        curves = [np.column_stack([np.arange(1, len(c) + 1), c]) for c in (tr.objective_by_task for tr in shown)]
+        alpha = 0.9 if status == Status.COMPLETED else 0.5
+        if len(shown) > 50:  # many lines over each other: fainter, so that where they crowd shows
+            alpha = max(0.08, alpha * (50 / len(shown)) ** 0.5)
+        left.add_collection(LineCollection(curves, colors=color, alpha=alpha, linewidths=1))
+        if status != Status.COMPLETED:
+            left.scatter([len(c) for c in curves], [c[-1, 1] for c in curves], marker="x", color=color,
+                         alpha=max(alpha, 0.3), zorder=3)
+    left.autoscale_view()
     best = experiment.best
     if best is not None:
         curve = best.objective_by_task
@@ -60,13 +84,16 @@ def plot_asha(experiment: Experiment, path: Path) -> Path:
         left.legend(fontsize=8, loc="lower left")
     left.set_xlabel("tasks trained (the rungs' time)")
     left.set_ylabel("objective (%)")
-    left.set_title("Objective after each task; x = stopped there (at a rung) or diverged")
+    left.set_title("Objective after each task; x = stopped there (at a rung) or diverged"
+                   + (f"\n(at most {MAX_CURVES} configurations of each status, drawn at random)" if sampled else ""),
+                   fontsize=10 if sampled else None)
     left.set_xticks(range(1, t + 1, max(1, t // 10)))
     left.grid(alpha=0.3)
 
-    reached = [sum(tr.tasks_trained >= k for tr in experiment.trials) for k in range(1, t + 1)]
-    stopped = [sum(tr.tasks_trained == k and tr.status != Status.COMPLETED for tr in experiment.trials)
-               for k in range(1, t + 1)]
+    trained = np.array([tr.tasks_trained for tr in experiment.trials], dtype=int)
+    ended_early = np.array([tr.status != Status.COMPLETED for tr in experiment.trials], dtype=bool)
+    reached = [int((trained >= k).sum()) for k in range(1, t + 1)]
+    stopped = [int(((trained == k) & ended_early).sum()) for k in range(1, t + 1)]
     ks = np.arange(1, t + 1)
     right.bar(ks, reached, color="tab:blue", alpha=0.6, label="configurations that trained this task")
     right.bar(ks, stopped, color="tab:red", alpha=0.8, label="configurations stopped after this task")

@@ -82,39 +82,63 @@ def _param_value(distribution, value):
     return float(value)
 
 
-def build_study(experiment: Experiment, storage: str | None = None):
-    """The search's Optuna study: loaded from ``storage`` when given, else rebuilt in memory."""
+def build_study(experiment: Experiment, storage: str | None = None, trials: list | None = None):
+    """The search's Optuna study: loaded from ``storage`` when given, else rebuilt in memory (of
+    ``trials`` only when given, e.g. a sample of the experiment's)."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
     if storage:
-        return optuna.load_study(study_name=experiment.path.name, storage=storage)
+        from raycl.tune.optuna_storage import open_storage
+
+        return optuna.load_study(study_name=experiment.path.name, storage=open_storage(storage))
     distributions = _distributions(experiment)
     study = optuna.create_study(direction="maximize", study_name=experiment.path.name)
-    trials = []
-    for trial in experiment.trials:
+    frozen = []
+    for trial in experiment.trials if trials is None else trials:
         dists = {k: v for k, v in distributions.items() if k in trial.config}
         params = {k: _param_value(v, trial.config[k]) for k, v in dists.items()}
         curve = trial.objective_by_task
         intermediate = {step: value for step, value in enumerate(curve, start=1)}
         if trial.status == Status.COMPLETED and trial.objective is not None:
-            trials.append(create_trial(params=params, distributions=dists, value=trial.objective,
+            frozen.append(create_trial(params=params, distributions=dists, value=trial.objective,
                                        intermediate_values=intermediate))
         elif trial.status == Status.PRUNED:
-            trials.append(create_trial(params=params, distributions=dists, state=TrialState.PRUNED,
+            frozen.append(create_trial(params=params, distributions=dists, state=TrialState.PRUNED,
                                        intermediate_values=intermediate))
         else:
-            trials.append(create_trial(params=params, distributions=dists, state=TrialState.FAIL))
-    study.add_trials(trials)
+            frozen.append(create_trial(params=params, distributions=dists, state=TrialState.FAIL))
+    study.add_trials(frozen)
     return study
 
 
-def param_importances(experiment: Experiment, storage: str | None = None, seed: int = 0) -> dict[str, float]:
-    """fANOVA importance of each searched hyperparameter for the objective (sums to 1)."""
+# The most completed trials fANOVA's forest is fitted on: its cost grows faster than the trials, and a
+# few hundred say as much about which hyperparameters matter as thousands.
+IMPORTANCE_TRIALS = 500
+
+
+def param_importances(experiment: Experiment, storage: str | None = None, seed: int = 0,
+                      limit: int = IMPORTANCE_TRIALS) -> dict[str, float]:
+    """fANOVA importance of each searched hyperparameter for the objective (sums to 1), over the
+    completed trials, or a random sample of ``limit`` of them (seeded with ``seed``) where there
+    are more."""
+    import numpy as np
     import optuna
 
-    study = build_study(experiment, storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    def sample(items: list) -> list:
+        if len(items) <= limit:
+            return list(items)
+        keep = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
+        return [items[i] for i in keep]
+
+    if storage:
+        complete = build_study(experiment, storage).get_trials(deepcopy=False,
+                                                              states=(optuna.trial.TrialState.COMPLETE,))
+        study = optuna.create_study(direction="maximize")
+        study.add_trials(sample(complete))
+    else:  # only the sample is rebuilt, not the whole search
+        complete = experiment.completed
+        study = build_study(experiment, trials=sample(complete))
     if len(complete) < 2:
         raise RayclError(f"hyperparameter importance needs at least 2 completed trials, found {len(complete)}")
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)

@@ -14,7 +14,7 @@ from raycl.tune.report.page import PAGE, ReportFiles, html_table, page, signal_t
 from raycl.tune.report.param_figures import plot_importance, plot_params
 from raycl.tune.report.per_task import per_task_report
 from raycl.tune.report.search_figures import plot_asha, plot_history, plot_rungs
-from raycl.tune.report.study import _declared_space_object, param_importances
+from raycl.tune.report.study import IMPORTANCE_TRIALS, _declared_space_object, param_importances
 from raycl.tune.report.trial_figures import plot_matrices, plot_stream
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,11 @@ def write_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
         importances = {}
     if importances:
         sections.append(("Hyperparameter importance", "Optuna's fANOVA evaluator on the study (rebuilt from "
-                         "the trials table unless --optuna-storage is given): how much of the objective's "
-                         "variance each hyperparameter explains.",
-                         plot_importance(importances, out / "importance.png", len(completed))))
+                         "the trials table unless --optuna-storage is given; past "
+                         f"{IMPORTANCE_TRIALS} completed trials, on a random sample of them): how much of the "
+                         "objective's variance each hyperparameter explains.",
+                         plot_importance(importances, out / "importance.png", len(completed),
+                                         min(len(completed), IMPORTANCE_TRIALS))))
     top = list(importances)[:4] or experiment.params[:4]
     if top and completed:
         sections.append(("Top hyperparameters against the objective", "Each completed trial's value of the "
