@@ -118,7 +118,8 @@ def rung_cost(samples: int, method: str = "sgd", dataset: str = "seq-digits", sl
         job = None
         while len(running) < slots:
             start = time.perf_counter()
-            job = scheduler.next_job(slots - len(running), propose, lambda first: propose(first.structure))
+            job = scheduler.next_job(slots - len(running), lambda group: propose(),
+                                     lambda first, group: propose(first.structure))
             deciding += time.perf_counter() - start
             decisions += 1
             if job is None or job == FINISHED:

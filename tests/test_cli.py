@@ -159,7 +159,8 @@ def test_help_without_a_method_lists_the_methods_and_with_one_only_its_flags():
     assert flags(derpp.stdout, "hyperparameters of method derpp:") == {
         "--alpha", "--beta", "--batch-size", "--buffer-size", "--lr", "--minibatch-size", "--n-epochs", "--optimizer"}
     assert "fixes it for the whole search" in derpp.stdout
-    assert re.findall(r"^  (\S+) +per configuration: (.*)$", derpp.stdout, re.M) == [("derpp", "lr, alpha, beta")]
+    assert re.findall(r"^  (\S+) +per configuration: (.*)$", derpp.stdout, re.M) == [
+        ("derpp", "lr, buffer_size, alpha, beta")]
     train = run_cli("train.py", "--method", "gen_replay", "--help")
     assert train.returncode == 0
     assert {"--load-best-args", "--seeds", "--json"} <= flags(train.stdout)

@@ -349,15 +349,17 @@ def test_a_population_search_has_one_run_per_configuration_in_mlflow_wandb_and_t
         assert run["summary"]["status"] == row["status"] and row["status"] in run["tags"]
         assert run["exit"] == (1 if row["status"] == "diverged" else 0)
         assert run["config"]["lr"] == pytest.approx(row["config.lr"])
-        assert run["config"]["raycl"]["trials"] == [row["cohort"]] and run["config"]["raycl"]["method"] == "er"
+        assert run["config"]["raycl"]["trials"] == list(row["trials"]) and run["config"]["raycl"]["method"] == "er"
+        assert run["config"]["raycl"]["cohort"] == row["cohort"]
         steps = [] if row["status"] == "diverged" else list(range(1, row["tasks_trained"] + 1))
         assert run["steps_logged"] == steps
         assert [run["history"][s]["objective"] for s in steps] == pytest.approx(row["objective_by_task"])
         assert ("test_class_il" in run["summary"]) == (row["status"] == "completed")
 
-    # Tune's trial folders: <trial id>_<number>_<n>configs.
-    assert [re.fullmatch(r"[0-9a-f]{8}_[12]_8configs", name) is not None
-            for name in assert_short_trial_folders(tmp_path / "exp" / "tracked", 2)] == [True, True]
+    # Tune's trial folders, one per job: <trial id>_<number>_<n>configs.
+    jobs = {trial for row in rows.values() for trial in row["trials"]}
+    for name in assert_short_trial_folders(tmp_path / "exp" / "tracked", len(jobs)):
+        assert re.fullmatch(r"([0-9a-f]{8})_\d+_(\d+)configs?", name) and name[:8] in jobs, name
     folders = {p.name: p for p in (tmp_path / "exp" / "tracked" / "tensorboard").iterdir()}
     assert sorted(folders) == sorted(rows)
     for name, folder in folders.items():
@@ -519,10 +521,10 @@ def test_a_slow_tracker_never_holds_the_search_and_is_given_up_at_the_end(tmp_pa
 
 @trackers_installed
 def test_a_resumed_search_continues_its_configurations_runs(tmp_path, ray_cluster):
-    # Three cohorts one after the other, interrupted in the second: the third starts after the resume.
-    storage, samples = tmp_path / "exp", 12
+    # Six jobs of four one after the other, interrupted in the second: the rest train after the resume.
+    storage, samples = tmp_path / "exp", 24
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "er", "--samples", str(samples),
-           "--population", "4", "--max-concurrent", "1", "--buffer-size", "50", "--n-epochs", "2",
+           "--population", "4", "--max-concurrent", "1", "--buffer-size", "50", "--n-epochs", "15",
            "--protocol", "end-of-training", "--address", ray_address(), "--storage-path", str(storage),
            "--name", "resumed", "--best-args", str(tmp_path / "best.yaml"), "--tracker", "wandb:raycl-test",
            "--verbose", "0"]
@@ -540,7 +542,7 @@ def test_a_resumed_search_continues_its_configurations_runs(tmp_path, ray_cluste
         return [max(entry["steps"], default=0) for entry in runs.values()]
 
     try:
-        # Interrupt once the first cohort has trained every task and the second has begun.
+        # Interrupt once the first job has trained every task and the second has begun.
         deadline = time.time() + 240
         while not (steps_logged().count(5) >= 4 and len(steps_logged()) > 4) and time.time() < deadline \
                 and proc.poll() is None:
@@ -564,7 +566,7 @@ def test_a_resumed_search_continues_its_configurations_runs(tmp_path, ray_cluste
         assert run["steps_logged"] == list(range(1, 6)), (name, run["steps_logged"])
         assert all("val_loss" in run["history"][step] for step in range(1, 6))
         assert run["summary"]["status"] == rows[name]["status"] == "completed"
-    assert any(run["segments"] > 1 for run in runs.values())  # the second cohort's, resumed
+    assert any(run["segments"] > 1 for run in runs.values())  # the second job's, resumed
 
 
 def test_trial_names_are_short_and_led_by_the_trial_s_id():

@@ -80,7 +80,8 @@ class MlflowBackend:
             self.client.update_run(run, status="RUNNING")  # it trains again (promoted, or resumed)
             entry = runs.set(update.config, status=None)
         trials = list(dict.fromkeys([*entry["trials"], *update.trials]))
-        tags = {"raycl.cohort": update.cohort, "raycl.audit": str(update.audit).lower(),
+        # Its cohort is the trial it first trained in (a promoted configuration trains in several).
+        tags = {"raycl.cohort": trials[0] if trials else update.cohort, "raycl.audit": str(update.audit).lower(),
                 "raycl.status": str(update.status)}
         if trials != entry["trials"]:
             tags["raycl.trials"] = ",".join(trials)

@@ -87,8 +87,10 @@ class WandbBackend:
         return run
 
     def _raycl(self, update: ConfigUpdate, trials: list[str]) -> dict:
-        return {**self.info.tags(), "trials": list(dict.fromkeys([*trials, *update.trials])),
-                "cohort": update.cohort, "audit": update.audit}
+        trials = list(dict.fromkeys([*trials, *update.trials]))
+        # Its cohort is the trial it first trained in (a promoted configuration trains in several).
+        return {**self.info.tags(), "trials": trials, "cohort": trials[0] if trials else update.cohort,
+                "audit": update.audit}
 
     def _write(self, update: ConfigUpdate, runs: Runs, keep_completed: bool = True) -> None:
         run = self._run(update, runs)
