@@ -271,7 +271,8 @@ def print_summary(report: SearchReport, options, space, benchmark: Benchmark,
     out = [f"\nsearch {options.experiment_name}: {options.method} on {options.dataset}, protocol "
            f"{options.protocol}, {trained}" + (f", on {len(nodes)} nodes" if len(nodes) > 1 else "")]
     if population_reason:
-        out.append(f"  cohorts of {options.population} ({population_reason})")
+        unit = "jobs" if report.usage is not None else "cohorts"
+        out.append(f"  {unit} of up to {options.population} ({population_reason})")
     out.append("  " + ", ".join(f"{report.counts[s]} {s}" for s in STATUSES)
                + (f"; {sum(r.audit for r in report.trials)} audited (never stopped early)"
                   if options.audit_fraction else ""))
