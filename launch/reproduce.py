@@ -2,7 +2,9 @@
 
 For every chosen row (default: ER, DER, DER++ x buffers 200 and 500 x seq-mnist, perm-mnist,
 rot-mnist) this runs `launch/tune.py`'s search with the paper's batch size and one epoch, trying
-the paper's published arguments first (--no-paper-start: search alone), retrains the winner on
+the paper's published arguments first (--no-paper-start: search alone); rows that differ only in
+their buffer size are one table search (`--buffer-size 200,500`: each size searched as if alone,
+in shared populations). It retrains each winner on
 --seeds seeds on all training data, tests it, and writes OUT/results.json (one entry per finished
 row, merged as each row ends) and OUT/reproduction.md:
 

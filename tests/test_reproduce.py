@@ -130,3 +130,27 @@ def test_reproduce_cli_lists_rows_and_rejects_bad_ones():
     for flag in ("--rows", "--samples", "--seeds", "--resume", "--no-paper-start", "--out", "--gpus-per-trial",
                  "--wait-for-resources", "--precision"):
         assert flag in help_text
+
+
+def test_rows_that_differ_in_buffer_size_are_one_table_search_each_size_trying_its_own_paper_args(
+        tmp_path, ray_cluster):
+    rows = [{"dataset": "seq-digits", "method": "er", "buffer_size": size, "accuracy": 60.0,
+             "args": {"lr": lr, "minibatch_size": 10}} for size, lr in ((50, 0.05), (100, 0.07))]
+    out = tmp_path / "out"
+    lines = []
+    results, markdown = reproduce(ReproduceOptions(out=str(out), paper=write_paper(tmp_path, rows), samples=3, seeds=1),
+                                  progress=lines.append)
+    assert sorted(results) == ["seq-digits/er/100", "seq-digits/er/50"]
+    assert [p.name for p in (out / "experiments").iterdir()] == ["seq-digits-er-b50,100"]  # one search
+    trials = pq.read_table(out / "experiments" / "seq-digits-er-b50,100" / "trials.parquet").to_pylist()
+    assert sorted(t["buffer_size"] for t in trials) == [50, 50, 50, 100, 100, 100]
+    for size, lr in ((50, 0.05), (100, 0.07)):  # each size tried its own row's arguments first
+        assert any(t["config.lr"] == lr for t in trials if t["buffer_size"] == size)
+        assert not any(t["config.lr"] == lr for t in trials if t["buffer_size"] != size)
+        entry = results[f"seq-digits/er/{size}"]
+        assert entry["buffer_size"] == size and entry["samples"] == 3 and entry["paper_start"]
+        assert entry["table"] == ["seq-digits/er/50", "seq-digits/er/100"]
+    entries = yaml.safe_load((out / "best_args" / "seq-digits.yaml").read_text())["seq-digits"]["er"]
+    assert {50, 100} <= set(entries)
+    assert "| seq-digits | er | 50 |" in markdown and "| seq-digits | er | 100 |" in markdown
+    assert any("a table of buffer sizes 50, 100" in line for line in lines)

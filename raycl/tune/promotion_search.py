@@ -58,10 +58,11 @@ def job_spec(job: Job, configs: dict[str, Configuration]) -> dict:
 class PromotionSearch(OptunaSearch):
     def __init__(self, *args, final_task: int, samples: int, rungs: tuple[int, ...], reduction_factor: int,
                  widths: Widths, slots: int, seeds: int, structure_of, journal: str, settings: dict,
-                 points_to_evaluate: list[dict] | None = None, audit_fraction: float = 0.0, audit_seed: int = 0,
-                 groups: dict[str, tuple] | None = None, mixable: bool = False, **kwargs):
+                 points_to_evaluate: list[dict] | dict[str, list[dict]] | None = None, audit_fraction: float = 0.0,
+                 audit_seed: int = 0, groups: dict[str, tuple] | None = None, mixable: bool = False, **kwargs):
         """``groups`` (several searches at once, a table's buffer sizes): group name -> (its space, its
-        sampler); each group gets an Optuna study of its own, named ``<study name>-<group>``."""
+        sampler); each group gets an Optuna study of its own, named ``<study name>-<group>``, and its own
+        first configurations (``points_to_evaluate`` by group; a list is the ungrouped search's)."""
         super().__init__(*args, **kwargs)
         self._group_spaces = {"": self._space}
         self._studies = {"": self._ot_study}
@@ -78,7 +79,8 @@ class PromotionSearch(OptunaSearch):
         self.shared = tuple(getattr(structure_of, "names", ()))
         self.audit_fraction = audit_fraction
         self._audit_random = np.random.default_rng([audit_seed, AUDIT_STREAM])
-        self._start_points = list(points_to_evaluate or [])
+        points = points_to_evaluate or {}
+        self._start_points = {g: list(p) for g, p in points.items()} if isinstance(points, dict) else {"": list(points)}
         self.journal = Journal(journal)
         self._scheduler_args = (rungs, final_task, reduction_factor, samples, widths)
         self._scheduler_kwargs = {"seeds": seeds, "audit_fraction": audit_fraction, "groups": tuple(self._studies),
@@ -96,9 +98,10 @@ class PromotionSearch(OptunaSearch):
     # ----- proposing ------------------------------------------------------------------------------------
     def _ask(self, fixed: dict, group: str):
         study = self._studies[group]
-        point = next((p for p in self._start_points if all(p.get(k, v) == v for k, v in fixed.items())), None)
+        points = self._start_points.get(group, [])
+        point = next((p for p in points if all(p.get(k, v) == v for k, v in fixed.items())), None)
         if point is not None:
-            self._start_points.remove(point)
+            points.remove(point)
         if point is not None or fixed:
             study.enqueue_trial({**(point or {}), **fixed})
         trial = study.ask()

@@ -208,10 +208,6 @@ class ReproduceOptions:
     verbose: int = 0
 
 
-def experiment_name(row: PaperRow) -> str:
-    return f"{row.dataset}-{row.method}-b{row.buffer_size or 0}"
-
-
 def read_results(out: Path) -> dict:
     path = out / RESULTS_FILE
     if not path.is_file():
@@ -238,24 +234,57 @@ def save_result(out: Path, key: str, entry: dict) -> dict:
     return results
 
 
-def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
+def table_of(row: PaperRow) -> tuple:
+    """What rows must share to be searched together as a table of buffer sizes: everything but the
+    size and the arguments tried first."""
+    return (row.dataset, row.method, row.setting, row.batch_size, row.protocol, row.final_val_fraction)
+
+
+def batches(rows: list[PaperRow]) -> list[list[PaperRow]]:
+    """``rows`` in searches: the rows of a stream protocol that differ only in their buffer size form
+    one table search (``--buffer-size 200,500,5120``), in the order of their first row; the others one
+    search each."""
+    out: list[list[PaperRow]] = []
+    tables: dict[tuple, list[PaperRow]] = {}
+    for row in rows:
+        if row.per_task or row.buffer_size is None:
+            out.append([row])
+            continue
+        if table_of(row) not in tables:
+            tables[table_of(row)] = []
+            out.append(tables[table_of(row)])
+        tables[table_of(row)].append(row)
+    return out
+
+
+def experiment_name(rows: list[PaperRow]) -> str:
+    sizes = ",".join(str(r.buffer_size) for r in rows) if len(rows) > 1 else str(rows[0].buffer_size or 0)
+    return f"{rows[0].dataset}-{rows[0].method}-b{sizes}"
+
+
+def run_rows(rows: list[PaperRow], options: ReproduceOptions, out: Path) -> dict[str, dict]:
+    """One search of ``rows`` (one row, or a table of buffer sizes: :func:`batches`), its winner per row
+    retrained and tested; each row's key -> its entry."""
     from ray import tune
 
-    from raycl.tune.outputs import plain_config
-    from raycl.tune.options import SearchOptions
+    from raycl.tune.options import AUTO, SearchOptions
     from raycl.tune.search import run_search
 
+    row = rows[0]
     fixed = fixed_args(row)
-    buffer_size = fixed.pop("buffer_size", None)
+    fixed.pop("buffer_size", None)
+    sizes = [r.buffer_size for r in rows]
     chf = {"chf_drop": row.chf_drop} if row.chf_drop is not None else {}
+    starts = [{**r.args, "buffer_size": r.buffer_size} if len(rows) > 1 else dict(r.args)
+              for r in rows if options.paper_start and r.args and not r.per_task]
+    table = {"buffer_size": sizes, "population": AUTO} if len(rows) > 1 else {"buffer_size": row.buffer_size}
     search = SearchOptions(
-        method=row.method, dataset=row.dataset, samples=options.samples, buffer_size=buffer_size, fixed=fixed,
-        protocol=row.protocol, **chf,
-        start_points=[row.args] if options.paper_start and row.args and not row.per_task else [],
+        method=row.method, dataset=row.dataset, samples=options.samples, **table, fixed=fixed,
+        protocol=row.protocol, **chf, start_points=starts,
         search_seed=options.search_seed,
         cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial, address=options.address,
         wait_for_resources=options.wait_for_resources, precision=options.precision,
-        storage_path=str(out / "experiments"), name=experiment_name(row),
+        storage_path=str(out / "experiments"), name=experiment_name(rows),
         best_args=str(out / "best_args" / f"{row.dataset}.yaml"), final_eval_seeds=options.seeds,
         trial_seeds=options.trial_seeds,
         final_eval_vary_data=True, final_eval_val_fraction=row.final_val_fraction, data_root=options.data_root,
@@ -270,6 +299,16 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
     started = time.perf_counter()
     report = run_search(search)
     wall = time.perf_counter() - started
+    if len(rows) == 1:
+        return {row.key: _entry(row, report, wall, search)}
+    keys = [r.key for r in rows]
+    return {r.key: {**_entry(r, report.reports[r.buffer_size], wall, search), "table": keys} for r in rows}
+
+
+def _entry(row: PaperRow, report, wall: float, search) -> dict:
+    """A row's result from its search's report (of its buffer size, in a table search)."""
+    from raycl.tune.outputs import plain_config
+
     if report.best_config is None or not report.final_eval or "test" not in report.final_eval:
         raise RayclError(f"row {row.key}: no trial completed every task "
                          f"({getattr(report, 'counts', 'no schedule')}); nothing to test")
@@ -277,15 +316,17 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
     if row.setting not in tested:
         raise unknown(f"setting of {row.dataset}", row.setting, tested, where=f"row {row.key}")
     test = tested[row.setting]
+    paper_start = bool(search.start_points) and bool(row.args) and not row.per_task
     entry = {
         "dataset": row.dataset, "method": row.method, "buffer_size": row.buffer_size, "setting": row.setting,
         "protocol": row.protocol,
         "paper": row.accuracy, "mean": test["mean"], "std": test["std"], "per_seed": test["per_seed"],
         "difference": test["mean"] - row.accuracy, "seeds": report.final_eval["seeds"],
+        # A table search's wall is its rows' together.
         "wall_s": round(wall, 1), "best_config": plain_config(report.best_config),
         # Every setting the benchmark reports, beside the row's own (a masked Class-IL row's Class-IL).
         "settings": {s: {"mean": v["mean"], "std": v["std"]} for s, v in tested.items()},
-        "paper_start": bool(search.start_points),
+        "paper_start": paper_start,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if row.per_task:  # one path of per-task choices: its trainings, not sampled configurations
@@ -293,7 +334,7 @@ def run_row(row: PaperRow, options: ReproduceOptions, out: Path) -> dict:
     else:
         entry.update(samples=len(report.trials), objective=report.best.objective, counts=report.counts,
                      task_fraction=report.task_fraction,
-                     paper_args_won=bool(search.start_points) and _same_config(report.best.config, row.args))
+                     paper_args_won=paper_start and _same_config(report.best.config, row.args))
     if "task_il" in tested and row.setting in ("class_il", "masked_class_il"):
         entry["task_il"] = tested["task_il"]["mean"]
         entry["paper_task_il"] = row.task_il
@@ -327,16 +368,23 @@ def reproduce(options: ReproduceOptions, progress=print) -> tuple[dict, str]:
         raise RayclError(f"{out / RESULTS_FILE} already has rows {', '.join(done)}: pass --resume to keep them "
                          "and run the rest, or choose another --out")
     started = time.perf_counter()
-    for i, row in enumerate(rows, 1):
-        if row.key in results:
-            progress(f"[{i}/{len(rows)}] {row.key}: done already ({results[row.key]['mean']:.2f}), skipped")
+    number = {row.key: i for i, row in enumerate(rows, 1)}
+    for batch in batches(rows):
+        for row in [r for r in batch if r.key in results]:
+            progress(f"[{number[row.key]}/{len(rows)}] {row.key}: done already ({results[row.key]['mean']:.2f}), "
+                     "skipped")
+        batch = [r for r in batch if r.key not in results]
+        if not batch:
             continue
-        progress(f"[{i}/{len(rows)}] {row.key}: searching {options.samples} configurations, then testing the "
-                 f"winner on {options.seeds} seeds ...")
-        entry = run_row(row, options, out)
-        results = save_result(out, row.key, entry)
-        progress(f"[{i}/{len(rows)}] {row.key}: paper {row.accuracy:.2f}, ours {entry['mean']:.2f} ± "
-                 f"{entry['std']:.2f} ({entry['difference']:+.2f}) in {entry['wall_s']:.0f} s")
+        keys = ", ".join(r.key for r in batch)
+        what = f"a table of buffer sizes {', '.join(str(r.buffer_size) for r in batch)}, " if len(batch) > 1 else ""
+        progress(f"[{', '.join(str(number[r.key]) for r in batch)}/{len(rows)}] {keys}: searching {what}"
+                 f"{options.samples} configurations{' each' if len(batch) > 1 else ''}, then testing the winner"
+                 f"{'s' if len(batch) > 1 else ''} on {options.seeds} seeds ...")
+        for key, entry in run_rows(batch, options, out).items():
+            results = save_result(out, key, entry)
+            progress(f"[{number[key]}/{len(rows)}] {key}: paper {entry['paper']:.2f}, ours {entry['mean']:.2f} ± "
+                     f"{entry['std']:.2f} ({entry['difference']:+.2f}) in {entry['wall_s']:.0f} s")
     markdown = format_table(table, rows, results, wall_s=time.perf_counter() - started)
     atomic_write_text(out / TABLE_FILE, markdown)
     return results, markdown

@@ -497,8 +497,7 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
         from raycl.tune.sampler import make_sampler, search_sampler
 
         storage_db = open_storage(options.optuna_storage) if options.optuna_storage else None
-        searched = set(space.searched)
-        start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
+        start = _start_points(options, space, spaces)
         widths = Widths(options.population, member_limit(options, benchmark.model != "mlp"), even=even)
         structure_of = StructureOf(options.method, benchmark.defaults_for(options.method))
         groups, mixable = None, False
@@ -516,7 +515,7 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
             study_name=options.experiment_name, final_task=final_task, samples=options.samples, rungs=rungs,
             reduction_factor=options.reduction_factor, widths=widths, slots=slots, seeds=options.trial_seeds,
             structure_of=structure_of, journal=journal, settings=settings,
-            points_to_evaluate=[p for p in start if p] or None, audit_fraction=options.audit_fraction,
+            points_to_evaluate=start, audit_fraction=options.audit_fraction,
             audit_seed=options.search_seed, groups=groups, mixable=mixable)
         tuner = tune.Tuner(
             trainable,
@@ -544,6 +543,21 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
             f"search {options.experiment_name} interrupted with {proposed} of {samples} configurations "
             f"proposed; nothing exported. Continue it with the same flags and --name {options.experiment_name} "
             f"--resume --population {options.population} (the cohort size it ran with)")
+
+
+def _start_points(options: SearchOptions, space: SearchSpace,
+                  spaces: dict[int, SearchSpace] | None) -> list[dict] | dict[str, list[dict]]:
+    """The first configurations to try, as their searched values: a list, or in a table of buffer sizes
+    a list per size (a point naming its ``buffer_size`` goes to that size alone, one naming none to
+    every size)."""
+    def searched(point: dict, where: SearchSpace) -> dict:
+        return {k: v for k, v in point.items() if k in set(where.searched)}
+
+    if not spaces:
+        return [p for p in (searched(point, space) for point in options.start_points) if p]
+    return {str(size): [p for p in (searched(point, spaces[size]) for point in options.start_points
+                                    if point.get("buffer_size", size) == size) if p]
+            for size in options.buffer_sizes}
 
 
 def final_evaluation(options: SearchOptions, config: dict | None) -> dict | None:
