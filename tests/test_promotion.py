@@ -23,6 +23,7 @@ class Simulation:
     def __init__(self, samples=32, slots=2, rungs=(2,), final=5, eta=4, widths=Widths(8, 16), seed=0,
                  structures=STRUCTURES, audit_fraction=0.0, diverge=0.0, events=None, groups=("",), mixable=False):
         self.random = random.Random(seed)
+        self.eta = eta
         self.structures = structures
         self.slots = slots
         self.audit_fraction = audit_fraction
@@ -64,7 +65,8 @@ class Simulation:
                 for config in job.configs:
                     group = self.scheduler.configs[config].group
                     records = self.scheduler.records[group, job.start]
-                    top = set(records.top_list(self.scheduler.quota(len(records))))
+                    # ASHA's top 1/eta, at least the best one (the paper's rule, not the scheduler's quota)
+                    top = set(records.top_list(max(1, len(records) // self.eta)))
                     self.promotion_checks.append((config, top, before.get((group, job.start), set())))
             self.log.append((self.clock, "start", job.id))
             heapq.heappush(self.running, (self.clock + self.seconds(job), job.id))
@@ -120,7 +122,7 @@ def test_promotions_follow_ashas_rule(seed):
     for config, top, promoted_before in sim.promotion_checks:
         assert config in top and config not in promoted_before
     for (_, rung), records in sim.scheduler.records.items():
-        final_top = records.top_list(sim.scheduler.quota(len(records)))
+        final_top = records.top_list(max(1, len(records) // sim.eta))
         assert set(final_top) <= records.promoted
 
 
@@ -330,3 +332,50 @@ def test_a_journal_in_an_object_store_is_written_in_bounded_segments(tmp_path, m
     events = read_journal(location)
     assert [e["id"] for e in events[:-1]] == [f"c{i}" for i in range(7)] and events[-1] == {"event": "end"}
     assert len((tmp_path / "rungs.jsonl.part-00002").read_text().splitlines()) == 2
+
+
+def recorded_search(name: str) -> list[dict]:
+    import gzip
+    from pathlib import Path
+
+    with gzip.open(Path(__file__).parent / "data" / name, "rt") as stream:
+        return [json.loads(line) for line in stream]
+
+
+def test_the_scheduler_takes_a_recorded_search_s_decisions_again():
+    """The rungs.jsonl of a real search (the main job: vib, seq-digits, 200 configurations, auto
+    widths), its results fed back in the order they came: at every point the scheduler hands out the
+    jobs the search handed out (the same configurations, segments and widths, from the same free
+    slots) and prunes the configurations it pruned."""
+    events = recorded_search("rungs-vib-seq-digits-200.jsonl.gz")
+    settings = events[0]
+    widths = Widths(settings["planned_width"], settings["width_limit"], even=settings["even"])
+    made = []
+    scheduler = PromotionScheduler(tuple(settings["rungs"]), settings["final_task"], settings["reduction_factor"],
+                                   settings["samples"], widths, record=made.append, seeds=settings["trial_seeds"])
+    proposals = iter([e for e in events if e["event"] == "config"])
+
+    def propose(*_):  # the searcher's next proposal, as recorded
+        event = next(proposals)
+        config = Configuration(event["id"], dict(event["params"]), event["structure"], event.get("group", ""),
+                               bool(event.get("audit")))
+        scheduler.add(config)
+        return config
+
+    running = 0
+    recorded = [e for e in events[1:] if e["event"] != "config"]
+    for event in recorded:
+        if event["event"] == "job":
+            job = scheduler.next_job(settings["slots"] - running, propose, propose)
+            assert (job.id, job.start, job.end, job.configs, job.planned) == (
+                event["id"], event["start"], event["end"], event["configs"], event["planned"])
+            running += 1
+        elif event["event"] == "result":
+            running -= 1
+            scheduler.job_finished(event["job"], {c: Outcome(**o) for c, o in event["outcomes"].items()},
+                                   event["seconds"], event["trial"])
+        elif event["event"] == "end":
+            assert scheduler.next_job(settings["slots"], propose, propose) == FINISHED
+    decisions = [e for e in made if e["event"] in ("job", "pruned", "end")]
+    assert decisions == [e for e in recorded if e["event"] in ("job", "pruned", "end")]
+    assert sum(e["event"] == "pruned" for e in decisions) == 139
