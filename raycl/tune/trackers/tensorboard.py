@@ -8,6 +8,7 @@ configuration's test accuracy scalars at its last task.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import yaml
@@ -17,14 +18,22 @@ from raycl.tune.trackers.queue import ConfigUpdate, Runs, outcome_update, unlogg
 from raycl.vocabulary import Status
 
 
+# A writer holds a file, a pipe and a thread: a search of thousands of configurations waiting at
+# rungs would run out of file descriptors with one open per configuration.
+MAX_OPEN_WRITERS = 32
+
+
 class TensorboardBackend:
     kind = "tensorboard"
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, max_open: int = MAX_OPEN_WRITERS):
         self.folder = Path(folder)
         self.where = str(self.folder)
         self.info: SearchInfo | None = None
-        self.writers: dict[str, object] = {}  # configuration id -> its open SummaryWriter
+        self.max_open = max_open
+        # configuration id -> its open SummaryWriter, the least recently written first
+        self.writers: OrderedDict[str, object] = OrderedDict()
+        self._opened: dict[str, int] = {}  # configuration id -> writers opened for it
 
     def open(self, info: SearchInfo, runs: Runs) -> None:
         self.info = info
@@ -32,12 +41,22 @@ class TensorboardBackend:
         runs.parent = str(self.folder)
 
     def _writer(self, config: str, runs: Runs):
-        if config not in self.writers:
-            from tensorboardX import SummaryWriter
+        """``config``'s writer, opened again (a new event file in its folder) if it was closed to keep
+        at most ``max_open`` open."""
+        if config in self.writers:
+            self.writers.move_to_end(config)
+            return self.writers[config]
+        from tensorboardX import SummaryWriter
 
-            self.writers[config] = SummaryWriter(str(self.folder / config), flush_secs=10)
-            if not (runs.run(config) or {}).get("run"):
-                runs.set(config, run=config)
+        while len(self.writers) >= self.max_open:
+            self._close(next(iter(self.writers)))
+        opened = self._opened[config] = self._opened.get(config, 0) + 1
+        # Event files are named by the second they were opened in: a suffix keeps a reopened writer
+        # from writing over the file of the one before.
+        self.writers[config] = SummaryWriter(str(self.folder / config), flush_secs=10,
+                                             filename_suffix=f".{opened}")
+        if not (runs.run(config) or {}).get("run"):
+            runs.set(config, run=config)
         return self.writers[config]
 
     def write(self, updates: list[ConfigUpdate], runs: Runs) -> None:
