@@ -21,7 +21,9 @@ def get_json(url: str):
 def test_dashboard_lists_the_search_job_and_its_trial_actors_while_it_runs(tmp_path):
     cmd = [sys.executable, str(REPO / "launch" / "tune.py"), "--method", "sgd", "--samples", "6", "--population", "2",
            "--storage-path", str(tmp_path / "exp"), "--name", "watched", "--best-args", str(tmp_path / "best.yaml"),
-           "--n-epochs", "3", "--dashboard", "--verbose", "1"]
+           "--n-epochs", "200", "--dashboard", "--verbose", "1"]
+    # Long enough (about 15 s of jobs) for Ray's metrics and the actors' logs to be read while it runs
+    # on a busy machine: the polls below stop as soon as everything has been seen.
     # Ray exports metrics every 10 s by default; every second here, so the search is seen running.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_metrics_report_interval_ms": "1000"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
