@@ -1,4 +1,6 @@
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,13 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:  # gone meanwhile
             pass
     return pids
+
+
+def kill_processes_mentioning(text: str) -> None:
+    """SIGKILL the live processes whose command line contains ``text`` (one gone meanwhile is fine)."""
+    for pid in processes_mentioning(text):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 killed mid-search whose trials resume on the survivor from their last task checkpoint; clusters
 with token authentication."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import processes_mentioning
+from conftest import kill_processes_mentioning, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,14 +168,10 @@ def token_cluster(tmp_path):
                                  env=env, capture_output=True, text=True, timeout=120)
         if started.returncode == 0:
             break
-        for pid in processes_mentioning(temp_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(temp_dir)
     assert started.returncode == 0, started.stderr[-2000:]
     yield f"127.0.0.1:{port}"
-    for pid in processes_mentioning(temp_dir):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_processes_mentioning(temp_dir)
     deadline = time.time() + 30
     while processes_mentioning(temp_dir) and time.time() < deadline:
         time.sleep(0.2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import processes_mentioning
+from conftest import kill_processes_mentioning
 from test_tune import flatten, search, space_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,16 +192,14 @@ def test_a_search_killed_hard_in_the_middle_of_a_promotion_resumes_keeping_every
         assert before is not None and proc.poll() is None, proc.poll() is None or proc.stdout.read()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-        for pid in processes_mentioning(ray_tmp):
-            os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(ray_tmp)
         assert proc.returncode == -signal.SIGKILL and not (storage / "hard" / "trials.parquet").exists()
         killed = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
         resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     finally:
-        for pid in processes_mentioning(ray_tmp):
-            os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     rows = pq.read_table(storage / "hard" / "trials.parquet").to_pylist()
     total = samples * max(1, len(table))

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import processes_mentioning, ray_address
+from conftest import kill_processes_mentioning, ray_address
 from raycl.errors import RayclError
 from raycl.tune.space import load_space, parse_space
 
@@ -436,15 +436,13 @@ def test_a_search_killed_hard_resumes_from_its_last_snapshot(tmp_path):
         assert len(before) >= 2 and proc.poll() is None, proc.poll() is None or proc.stdout.read()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-        for pid in processes_mentioning(ray_tmp):  # Ray's processes in their own sessions, if any
-            os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(ray_tmp)  # Ray's processes in their own sessions, if any
         assert proc.returncode == -signal.SIGKILL and not (storage / "hard" / "trials.parquet").exists()
 
         resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     finally:
-        for pid in processes_mentioning(ray_tmp):
-            os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     rows = pq.read_table(storage / "hard" / "trials.parquet").to_pylist()
     assert len(rows) == samples and all(r["status"] == "completed" and r["tasks_trained"] == 5 for r in rows)

@@ -134,13 +134,11 @@ def _make_searcher(options: SearchOptions, space: SearchSpace, final_task: int):
 
     storage = open_storage(options.optuna_storage) if options.optuna_storage else None
     sampler = search_sampler(options)
-    searched = set(space.searched)
-    start = [{k: v for k, v in point.items() if k in searched} for point in options.start_points]
     return CohortOptunaSearch(space=DefineByRun(space), metric=OBJECTIVE, mode="max", sampler=sampler,
                               storage=storage, study_name=options.experiment_name, final_task=final_task,
                               samples=options.samples, cohort_size=options.population,
                               shared=shared_hyperparameters(options.method) if options.population > 1 else (),
-                              points_to_evaluate=[p for p in start if p] or None,
+                              points_to_evaluate=_start_points(options, space, None) or None,
                               audit_fraction=options.audit_fraction, audit_seed=options.search_seed)
 
 
@@ -361,6 +359,46 @@ def _check_experiment_folder(options: SearchOptions) -> None:
                          "--name")
 
 
+def _stream_callbacks(options: SearchOptions, space: SearchSpace, samples: int, final_task: int, trackers,
+                      journal: str | None = None) -> list:
+    """A stream search's Tune callbacks: its gauges, the progress line at ``--verbose 1`` (the promotion
+    form's read the prunings from its ``journal``) and the trackers."""
+    from raycl.tune.progress import SearchMetrics, SearchProgress
+
+    # --verbose 0 and 1: Tune says nothing (its older output engine is the one silent at 0) and 1
+    # shows raycl's compact progress; 2 and 3 are Tune's own trial boxes and tables (its 1 and 2).
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
+    callbacks = [SearchMetrics(samples, final_task, options.experiment_name, journal=journal)]
+    if options.verbose == 1:
+        callbacks.append(SearchProgress(samples, final_task, space.searched, journal=journal))
+    if trackers is not None:
+        callbacks.append(trackers.callback())
+    return callbacks
+
+
+def _restored(experiment: str, trainable, trackers):
+    """The interrupted search at ``experiment``, its trackers handed to its restored callbacks."""
+    from ray import tune
+
+    tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    if trackers is not None:
+        trackers.take_over(tuner)
+    return tuner
+
+
+def _run_config(options: SearchOptions, callbacks: list):
+    from ray import tune
+
+    return tune.RunConfig(
+        name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
+        # Two, not one: after a hard kill of the driver, Tune resumes from its last snapshot of the
+        # experiment, which may still name a trial's previous checkpoint.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=1),
+        verbose=0 if options.verbose <= 1 else options.verbose - 1, callbacks=callbacks,
+    )
+
+
 def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: list[Benchmark], trackers=None):
     """Run (or resume) a stream protocol's trials under Tune with the rung board, feeding
     ``trackers`` (:class:`raycl.tune.trackers.SearchTrackers`); returns Tune's results, or raises
@@ -387,20 +425,9 @@ def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: l
                              rungs=rungs, board=board, gpus=options.gpus_per_trial, precision=options.precision),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     ), options.ray_name, per_trial=not reuse_actors)
-    # --verbose 0 and 1: Tune says nothing (its older output engine is the one silent at 0) and 1
-    # shows raycl's compact progress; 2 and 3 are Tune's own trial boxes and tables (its 1 and 2).
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
-    from raycl.tune.progress import SearchMetrics, SearchProgress
-
-    callbacks = [SearchMetrics(options.samples, final_task, options.experiment_name)]
-    if options.verbose == 1:
-        callbacks.append(SearchProgress(options.samples, final_task, space.searched))
-    if trackers is not None:
-        callbacks.append(trackers.callback())
+    callbacks = _stream_callbacks(options, space, options.samples, final_task, trackers)
     if options.resume:
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        if trackers is not None:
-            trackers.take_over(tuner)
+        tuner = _restored(experiment, trainable, trackers)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -410,14 +437,7 @@ def _fit_stream_search(options: SearchOptions, space: SearchSpace, benchmarks: l
                 num_samples=-(-options.samples // options.population),
                 max_concurrent_trials=options.max_concurrent, reuse_actors=reuse_actors, **TRIAL_NAMES,
             ),
-            run_config=tune.RunConfig(
-                name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
-                # Two, not one: after a hard kill of the driver, Tune resumes from its last snapshot of
-                # the experiment, which may still name a trial's previous checkpoint.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                failure_config=tune.FailureConfig(max_failures=1),
-                verbose=0 if options.verbose <= 1 else options.verbose - 1, callbacks=callbacks,
-            ),
+            run_config=_run_config(options, callbacks),
         )
     results = tuner.fit()
     configurations = sum(len((r.config or {}).get(COHORT) or []) for r in results)
@@ -479,19 +499,10 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
                              experiment=experiment, gpus=options.gpus_per_trial, precision=options.precision),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     ), options.ray_name, per_trial=False)
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
-    from raycl.tune.progress import SearchMetrics, SearchProgress
-
     samples = options.samples * len(options.buffer_sizes)
-    callbacks = [SearchMetrics(samples, final_task, options.experiment_name, journal=journal)]
-    if options.verbose == 1:
-        callbacks.append(SearchProgress(samples, final_task, space.searched, journal=journal))
-    if trackers is not None:
-        callbacks.append(trackers.callback())
+    callbacks = _stream_callbacks(options, space, samples, final_task, trackers, journal)
     if options.resume:
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        if trackers is not None:
-            trackers.take_over(tuner)
+        tuner = _restored(experiment, trainable, trackers)
     else:
         from raycl.tune.optuna_storage import open_storage
         from raycl.tune.sampler import make_sampler, search_sampler
@@ -526,12 +537,7 @@ def _fit_promotion_search(options: SearchOptions, space: SearchSpace, benchmarks
                 # One job per free slot: a job is decided when a slot can start it, never ahead.
                 max_concurrent_trials=slots, reuse_actors=True, **TRIAL_NAMES,
             ),
-            run_config=tune.RunConfig(
-                name=options.experiment_name, storage_path=storage.resolve(options.storage_path),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                failure_config=tune.FailureConfig(max_failures=1),
-                verbose=0 if options.verbose <= 1 else options.verbose - 1, callbacks=callbacks,
-            ),
+            run_config=_run_config(options, callbacks),
         )
     results = tuner.fit()
     from raycl.tune.journal import read_journal
