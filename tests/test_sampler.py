@@ -124,3 +124,31 @@ def test_a_search_proposes_with_its_window(window, tmp_path):
     assert isinstance(sampler, optuna.samplers.TPESampler)
     if window:
         assert sampler.window == window
+
+
+def test_the_joint_search_space_is_optunas_intersection_while_many_trials_stay_open():
+    """Configurations waiting at rungs stay running in Optuna for most of a search: the sampler keeps
+    the intersection of the finished trials' distributions as they finish, and it must be the one
+    Optuna's IntersectionSearchSpace computes from the whole history, at every ask."""
+    from optuna.search_space import IntersectionSearchSpace
+
+    sampler = WindowedTPESampler(seed=2, window=10)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    rng = random.Random(4)
+    held, spaces = [], []
+    for number in range(80):
+        trial = study.ask()
+        ours = sampler.infer_relative_search_space(study, trial._cached_frozen_trial)
+        theirs = {name: d for name, d in IntersectionSearchSpace(include_pruned=True).calculate(study).items()
+                  if not d.single()}
+        assert ours == theirs and list(ours) == list(theirs), number
+        spaces.append(tuple(ours))
+        params = suggest(trial)
+        if number < 20 and rng.random() < 0.5:
+            held.append(trial)  # never told while the rest of the search goes on
+            continue
+        trial.report(score(params), 1)
+        fate = rng.random()
+        study.tell(trial, state=TrialState.FAIL if fate < 0.1 else TrialState.PRUNED if fate < 0.6 else None,
+                   values=score(params) if fate >= 0.6 else None)
+    assert held and len(set(spaces)) > 1  # the space changed as trials without the conditional one finished

@@ -17,11 +17,15 @@ it, ``l(x)`` is unchanged (a window of at least 250 finished trials already give
 holds no random choice: a seeded sampler proposes the same configurations run after run.
 
 The best trials are kept in small heaps as trials finish (found by scanning the trials that were
-open at the previous ask), so one ask costs O(window) whatever the history's size.
+open at the previous ask), and so is the search space TPE samples jointly (the intersection of the
+finished trials' distributions, which Optuna's ``IntersectionSearchSpace`` recomputes back to the
+oldest trial still running: in a search whose configurations wait at rungs for most of it, the
+whole history at every ask). One ask costs O(window + open trials) whatever the history's size.
 """
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 from collections import deque
@@ -57,7 +61,11 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         super().__init__(seed=seed)
         self.window = window
         self._scanned = 0  # trials numbered below this were seen once
-        self._open: set[int] = set()  # trials seen unfinished (waiting or running)
+        self._open: list[int] = []  # trials seen unfinished (waiting or running), in order of number
+        self._running: list[int] = []  # the open trials running at the last catch-up, in order of number
+        # The intersection of the finished (completed or pruned) trials' distributions: the joint
+        # search space, as Optuna's IntersectionSearchSpace(include_pruned=True) computes it.
+        self._intersection: dict | None = None
         self._recent: deque[int] = deque(maxlen=window)  # the most recently finished trials
         self._finished = 0
         self._ranked = 0  # finished trials TPE ranks: completed or pruned
@@ -68,16 +76,31 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
     # ----- keeping up with the study ------------------------------------------------------------------------
     def _catch_up(self, study: optuna.Study, trials: list) -> None:
         """Take in the trials numbered since the last ask and those of the open ones that finished."""
-        for number in range(self._scanned, len(trials)):
-            self._open.add(number)
+        self._open.extend(range(self._scanned, len(trials)))
         self._scanned = len(trials)
-        for number in sorted(self._open):
+        still_open, running = [], []
+        for number in self._open:
             trial = trials[number]
-            if trial.state.is_finished():
-                self._open.discard(number)
+            state = trial.state
+            if state.is_finished():
                 self._finished += 1
                 self._recent.append(number)
                 self._keep_if_best(study, trial)
+                self._intersect(trial)
+            else:
+                still_open.append(number)
+                if state == TrialState.RUNNING:
+                    running.append(number)
+        self._open, self._running = still_open, running
+
+    def _intersect(self, trial) -> None:
+        if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            return
+        if self._intersection is None:
+            self._intersection = dict(trial.distributions)
+        else:
+            self._intersection = {name: distribution for name, distribution in self._intersection.items()
+                                  if trial.distributions.get(name) == distribution}
 
     def _keep_if_best(self, study: optuna.Study, trial) -> None:
         """Keep ``trial`` among the best completed or pruned trials, ranked as TPE ranks them (a
@@ -117,11 +140,11 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
     def _window(self, study: optuna.Study, current: int) -> list | None:
         """The trials TPE is shown for an ask, or None while the whole history fits in the window."""
         trials = self._trials(study)
-        running = [n for n in self._open if n != current and trials[n].state == TrialState.RUNNING]
+        running = [n for n in self._running if n != current]
         if self._finished <= self.window and len(running) <= self.window:
             return None
         chosen = set(self._recent)
-        chosen.update(heapq.nlargest(self.window, running))
+        chosen.update(running[-self.window:])  # the most recent ones: numbers are in increasing order
         complete = [entry.key[1] for entry in sorted(self._best_complete, reverse=True)]
         pruned = [entry.key[1] for entry in sorted(self._best_pruned, reverse=True)]
         chosen.update(complete)
@@ -129,6 +152,13 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         return [trials[n] for n in sorted(chosen)]
 
     # ----- TPE on the window --------------------------------------------------------------------------------
+    def infer_relative_search_space(self, study, trial):
+        if self._group or not self._is_multivariate(study):
+            return super().infer_relative_search_space(study, trial)
+        self._trials(study)
+        space = copy.deepcopy(self._intersection or {})
+        return {name: space[name] for name in sorted(space) if not space[name].single()}
+
     # TPE's own versions of these three filter the whole history at every ask, only to count it
     # against n_startup_trials (the first two) or to hand it to the split (the third).
     def _sample_relative(self, study, trial, search_space):

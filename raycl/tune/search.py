@@ -159,6 +159,7 @@ def _run_per_task(options: SearchOptions, space: SearchSpace, benchmarks: list[B
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
     callbacks = [SelectionProgress(benchmarks[0].n_tasks)] if options.verbose >= 1 else []
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"  # Tune's loggers: no tracker writes TensorBoard here
     param_space, tune_config = {}, tune.TuneConfig(num_samples=1, **TRIAL_NAMES)
     if options.protocol == "pbt":
         param_space, tune_config = _pbt_config(options, space, benchmarks[0])
@@ -369,6 +370,16 @@ def _stream_callbacks(options: SearchOptions, space: SearchSpace, samples: int, 
     # shows raycl's compact progress; 2 and 3 are Tune's own trial boxes and tables (its 1 and 2).
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
     callbacks = [SearchMetrics(samples, final_task, options.experiment_name, journal=journal)]
+    # In a local experiment folder raycl's TensorBoard tracker writes a run per configuration; Tune's
+    # own TensorBoard logger would write beside it, per trial, every configuration's summary flattened
+    # (their accuracy lists as histograms), at a cost that dominates the driver of a large search.
+    # Tune adds its loggers unless told not to, so its JSON and CSV ones are added here.
+    local = not storage.is_uri(options.experiment_dir)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if local else "0"
+    if local:
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+        callbacks += [JsonLoggerCallback(), CSVLoggerCallback()]
     if options.verbose == 1:
         callbacks.append(SearchProgress(samples, final_task, space.searched, journal=journal))
     if trackers is not None:
