@@ -152,3 +152,24 @@ def test_the_joint_search_space_is_optunas_intersection_while_many_trials_stay_o
         study.tell(trial, state=TrialState.FAIL if fate < 0.1 else TrialState.PRUNED if fate < 0.6 else None,
                    values=score(params) if fate >= 0.6 else None)
     assert held and len(set(spaces)) > 1  # the space changed as trials without the conditional one finished
+
+
+def test_a_trial_finished_without_the_sampler_being_told_is_found_by_the_periodic_scan():
+    """Another process on the same storage can finish a trial: the sampler is not told of it, and a
+    scan of every open trial, one catch-up in FULL_SCAN_EVERY, finds it."""
+    from raycl.tune import sampler as sampler_module
+
+    sampler = WindowedTPESampler(seed=0, window=5)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    trial = study.ask()
+    suggest(trial)
+    sampler._trials(study)
+    assert list(sampler._open) == [trial.number]
+    told_elsewhere = optuna.load_study(study_name=study.study_name, storage=study._storage,
+                                       sampler=optuna.samplers.RandomSampler())
+    told_elsewhere.tell(trial.number, 1.0)
+    for _ in range(sampler_module.FULL_SCAN_EVERY - sampler._catch_ups - 1):
+        sampler._trials(study)
+        assert sampler._finished == 0
+    sampler._trials(study)
+    assert sampler._finished == 1 and not sampler._open and sampler._best_complete

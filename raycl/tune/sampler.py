@@ -16,11 +16,11 @@ it, ``l(x)`` is unchanged (a window of at least 250 finished trials already give
 ``g(x)`` is the recent history, where TPE's ramp puts nearly all its weight anyway. The window
 holds no random choice: a seeded sampler proposes the same configurations run after run.
 
-The best trials are kept in small heaps as trials finish (found by scanning the trials that were
-open at the previous ask), and so is the search space TPE samples jointly (the intersection of the
+The best trials are kept in small heaps as trials finish, and so is the search space TPE samples jointly (the intersection of the
 finished trials' distributions, which Optuna's ``IntersectionSearchSpace`` recomputes back to the
 oldest trial still running: in a search whose configurations wait at rungs for most of it, the
-whole history at every ask). One ask costs O(window + open trials) whatever the history's size.
+whole history at every ask). The trials that finished are those Optuna tells the sampler of (its
+``after_trial``), so one ask costs O(window) whatever the history's size and however many trials wait.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from optuna.trial import TrialState
 
 # TPE's l(x) holds at most 25 trials with Optuna's default gamma (min(ceil(0.1 n), 25)).
 BELOW_LIMIT = 25
+# One catch-up in this many checks every open trial for one finished without the sampler being told.
+FULL_SCAN_EVERY = 256
 
 
 def search_sampler(options) -> optuna.samplers.BaseSampler:
@@ -61,8 +63,9 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         super().__init__(seed=seed)
         self.window = window
         self._scanned = 0  # trials numbered below this were seen once
-        self._open: list[int] = []  # trials seen unfinished (waiting or running), in order of number
-        self._running: list[int] = []  # the open trials running at the last catch-up, in order of number
+        self._open: dict[int, None] = {}  # trials seen unfinished (waiting or running), in order of number
+        self._ended: list[int] = []  # trials told since the last catch-up (Optuna's after_trial)
+        self._catch_ups = 0
         # The intersection of the finished (completed or pruned) trials' distributions: the joint
         # search space, as Optuna's IntersectionSearchSpace(include_pruned=True) computes it.
         self._intersection: dict | None = None
@@ -74,24 +77,34 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         self._best_pruned: list[_Worst] = []
 
     # ----- keeping up with the study ------------------------------------------------------------------------
+    def after_trial(self, study, trial, state, values) -> None:
+        super().after_trial(study, trial, state, values)
+        self._ended.append(trial.number)
+
     def _catch_up(self, study: optuna.Study, trials: list) -> None:
-        """Take in the trials numbered since the last ask and those of the open ones that finished."""
-        self._open.extend(range(self._scanned, len(trials)))
+        """Take in the trials numbered since the last ask and those of the open ones told since.
+
+        Optuna tells the sampler of every trial told through its study; a trial finished some other
+        way (another process on the same storage) is found by a scan of every open trial, one catch-up
+        in FULL_SCAN_EVERY."""
+        self._catch_ups += 1
+        if self._catch_ups % FULL_SCAN_EVERY == 0:
+            told = list(self._open)
+        else:
+            told = sorted({n for n in self._ended if n in self._open})
+        self._ended.clear()
+        new = range(self._scanned, len(trials))
         self._scanned = len(trials)
-        still_open, running = [], []
-        for number in self._open:
+        for number in [*told, *new]:  # in order of number: new trials are numbered after every open one
             trial = trials[number]
-            state = trial.state
-            if state.is_finished():
+            if trial.state.is_finished():
+                self._open.pop(number, None)
                 self._finished += 1
                 self._recent.append(number)
                 self._keep_if_best(study, trial)
                 self._intersect(trial)
-            else:
-                still_open.append(number)
-                if state == TrialState.RUNNING:
-                    running.append(number)
-        self._open, self._running = still_open, running
+            elif number in new:
+                self._open[number] = None
 
     def _intersect(self, trial) -> None:
         if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
@@ -140,11 +153,16 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
     def _window(self, study: optuna.Study, current: int) -> list | None:
         """The trials TPE is shown for an ask, or None while the whole history fits in the window."""
         trials = self._trials(study)
-        running = [n for n in self._running if n != current]
+        running = []  # the most recent running trials, one more than the window holds
+        for number in reversed(self._open):
+            if len(running) > self.window:
+                break
+            if number != current and trials[number].state == TrialState.RUNNING:
+                running.append(number)
         if self._finished <= self.window and len(running) <= self.window:
             return None
         chosen = set(self._recent)
-        chosen.update(running[-self.window:])  # the most recent ones: numbers are in increasing order
+        chosen.update(running[:self.window])
         complete = [entry.key[1] for entry in sorted(self._best_complete, reverse=True)]
         pruned = [entry.key[1] for entry in sorted(self._best_pruned, reverse=True)]
         chosen.update(complete)
