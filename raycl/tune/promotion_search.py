@@ -29,24 +29,13 @@ from ray.tune.search.optuna import OptunaSearch
 from raycl.tune.journal import Journal, read_journal, repair_journal
 from raycl.tune.costs import Widths
 from raycl.tune.promotion import FINISHED, Configuration, Job, Outcome, PromotionScheduler
-from raycl.vocabulary import AUDIT, JOB, OBJECTIVE, RUNG_SCORE, TASK, Status
+from raycl.vocabulary import AUDIT, JOB, OBJECTIVE, RUNG_SCORE, TASK, Status, config_summaries
 
 log = logging.getLogger(__name__)
 
 # The search's own random stream (which configurations are audited), apart from the sampler's.
 AUDIT_STREAM = 1
 CONFIG_ATTR = "raycl_config"  # the Optuna trial's user attribute naming its configuration
-
-
-def job_summaries(result: dict) -> dict[str, dict]:
-    """Each configuration's summary in a job's result, nested or as Tune flattens it
-    (``configs/<id>/<key>``)."""
-    out = {str(k): dict(v) for k, v in (result.get("configs") or {}).items()}
-    for key, value in result.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "configs":
-            out.setdefault(parts[1], {})[parts[2]] = value
-    return out
 
 
 def job_spec(job: Job, configs: dict[str, Configuration]) -> dict:
@@ -145,7 +134,7 @@ class PromotionSearch(OptunaSearch):
         return {JOB: job_spec(job, self.scheduler.configs)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        for config, summary in job_summaries(result).items():
+        for config, summary in config_summaries(result).items():
             if config in self._told or config not in self._optuna:
                 continue
             value = summary.get(OBJECTIVE)
@@ -164,7 +153,7 @@ class PromotionSearch(OptunaSearch):
         if error:
             ended = self.scheduler.job_failed(job, trial=trial_id)
         else:
-            summaries = job_summaries(result or {})
+            summaries = config_summaries(result or {})
             if result:
                 self.on_trial_result(trial_id, result)
             outcomes = {c: Outcome(s.get("status", Status.ERRORED), int(s.get(TASK) or 0), s.get(RUNG_SCORE))
@@ -205,7 +194,8 @@ class PromotionSearch(OptunaSearch):
             return
         self._told.add(config)
         study = self._studies[self.scheduler.configs[config].group]
-        study.tell(self._optuna[config], value if state == TrialState.COMPLETE else None, state=state)
+        # A told trial's state is in the study: its Trial object would only grow the searcher Tune pickles.
+        study.tell(self._optuna.pop(config), value if state == TrialState.COMPLETE else None, state=state)
 
     def _tell_status(self, config: str, status: str) -> None:
         if status == Status.COMPLETED:
