@@ -22,7 +22,7 @@ from raycl.data import Benchmark
 from raycl.methods import make_config
 from raycl.population.record import AccuracyRecord
 from raycl.train import PopulationRun
-from raycl.vocabulary import OBJECTIVE, RUNG_SCORE, TASK, ConfigRecord, Status
+from raycl.vocabulary import CONFIGS, OBJECTIVE, RUNG_SCORE, SUMMARY_KEY, TASK, ConfigRecord, Status
 
 # judge(rung, {configuration index: rung score}) -> the indices that go on past the rung.
 Judge = Callable[[int, dict[int, float]], set[int]]
@@ -164,7 +164,7 @@ class Cohort:
         candidates = [c for c in range(len(self.records)) if self.records[c].status != Status.DIVERGED
                       and self.records[c].tasks == task + 1]
         out = {TASK: task + 1, "live": len(self.live),
-               "configs": {self.key(c): r.summary() for c, r in enumerate(self.records)}}
+               CONFIGS: [{SUMMARY_KEY: self.key(c), **r.summary()} for c, r in enumerate(self.records)]}
         if not candidates:  # every configuration diverged
             out.update({OBJECTIVE: 0.0, RUNG_SCORE: -1.0, "diverged": all(r.status == Status.DIVERGED
                                                                           for r in self.records)})

@@ -34,6 +34,8 @@ VAL_BY_TASK = "val_by_task"  # a configuration summary's validation accuracy per
 COHORT = "cohort"  # the list of the cohort's configurations
 AUDIT = "audit"  # which of them are audited (never stopped early)
 JOB = "job"  # a job of the promotion form: its segment and its configurations (raycl.tune.promotion)
+CONFIGS = "configs"  # a trial's result: its configurations' summaries, a list, each naming its SUMMARY_KEY
+SUMMARY_KEY = "key"  # which configuration a summary is of: a cohort's index (a string), a job's configuration id
 
 # Files of an experiment folder.
 TRIALS_FILE = "trials.parquet"  # one row per configuration
@@ -82,6 +84,24 @@ def validation_by_task(metrics: dict) -> dict[str, list[float]]:
         if key.startswith("val_") and setting and task.isdigit():
             found.setdefault(setting, {})[int(task)] = value
     return {setting: [tasks[j] for j in sorted(tasks)] for setting, tasks in sorted(found.items())}
+
+
+def config_summaries(result: dict) -> dict[str, dict]:
+    """Each configuration's summary in a trial's result, by its key (a cohort's index as a string, or
+    a job's configuration id). Trials report a list: Tune would flatten a mapping into one metric per
+    configuration and value, and keep, analyse and write each of them in every snapshot of the
+    experiment. Results written before hold a mapping, nested or as Tune flattened it
+    (``configs/<key>/<name>``), and are read too."""
+    reported = result.get(CONFIGS)
+    if isinstance(reported, list):
+        return {str(s[SUMMARY_KEY]): {k: v for k, v in s.items() if k != SUMMARY_KEY}
+                for s in reported if isinstance(s, dict) and SUMMARY_KEY in s}
+    out = {str(k): dict(v) for k, v in (reported or {}).items() if isinstance(v, dict)}
+    for key, value in result.items():
+        parts = str(key).split("/")
+        if len(parts) == 3 and parts[0] == CONFIGS:
+            out.setdefault(parts[1], {})[parts[2]] = value
+    return out
 
 
 def config_id(cohort: str, index: int, size: int) -> str:

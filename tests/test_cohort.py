@@ -8,7 +8,7 @@ import torch
 
 from raycl.cohort import Cohort
 from raycl.tune.rungs import RungBoard, cohort_judge
-from raycl.vocabulary import Status
+from raycl.vocabulary import Status, config_summaries
 
 DERPP = [{"lr": lr, "alpha": alpha, "beta": 0.5, "buffer_size": 50, "minibatch_size": 10, "n_epochs": 1}
          for lr, alpha in ((0.1, 0.3), (0.003, 1.0), (0.03, 0.1), (0.0003, 0.5))]
@@ -55,7 +55,7 @@ def test_a_diverging_configuration_fails_alone_and_the_cohort_goes_on(digits):
     while not cohort.finished:
         task = cohort.run_task()
         report = cohort.report(task)
-        assert report["diverged"] is False and report["configs"]["1"]["status"] == Status.DIVERGED
+        assert report["diverged"] is False and config_summaries(report)["1"]["status"] == Status.DIVERGED
     assert [r.status for r in cohort.records] == [Status.COMPLETED, Status.DIVERGED, Status.COMPLETED]
     assert "seed 0: loss diverged" in cohort.records[1].reason
     assert all(len(cohort.records[c].objective_by_task) == 5 for c in (0, 2))
@@ -89,7 +89,7 @@ def test_a_cohort_whose_configurations_all_diverge_ends_after_that_task(digits):
     assert [r.status for r in cohort.records] == [Status.DIVERGED, Status.DIVERGED]
     report = cohort.report(task)
     assert report["diverged"] is True and report["live"] == 0
-    assert {c["status"] for c in report["configs"].values()} == {Status.DIVERGED}
+    assert {c["status"] for c in config_summaries(report).values()} == {Status.DIVERGED}
 
 
 def test_equal_accuracies_at_a_rung_are_ranked_by_the_lower_validation_loss():
@@ -109,3 +109,18 @@ def test_equal_accuracies_at_a_rung_are_ranked_by_the_lower_validation_loss():
     assert higher[OBJECTIVE] - 1e-4 * 100 < higher[RUNG_SCORE] < higher[OBJECTIVE]
     board = RungBoard((1,), 2, 5)
     assert board.judge(1, {"a": higher[RUNG_SCORE], "b": lower[RUNG_SCORE]}) == {"a": False, "b": True}
+
+
+def test_a_report_names_each_configuration_once_and_tune_sees_no_metric_per_configuration(digits):
+    """Tune flattens nested mappings of a result into metrics it keeps, analyses and writes in every
+    snapshot of the experiment, per trial: a job of 16 configurations would add dozens of them.
+    Summaries come as a list, which it keeps as one value; the searcher reads them by key."""
+    from ray.tune.utils import flatten_dict
+
+    cohort = Cohort([{"lr": lr, "n_epochs": 1} for lr in (0.1, 0.05)], [digits], "sgd", [0])
+    report = cohort.report(cohort.run_task())
+    assert not [k for k in flatten_dict(report) if k.startswith("configs/")]
+    summaries = config_summaries(report)
+    assert list(summaries) == ["0", "1"] and summaries["1"]["task"] == 1 and "key" not in summaries["1"]
+    flattened = flatten_dict({"task": 1, "configs": {"0": {"status": "running", "task": 1}}})  # as results were
+    assert config_summaries(flattened) == {"0": {"status": "running", "task": 1}}

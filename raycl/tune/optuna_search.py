@@ -26,23 +26,12 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from raycl.vocabulary import AUDIT, COHORT, OBJECTIVE, TASK, Status
+from raycl.vocabulary import AUDIT, COHORT, OBJECTIVE, TASK, Status, config_summaries
 
 # The search's own random stream (which configurations are audited), apart from the sampler's.
 AUDIT_STREAM = 1
 
 log = logging.getLogger(__name__)
-
-
-def config_summaries(result: dict) -> dict[int, dict]:
-    """Each configuration's summary in a cohort's result, nested or as Tune flattens it
-    (``configs/<index>/<key>``)."""
-    out = {int(k): dict(v) for k, v in (result.get("configs") or {}).items()}
-    for key, value in result.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "configs":
-            out.setdefault(int(parts[1]), {})[parts[2]] = value
-    return out
 
 
 class CohortOptunaSearch(OptunaSearch):
@@ -98,7 +87,7 @@ class CohortOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self._cohorts:
             return
-        for index, summary in sorted(config_summaries(result).items()):
+        for index, summary in sorted((int(k), v) for k, v in config_summaries(result).items()):
             if (trial_id, index) in self._told:
                 continue
             value = summary.get(OBJECTIVE)

@@ -19,9 +19,8 @@ import time
 from ray.tune import Callback
 from tqdm import tqdm
 
-from raycl.tune.promotion_search import job_summaries
 from raycl.tune.tables import config_table
-from raycl.vocabulary import COHORT, JOB, OBJECTIVE, TASK, Status, config_id, ended_status
+from raycl.vocabulary import COHORT, JOB, OBJECTIVE, TASK, Status, config_id, config_summaries, ended_status
 
 TOP = 5
 # A journal in object storage cannot be read from where the last read stopped, only whole: at most
@@ -105,7 +104,7 @@ class SearchTally(Callback):
         members = self._members(trial)
         keys = [key for key, _ in members]
         values = dict(members)
-        for name, summary in job_summaries(result).items():
+        for name, summary in config_summaries(result).items():
             key = name if name in values else keys[int(name)] if name.isdigit() and int(name) < len(keys) else name
             objective = summary.get(OBJECTIVE)
             self._update(key, (summary.get("status", Status.RUNNING), int(summary.get(TASK) or 0),

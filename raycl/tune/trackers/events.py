@@ -12,7 +12,8 @@ import dataclasses
 import math
 import re
 
-from raycl.vocabulary import AUDIT, COHORT, OBJECTIVE, TASK, VAL_BY_TASK, VAL_LOSS, Status, config_id, ended_status
+from raycl.vocabulary import (AUDIT, COHORT, OBJECTIVE, TASK, VAL_BY_TASK, VAL_LOSS, Status, config_id,
+                              config_summaries, ended_status)
 
 ENDED = {s.value for s in (Status.COMPLETED, Status.PRUNED, Status.DIVERGED, Status.ERRORED)}
 
@@ -104,17 +105,6 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def _summaries(result: dict) -> dict[str, dict]:
-    """The configuration summaries of a result by their key (an index in a cohort, or a
-    configuration's id), nested or as Tune flattens them (``configs/<key>/<name>``)."""
-    out = {str(k): dict(v) for k, v in (result.get("configs") or {}).items() if isinstance(v, dict)}
-    for key, value in result.items():
-        parts = str(key).split("/")
-        if len(parts) == 3 and parts[0] == "configs":
-            out.setdefault(parts[1], {})[parts[2]] = value
-    return out
-
-
 def trial_configurations(trial_id: str, trial_config: dict | None) -> list[tuple[str, dict, bool]]:
     """(id, hyperparameters, audit mark) of every configuration a trial trains, as its config lists
     them: a cohort's list (ids :func:`raycl.vocabulary.config_id` of the trial and the index), or a
@@ -138,7 +128,7 @@ def config_events(trial_id: str, trial_config: dict | None, result: dict) -> lis
     else the trial's entry for it (:func:`trial_configurations`)."""
     members = trial_configurations(trial_id, trial_config)
     by_id = {name: (params, audit) for name, params, audit in members}
-    summaries = _summaries(result)
+    summaries = config_summaries(result)
     size = len(members) or len(summaries)
     events = []
     for key, summary in sorted(summaries.items(), key=lambda item: (len(item[0]), item[0])):
