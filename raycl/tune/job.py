@@ -3,13 +3,18 @@ population over its segment of the stream.
 
 A job of new configurations builds them afresh; a promoted job loads each configuration's member
 states, saved where it waited at its rung, so each continues exactly as it would alone. After every
-task the job reports each configuration's summary under ``configs`` (keyed by configuration id)
-and the seconds each task took; a task before the segment's end reports with a checkpoint, so a
-trial retried on another node continues from the last task. At the end of the segment the job saves
-the member states of the configurations that wait at the rung, then writes ``jobs/<job>.json``
-(records, matrices, timings; test accuracy only there, never in what Tune or Optuna see), then
-reports. A job asked to run again after that file exists (an interruption before the searcher heard
-of its end) reports what the file holds without training.
+task the job reports each configuration's summary under ``configs`` and the seconds each task took.
+After a task before the segment's end it saves its population's state in ``jobs/<job>.state.pt``
+(one file, replaced task after task), so a job run again, retried on another node or handed out
+again after an interruption, continues from its last task. It is the job's file, not a Tune
+checkpoint: Tune keeps a trial's last checkpoints for the whole experiment (a search of thousands of
+jobs would keep thousands of population states nothing reads again) and, to keep them consistent
+with its snapshot of the experiment, writes that snapshot, every trial's state, after each job of two.
+At the end of the segment the job saves the member states of the configurations that wait at the
+rung, then writes ``jobs/<job>.json`` (records, matrices, timings; test accuracy only there, never in
+what Tune or Optuna see), deletes its state file and reports. A job asked to run again after that
+file exists (an interruption before the searcher heard of its end) reports what the file holds
+without training.
 """
 
 from __future__ import annotations
@@ -18,9 +23,7 @@ import dataclasses
 import io
 import json
 import logging
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from ray import tune
@@ -28,7 +31,7 @@ from ray import tune
 from raycl import storage
 from raycl.cohort import Cohort
 from raycl.data import Benchmark
-from raycl.vocabulary import COHORT_FILE, COHORT_STATE_FILE, JOB, JOBS_DIR, MEMBERS_DIR, ConfigRecord, Status
+from raycl.vocabulary import JOB, JOBS_DIR, MEMBERS_DIR, ConfigRecord, Status
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,11 @@ def member_file(experiment: str, config: str, task: int) -> str:
 
 def job_file(experiment: str, job: str) -> str:
     return storage.join(experiment, JOBS_DIR, f"{job}.json")
+
+
+def job_state_file(experiment: str, job: str) -> str:
+    """Where job ``job`` keeps its population's state after its last task trained, while it runs."""
+    return storage.join(experiment, JOBS_DIR, f"{job}.state.pt")
 
 
 def read_job(experiment: str, job: str) -> dict | None:
@@ -73,6 +81,7 @@ def job_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, see
     job = config[JOB]
     done = read_job(experiment, job["id"])
     if done is not None:
+        storage.delete(job_state_file(experiment, job["id"]))  # in case the job ended between the two
         tune.report(done["result"])
         return
     torch.set_num_threads(max(1, threads))
@@ -88,10 +97,9 @@ def job_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, see
                                  method, job["end"], ids, device=device, precision=precision)
     seconds: list[float] = []
     started = time.time()
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            saved = torch.load(Path(folder) / COHORT_STATE_FILE, map_location=device, weights_only=False)
+    state = storage.read_bytes(job_state_file(experiment, job["id"]))
+    if state is not None:
+        saved = torch.load(io.BytesIO(state), map_location=device, weights_only=False)
         cohort.load_state_dict(saved["cohort"])
         seconds, started = list(saved["seconds"]), saved["started"]
     trial_id = tune.get_context().get_trial_id()
@@ -107,10 +115,10 @@ def job_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, see
         metrics.update({JOB: job["id"], "node_id": node, "task_seconds": list(seconds), "width": len(ids)})
         if cohort.finished:
             break
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save({"cohort": cohort.state_dict(), "seconds": seconds, "started": started}, Path(folder) / COHORT_STATE_FILE)
-            (Path(folder) / COHORT_FILE).write_text(json.dumps([dataclasses.asdict(r) for r in cohort.records]))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        sink = io.BytesIO()
+        torch.save({"cohort": cohort.state_dict(), "seconds": seconds, "started": started}, sink)
+        storage.write_bytes(job_state_file(experiment, job["id"]), sink.getvalue())
+        tune.report(metrics)
     final_task = cohort.n_tasks
     for index, record in enumerate(cohort.records):
         if record.status == Status.RUNNING and record.tasks < final_task:
@@ -121,4 +129,5 @@ def job_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, see
                "records": {ids[i]: dataclasses.asdict(r) for i, r in enumerate(cohort.records)},
                "matrices": cohort.matrices(), "result": metrics}
     storage.write_bytes(job_file(experiment, job["id"]), json.dumps(summary).encode())
+    storage.delete(job_state_file(experiment, job["id"]))
     tune.report(metrics)
