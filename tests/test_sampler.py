@@ -173,3 +173,24 @@ def test_a_trial_finished_without_the_sampler_being_told_is_found_by_the_periodi
         assert sampler._finished == 0
     sampler._trials(study)
     assert sampler._finished == 1 and not sampler._open and sampler._best_complete
+
+
+def test_a_sampler_pickled_by_an_earlier_raycl_rebuilds_what_it_keeps_from_the_study():
+    """A search resumed across versions: Tune unpickles the searcher's sampler as an earlier raycl
+    left it (its open trials in a set, no search space kept); it takes the study in afresh."""
+    from optuna.search_space import IntersectionSearchSpace
+
+    sampler = WindowedTPESampler(seed=5, window=15)
+    study, _ = run(sampler, 40)
+    state = dict(sampler.__dict__)
+    for name in ("_intersection", "_ended", "_catch_ups"):
+        state.pop(name)
+    state["_open"] = set(state["_open"])
+    old = WindowedTPESampler.__new__(WindowedTPESampler)
+    old.__setstate__(state)
+    study.sampler = old
+    _, then = run(None, 20, seed=1, study=study)
+    trial = study.ask()
+    theirs = {n: d for n, d in IntersectionSearchSpace(include_pruned=True).calculate(study).items() if not d.single()}
+    assert len(then) == 20 and old.infer_relative_search_space(study, trial._cached_frozen_trial) == theirs
+    assert old._finished == sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))

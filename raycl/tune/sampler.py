@@ -62,6 +62,10 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
             raise ValueError(f"window must be at least 1, got {window}")
         super().__init__(seed=seed)
         self.window = window
+        self._forget_history()
+
+    def _forget_history(self) -> None:
+        """Start again from no trial seen: the next catch-up takes in the whole study, in order of number."""
         self._scanned = 0  # trials numbered below this were seen once
         self._open: dict[int, None] = {}  # trials seen unfinished (waiting or running), in order of number
         self._ended: list[int] = []  # trials told since the last catch-up (Optuna's after_trial)
@@ -69,12 +73,17 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         # The intersection of the finished (completed or pruned) trials' distributions: the joint
         # search space, as Optuna's IntersectionSearchSpace(include_pruned=True) computes it.
         self._intersection: dict | None = None
-        self._recent: deque[int] = deque(maxlen=window)  # the most recently finished trials
+        self._recent: deque[int] = deque(maxlen=self.window)  # the most recently finished trials
         self._finished = 0
         self._ranked = 0  # finished trials TPE ranks: completed or pruned
         # The best completed and pruned trials (at most BELOW_LIMIT each), the worst of them at the root.
         self._best_complete: list[_Worst] = []
         self._best_pruned: list[_Worst] = []
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_intersection" not in state:  # pickled by an earlier raycl (a search resumed across versions)
+            self._forget_history()
 
     # ----- keeping up with the study ------------------------------------------------------------------------
     def after_trial(self, study, trial, state, values) -> None:
