@@ -49,13 +49,16 @@ def test_a_job_that_died_after_a_task_continues_from_it_and_ends_as_if_never_int
     assert [r["task"] for r in whole] == [1, 2]
 
     experiment = tmp_path / "interrupted"
+    died = Session(die_after=1)
     with pytest.raises(Died):
-        run(experiment, Session(die_after=1))
+        run(experiment, died)
     assert (experiment / "jobs" / "job00001.state.pt").is_file()
     again = run(experiment, Session())
-    assert [r["task"] for r in again] == [2]  # task 1 was not trained again
+    # Task 1's report again (the process may have died before Tune had it), then task 2 trained.
+    assert [r["task"] for r in again] == [1, 2] and again[0] == died.reports[0]
     assert not (experiment / "jobs" / "job00001.state.pt").exists()  # gone once the job has ended
     ended, uninterrupted = (json.loads(open(job_file(str(e), "job00001")).read())
                             for e in (experiment, tmp_path / "whole"))
+    assert ended["seconds"][0] == died.reports[0]["task_seconds"][0]  # task 1 was not trained again
     assert ended["records"] == uninterrupted["records"] and ended["matrices"] == uninterrupted["matrices"]
     assert job_state_file(str(experiment), "job00001").endswith("jobs/job00001.state.pt")

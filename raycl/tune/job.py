@@ -5,8 +5,9 @@ A job of new configurations builds them afresh; a promoted job loads each config
 states, saved where it waited at its rung, so each continues exactly as it would alone. After every
 task the job reports each configuration's summary under ``configs`` and the seconds each task took.
 After a task before the segment's end it saves its population's state in ``jobs/<job>.state.pt``
-(one file, replaced task after task), so a job run again, retried on another node or handed out
-again after an interruption, continues from its last task. It is the job's file, not a Tune
+(one file, replaced task after task, with that task's report), so a job run again, retried on
+another node or handed out again after an interruption, reports that task again and continues
+from it. It is the job's file, not a Tune
 checkpoint: Tune keeps a trial's last checkpoints for the whole experiment (a search of thousands of
 jobs would keep thousands of population states nothing reads again) and, to keep them consistent
 with its snapshot of the experiment, writes that snapshot, every trial's state, after each job of two.
@@ -102,6 +103,8 @@ def job_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, see
         saved = torch.load(io.BytesIO(state), map_location=device, weights_only=False)
         cohort.load_state_dict(saved["cohort"])
         seconds, started = list(saved["seconds"]), saved["started"]
+        # The state is saved before its task's report: the report may have been lost with the process.
+        tune.report(saved["metrics"])
     trial_id = tune.get_context().get_trial_id()
     node = ray.get_runtime_context().get_node_id()
     node_ip = ray.util.get_node_ip_address()
@@ -116,7 +119,7 @@ def job_trainable(config: dict, *, benchmarks: list[Benchmark], method: str, see
         if cohort.finished:
             break
         sink = io.BytesIO()
-        torch.save({"cohort": cohort.state_dict(), "seconds": seconds, "started": started}, sink)
+        torch.save({"cohort": cohort.state_dict(), "seconds": seconds, "started": started, "metrics": metrics}, sink)
         storage.write_bytes(job_state_file(experiment, job["id"]), sink.getvalue())
         tune.report(metrics)
     final_task = cohort.n_tasks
