@@ -370,13 +370,13 @@ def _stream_callbacks(options: SearchOptions, space: SearchSpace, samples: int, 
     # shows raycl's compact progress; 2 and 3 are Tune's own trial boxes and tables (its 1 and 2).
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0" if options.verbose <= 1 else "1"
     callbacks = [SearchMetrics(samples, final_task, options.experiment_name, journal=journal)]
-    # In a local experiment folder raycl's TensorBoard tracker writes a run per configuration; Tune's
-    # own TensorBoard logger would write beside it, per trial, every configuration's summary flattened
-    # (their accuracy lists as histograms), at a cost that dominates the driver of a large search.
-    # Tune adds its loggers unless told not to, so its JSON and CSV ones are added here.
-    local = not storage.is_uri(options.experiment_dir)
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if local else "0"
-    if local:
+    # Where raycl's TensorBoard tracker writes a run per configuration, Tune's own TensorBoard logger
+    # would write beside it, per trial, every configuration's summary flattened (their accuracy lists as
+    # histograms), at a cost that dominates the driver of a large search. Tune adds its loggers unless
+    # told not to, so its JSON and CSV ones are added here.
+    tensorboard = trackers is not None and trackers.writes_tensorboard
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if tensorboard else "0"
+    if tensorboard:
         from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
         callbacks += [JsonLoggerCallback(), CSVLoggerCallback()]

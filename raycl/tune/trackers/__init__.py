@@ -100,6 +100,10 @@ class SearchTrackers:
         """The Tune callback that feeds these trackers."""
         return self._callback
 
+    @property
+    def writes_tensorboard(self) -> bool:
+        return any(worker.backend.kind == "tensorboard" for worker in self.workers)
+
     def take_over(self, tuner) -> None:
         """Make a restored Tuner (``--resume``) feed these trackers: Tune restores the callbacks the
         search was started with, so its tracker callback (if any) is replaced by this one."""

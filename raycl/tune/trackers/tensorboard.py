@@ -78,7 +78,7 @@ class TensorboardBackend:
         self.folder = Path(folder)
         self.where = str(self.folder)
         self.info: SearchInfo | None = None
-        self.files: dict[str, EventFile] = {}  # configuration id -> its event file
+        self.files: dict[str, EventFile] = {}  # configuration id -> its event file (a path: nothing held open)
 
     def open(self, info: SearchInfo, runs: Runs) -> None:
         self.info = info
@@ -133,7 +133,6 @@ class TensorboardBackend:
         runs.set(update.config, params=True, trials=trials, steps=sorted({*entry["steps"], *steps}))
         if ended:
             runs.set(update.config, status=str(update.status))
-            self.files.pop(update.config, None)
 
     def finish(self, outcome: SearchOutcome, runs: Runs) -> None:
         for config in outcome.configs:
@@ -145,7 +144,6 @@ class TensorboardBackend:
                 self._file(config.config, runs).append(
                     [self._scalar(name, value, config.tasks) for name, value in config.test.items()])
                 runs.set(config.config, tested=True)
-            self.files.pop(config.config, None)
 
     def close(self, runs: Runs) -> None:
         self.files.clear()
